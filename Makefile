@@ -1,0 +1,54 @@
+# Runnel: `make run` starts a broker on 127.0.0.1:9092; `make test` runs every test.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := target/release/runnel
+APT_PACKAGES := libclang-dev kcat
+
+.PHONY: run build test deps apt-deps py-deps unit compat bench clean fmt lint
+
+run: apt-deps build
+	$(BIN) --config config/server.properties
+
+build: apt-deps
+	cargo build --release
+
+# Debian packages: libclang for the rocksdb crate's bindgen, kcat for its compat test.
+apt-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+py-deps: $(VENV)/.installed
+
+$(VENV)/.installed: compat-tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r compat-tests/requirements.txt
+	touch $@
+
+deps: apt-deps py-deps
+
+unit: apt-deps
+	cargo test --release
+
+compat: build py-deps
+	RUNNEL_BIN=$(abspath $(BIN)) $(VENV)/bin/pytest -q compat-tests
+
+test: deps
+	cargo build --release
+	cargo test --release
+	RUNNEL_BIN=$(abspath $(BIN)) $(VENV)/bin/pytest -q compat-tests
+
+fmt:
+	cargo fmt
+
+lint:
+	cargo fmt --check
+	cargo clippy --release -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf $(VENV) data

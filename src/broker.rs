@@ -1,0 +1,72 @@
+//! The broker: shared state every handler sees, and start-up/shutdown wiring.
+
+use std::sync::Arc;
+
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::network;
+use crate::storage::catalog::Catalog;
+use crate::storage::db::Store;
+use crate::storage::writer::Writer;
+
+/// State shared by all connections.
+pub struct Broker {
+    pub config: ServerConfig,
+    pub store: Arc<Store>,
+    pub catalog: Catalog,
+    pub writer: Writer,
+    pub metrics: Metrics,
+}
+
+impl Broker {
+    pub fn cluster_id(&self) -> &str {
+        &self.catalog.cluster_id
+    }
+}
+
+/// Opens storage, serves until SIGTERM/SIGINT, then drains and flushes.
+pub fn run(config: ServerConfig) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("runnel-worker")
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+
+    let store = Store::open(&config.log_dir)
+        .map_err(|e| format!("cannot open {}: {e}", config.log_dir.display()))?;
+    let catalog = Catalog::load(
+        store.clone(),
+        config.tail_cache_bytes,
+        config.cluster_id.as_deref(),
+    )
+    .map_err(|e| format!("cannot load the catalog: {e}"))?;
+    let sync = config.flush_interval_messages == 1;
+    let (writer, writer_thread) = Writer::start(store.clone(), sync)
+        .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+    let metrics = Metrics::new().map_err(|e| format!("cannot register metrics: {e}"))?;
+    tracing::info!(
+        dir = %config.log_dir.display(),
+        fsync_each_ack = sync,
+        "storage open"
+    );
+    let broker = Arc::new(Broker {
+        config,
+        store: store.clone(),
+        catalog,
+        writer,
+        metrics,
+    });
+
+    let served = runtime.block_on(network::server::serve(broker.clone()));
+    // Dropping the broker drops the last writer handle, which ends the writer thread.
+    drop(broker);
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    if writer_thread.join().is_err() {
+        tracing::error!("writer thread panicked");
+    }
+    store
+        .flush()
+        .map_err(|e| format!("final flush failed: {e}"))?;
+    tracing::info!("shutdown complete");
+    served
+}

@@ -1,0 +1,362 @@
+//! Server configuration: a `server.properties` file with Kafka's key names,
+//! overridden by `--override key=value` flags.
+//!
+//! Every key is either understood, accepted-without-effect (Kafka keys that
+//! mean nothing on one Runnel node), or unknown; the latter two are warned
+//! about at start-up so nothing is silently ignored.
+
+pub mod topic;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Parsed, validated broker settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub node_id: i32,
+    pub listen_host: String,
+    pub listen_port: u16,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub log_dir: PathBuf,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics_enable: bool,
+    pub message_max_bytes: i32,
+    pub socket_request_max_bytes: usize,
+    /// `log.flush.interval.messages`: 1 makes each acknowledgement wait for fsync.
+    pub flush_interval_messages: i64,
+    pub log_level: Option<String>,
+    pub log_json: bool,
+    pub cluster_id: Option<String>,
+    /// Bytes of recent batches kept in memory per partition for tail readers.
+    pub tail_cache_bytes: usize,
+    /// Every key/value the file and overrides set, as given, for DescribeConfigs.
+    pub raw: BTreeMap<String, String>,
+}
+
+/// The loaded configuration plus what to warn about once logging is up.
+pub struct BrokerConfig {
+    pub server: ServerConfig,
+    warnings: Vec<String>,
+}
+
+/// Kafka keys that Runnel accepts but that have no effect on a single node.
+const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
+    "broker.id.generation.enable",
+    "controller.listener.names",
+    "controller.quorum.voters",
+    "controller.quorum.bootstrap.servers",
+    "group.initial.rebalance.delay.ms",
+    "inter.broker.listener.name",
+    "listener.security.protocol.map",
+    "log.retention.check.interval.ms",
+    "log.segment.bytes",
+    "num.io.threads",
+    "num.network.threads",
+    "num.recovery.threads.per.data.dir",
+    "offsets.topic.replication.factor",
+    "process.roles",
+    "share.coordinator.state.topic.min.isr",
+    "share.coordinator.state.topic.replication.factor",
+    "socket.receive.buffer.bytes",
+    "socket.send.buffer.bytes",
+    "transaction.state.log.min.isr",
+    "transaction.state.log.replication.factor",
+    "zookeeper.connect",
+    "zookeeper.connection.timeout.ms",
+];
+
+impl BrokerConfig {
+    /// Reads `path` (a missing file is an error) and applies `overrides`.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        let mut raw = parse_properties(&text);
+        for o in overrides {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| format!("--override {o:?} is not of the form key=value"))?;
+            raw.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Self::from_map(raw)
+    }
+
+    pub fn from_map(raw: BTreeMap<String, String>) -> Result<Self, String> {
+        let mut warnings = Vec::new();
+        let get = |k: &str| raw.get(k).map(String::as_str);
+
+        let node_id = match (get("node.id"), get("broker.id")) {
+            (Some(v), _) | (None, Some(v)) => parse_num::<i32>("node.id", v)?,
+            (None, None) => 0,
+        };
+        if node_id < 0 {
+            return Err(format!("node.id must be >= 0, got {node_id}"));
+        }
+        let (listen_host, listen_port) = match get("listeners") {
+            Some(v) => parse_listener("listeners", v)?,
+            None => ("127.0.0.1".to_string(), 9092),
+        };
+        let (advertised_host, advertised_port) = match get("advertised.listeners") {
+            Some(v) => parse_listener("advertised.listeners", v)?,
+            None => {
+                // Clients resolve `localhost` to ::1 first; advertise IPv4 loopback instead
+                // of an unspecified or name-based listen address.
+                let host = match listen_host.as_str() {
+                    "" | "0.0.0.0" | "localhost" | "::" => "127.0.0.1".to_string(),
+                    h => h.to_string(),
+                };
+                (host, listen_port)
+            }
+        };
+        let log_dir = PathBuf::from(
+            get("log.dirs")
+                .or(get("log.dir"))
+                .map(|v| v.split(',').next().unwrap_or(v).trim().to_string())
+                .unwrap_or_else(|| "./data".to_string()),
+        );
+        if log_dir.as_os_str().is_empty() {
+            return Err("log.dirs must not be empty".into());
+        }
+        let num_partitions = opt_num("num.partitions", get("num.partitions"), 1)?;
+        if num_partitions < 1 {
+            return Err(format!("num.partitions must be >= 1, got {num_partitions}"));
+        }
+        let default_replication_factor = opt_num(
+            "default.replication.factor",
+            get("default.replication.factor"),
+            1i16,
+        )?;
+        if default_replication_factor != 1 {
+            return Err(format!(
+                "default.replication.factor must be 1 on a single node, got {default_replication_factor}"
+            ));
+        }
+        let auto_create_topics_enable = opt_bool(
+            "auto.create.topics.enable",
+            get("auto.create.topics.enable"),
+            true,
+        )?;
+        let message_max_bytes =
+            opt_num("message.max.bytes", get("message.max.bytes"), 1_048_588i32)?;
+        if message_max_bytes < 0 {
+            return Err(format!(
+                "message.max.bytes must be >= 0, got {message_max_bytes}"
+            ));
+        }
+        let socket_request_max_bytes = opt_num(
+            "socket.request.max.bytes",
+            get("socket.request.max.bytes"),
+            100 * 1024 * 1024usize,
+        )?;
+        if socket_request_max_bytes < 1024 {
+            return Err("socket.request.max.bytes must be at least 1024".into());
+        }
+        let flush_interval_messages = opt_num(
+            "log.flush.interval.messages",
+            get("log.flush.interval.messages"),
+            i64::MAX,
+        )?;
+        if flush_interval_messages < 1 {
+            return Err("log.flush.interval.messages must be >= 1".into());
+        }
+        if flush_interval_messages > 1 && flush_interval_messages != i64::MAX {
+            warnings.push(format!(
+                "log.flush.interval.messages={flush_interval_messages}: only 1 (fsync every acknowledgement) changes behaviour; \
+                 any other value acknowledges once a write is in RocksDB's WAL"
+            ));
+        }
+        let log_level = get("log.level").map(str::to_string);
+        let log_json = match get("log.format") {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => return Err(format!("log.format must be text or json, got {other:?}")),
+        };
+        let cluster_id = get("cluster.id").map(str::to_string);
+        let tail_cache_bytes = opt_num(
+            "runnel.tail.cache.bytes.per.partition",
+            get("runnel.tail.cache.bytes.per.partition"),
+            1024 * 1024usize,
+        )?;
+
+        for key in raw.keys() {
+            if ACCEPTED_WITHOUT_EFFECT.contains(&key.as_str()) {
+                warnings.push(format!(
+                    "config key {key} is accepted but has no effect on Runnel"
+                ));
+            } else if !is_understood(key) {
+                warnings.push(format!("unknown config key {key} is ignored"));
+            }
+        }
+        // Topic defaults must parse too, so a bad value refuses to start.
+        topic::validate_broker_defaults(&raw)?;
+
+        Ok(BrokerConfig {
+            server: ServerConfig {
+                node_id,
+                listen_host,
+                listen_port,
+                advertised_host,
+                advertised_port,
+                log_dir,
+                num_partitions,
+                default_replication_factor,
+                auto_create_topics_enable,
+                message_max_bytes,
+                socket_request_max_bytes,
+                flush_interval_messages,
+                log_level,
+                log_json,
+                cluster_id,
+                tail_cache_bytes,
+                raw,
+            },
+            warnings,
+        })
+    }
+
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            tracing::warn!("{w}");
+        }
+    }
+}
+
+fn is_understood(key: &str) -> bool {
+    const KEYS: &[&str] = &[
+        "node.id",
+        "broker.id",
+        "listeners",
+        "advertised.listeners",
+        "log.dirs",
+        "log.dir",
+        "num.partitions",
+        "default.replication.factor",
+        "auto.create.topics.enable",
+        "message.max.bytes",
+        "socket.request.max.bytes",
+        "log.flush.interval.messages",
+        "log.level",
+        "log.format",
+        "cluster.id",
+        "runnel.tail.cache.bytes.per.partition",
+    ];
+    KEYS.contains(&key) || topic::is_broker_default_key(key)
+}
+
+/// Java-properties subset: `key=value` or `key: value`, `#`/`!` comments.
+pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let split = line.find(['=', ':']);
+        let (k, v) = match split {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => (line, ""),
+        };
+        map.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    map
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
+    v.trim()
+        .parse::<T>()
+        .map_err(|_| format!("invalid value {v:?} for {key}: not a valid number"))
+}
+
+fn opt_num<T: std::str::FromStr>(key: &str, v: Option<&str>, default: T) -> Result<T, String> {
+    v.map_or(Ok(default), |v| parse_num(key, v))
+}
+
+fn opt_bool(key: &str, v: Option<&str>, default: bool) -> Result<bool, String> {
+    match v.map(|s| s.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(s) if s == "true" => Ok(true),
+        Some(s) if s == "false" => Ok(false),
+        Some(s) => Err(format!(
+            "invalid value {s:?} for {key}: expected true or false"
+        )),
+    }
+}
+
+/// `PLAINTEXT://host:port` (first entry of a comma-separated list).
+fn parse_listener(key: &str, v: &str) -> Result<(String, u16), String> {
+    let first = v.split(',').next().unwrap_or("").trim();
+    let rest = match first.split_once("://") {
+        Some((proto, rest)) => {
+            if !proto.eq_ignore_ascii_case("PLAINTEXT") {
+                return Err(format!(
+                    "{key}: only PLAINTEXT listeners are supported so far, got {proto}"
+                ));
+            }
+            rest
+        }
+        None => first,
+    };
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{key}: expected PLAINTEXT://host:port, got {v:?}"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("{key}: invalid port in {v:?}"))?;
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<BrokerConfig, String> {
+        BrokerConfig::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_and_listeners() {
+        let c = load(&[("listeners", "PLAINTEXT://0.0.0.0:19092")])
+            .unwrap()
+            .server;
+        assert_eq!(c.listen_port, 19092);
+        assert_eq!(c.advertised_host, "127.0.0.1");
+        assert_eq!(c.num_partitions, 1);
+        assert!(c.auto_create_topics_enable);
+        assert_eq!(c.socket_request_max_bytes, 100 * 1024 * 1024);
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let e = load(&[("num.partitions", "many")]).err().unwrap();
+        assert!(e.contains("num.partitions"), "{e}");
+        let e = load(&[("auto.create.topics.enable", "yes")]).err().unwrap();
+        assert!(e.contains("auto.create.topics.enable"), "{e}");
+        let e = load(&[("log.retention.hours", "-x")]).err().unwrap();
+        assert!(e.contains("log.retention.hours"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_warn() {
+        let c = load(&[("no.such.key", "1"), ("num.network.threads", "3")]).unwrap();
+        assert_eq!(c.warnings.len(), 2);
+    }
+
+    #[test]
+    fn properties_syntax() {
+        let m = parse_properties("# c\n a = 1\nb:2\n\n!x\nc=x=y\n");
+        assert_eq!(m.get("a").map(String::as_str), Some("1"));
+        assert_eq!(m.get("b").map(String::as_str), Some("2"));
+        assert_eq!(m.get("c").map(String::as_str), Some("x=y"));
+        assert_eq!(m.len(), 3);
+    }
+}

@@ -1,0 +1,208 @@
+//! Request dispatch: parse the header, check the version against what we
+//! advertise, decode the body with `kafka-protocol`, route to the API's
+//! handler module, and encode the response frame.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+use crate::broker::Broker;
+use crate::handlers;
+
+/// What the connection does with a request's result.
+pub enum Outcome {
+    /// A complete response frame, size prefix included.
+    Respond(Bytes),
+    /// Nothing to send (Produce with acks=0).
+    NoResponse,
+    /// The request was invalid: close the connection.
+    Close,
+}
+
+/// Everything a handler knows about the request besides its body.
+pub struct RequestContext {
+    pub broker: Arc<Broker>,
+    pub api_version: i16,
+    pub client_id: Option<StrBytes>,
+    pub peer: SocketAddr,
+}
+
+impl RequestContext {
+    pub fn client(&self) -> &str {
+        self.client_id.as_deref().unwrap_or("")
+    }
+}
+
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+
+pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, peer: SocketAddr) -> Outcome {
+    // The connection guarantees at least 8 bytes.
+    let raw_key = be_i16(&frame, 0);
+    let version = be_i16(&frame, 2);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(api) = ApiKey::try_from(raw_key) else {
+        tracing::warn!(%peer, api_key = raw_key, "closing connection: unknown API key");
+        return Outcome::Close;
+    };
+    let Some(range) = handlers::supported_versions(api) else {
+        tracing::warn!(%peer, ?api, version, "closing connection: API not supported");
+        return Outcome::Close;
+    };
+    if version < range.0 || version > range.1 {
+        if api == ApiKey::ApiVersions {
+            tracing::info!(%peer, version, "ApiVersions with an unsupported version: answering in v0");
+            return Outcome::Respond(handlers::api_versions::unsupported_version(correlation_id));
+        }
+        tracing::warn!(%peer, ?api, version, "closing connection: unsupported API version");
+        return Outcome::Close;
+    }
+    let header = match RequestHeader::decode(&mut frame, api.request_header_version(version)) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(%peer, ?api, version, error = %e, "closing connection: malformed request header");
+            return Outcome::Close;
+        }
+    };
+    let ctx = RequestContext {
+        broker: broker.clone(),
+        api_version: version,
+        client_id: header.client_id,
+        peer,
+    };
+    let api_name = format!("{api:?}");
+    let started = Instant::now();
+    let outcome = route(&ctx, api, correlation_id, frame).await;
+    if matches!(outcome, Outcome::Close) {
+        m_close(broker, &api_name);
+    }
+    let m = &broker.metrics;
+    m.requests.with_label_values(&[&api_name]).inc();
+    m.request_seconds
+        .with_label_values(&[&api_name])
+        .observe(started.elapsed().as_secs_f64());
+    outcome
+}
+
+/// Decodes, runs the handler, encodes; a body that does not decode closes the connection.
+macro_rules! call {
+    ($ctx:expr, $cid:expr, $body:expr, $req:ty, $handler:path) => {{
+        match <$req>::decode(&mut $body, $ctx.api_version) {
+            Ok(req) => {
+                let resp = $handler($ctx, req).await;
+                encode($ctx, $cid, &resp)
+            }
+            Err(e) => malformed($ctx, stringify!($req), e),
+        }
+    }};
+}
+
+async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> Outcome {
+    use handlers::*;
+    match api {
+        ApiKey::ApiVersions => call!(ctx, cid, body, ApiVersionsRequest, api_versions::handle),
+        ApiKey::Metadata => call!(ctx, cid, body, MetadataRequest, metadata::handle),
+        ApiKey::Produce => match ProduceRequest::decode(&mut body, ctx.api_version) {
+            Ok(req) => match produce::handle(ctx, req).await {
+                Some(resp) => encode(ctx, cid, &resp),
+                None => Outcome::NoResponse,
+            },
+            Err(e) => malformed(ctx, "ProduceRequest", e),
+        },
+        ApiKey::Fetch => call!(ctx, cid, body, FetchRequest, fetch::handle),
+        ApiKey::ListOffsets => call!(ctx, cid, body, ListOffsetsRequest, list_offsets::handle),
+        ApiKey::OffsetForLeaderEpoch => call!(
+            ctx,
+            cid,
+            body,
+            OffsetForLeaderEpochRequest,
+            offset_for_leader_epoch::handle
+        ),
+        ApiKey::CreateTopics => call!(ctx, cid, body, CreateTopicsRequest, create_topics::handle),
+        ApiKey::DeleteTopics => call!(ctx, cid, body, DeleteTopicsRequest, delete_topics::handle),
+        ApiKey::CreatePartitions => call!(
+            ctx,
+            cid,
+            body,
+            CreatePartitionsRequest,
+            create_partitions::handle
+        ),
+        ApiKey::DescribeConfigs => call!(
+            ctx,
+            cid,
+            body,
+            DescribeConfigsRequest,
+            describe_configs::handle
+        ),
+        ApiKey::DescribeCluster => call!(
+            ctx,
+            cid,
+            body,
+            DescribeClusterRequest,
+            describe_cluster::handle
+        ),
+        other => {
+            tracing::warn!(peer = %ctx.peer, api = ?other, "closing connection: API has no handler");
+            Outcome::Close
+        }
+    }
+}
+
+fn m_close(broker: &Broker, api: &str) {
+    broker.metrics.error(api, -1);
+}
+
+fn malformed(ctx: &RequestContext, what: &str, e: impl std::fmt::Display) -> Outcome {
+    tracing::warn!(
+        peer = %ctx.peer,
+        client_id = ctx.client(),
+        request = what,
+        version = ctx.api_version,
+        error = %e,
+        "closing connection: malformed request body"
+    );
+    Outcome::Close
+}
+
+/// Builds the response frame: size, header (version per the API), body.
+pub fn encode<R: Encodable + HeaderVersion>(
+    ctx: &RequestContext,
+    correlation_id: i32,
+    resp: &R,
+) -> Outcome {
+    match encode_frame(correlation_id, ctx.api_version, resp) {
+        Ok(b) => Outcome::Respond(b),
+        Err(e) => {
+            tracing::error!(
+                peer = %ctx.peer,
+                response = std::any::type_name::<R>(),
+                version = ctx.api_version,
+                error = %e,
+                "cannot encode response; closing connection"
+            );
+            Outcome::Close
+        }
+    }
+}
+
+pub fn encode_frame<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    resp: &R,
+) -> Result<Bytes, String> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    header
+        .encode(&mut buf, R::header_version(version))
+        .map_err(|e| e.to_string())?;
+    resp.encode(&mut buf, version).map_err(|e| e.to_string())?;
+    let size = i32::try_from(buf.len() - 4).map_err(|_| "response too large".to_string())?;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf.freeze())
+}

@@ -1,0 +1,92 @@
+//! Broker errors and their one mapping to Kafka error codes.
+
+use kafka_protocol::error::ResponseError;
+
+/// Everything a request can fail with; `code()` is the only place that maps
+/// them onto the wire.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BrokerError {
+    #[error("This server does not host this topic-partition")]
+    UnknownTopicOrPartition,
+    #[error("This server does not host this topic ID")]
+    UnknownTopicId,
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("Topic '{0}' already exists")]
+    TopicAlreadyExists(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    CorruptMessage(String),
+    #[error("{0}")]
+    MessageTooLarge(String),
+    #[error("The requested offset is not within the range of offsets maintained by the server")]
+    OffsetOutOfRange,
+    #[error("{0}")]
+    InvalidRecord(String),
+    #[error("The fetch session ID was not found")]
+    FetchSessionIdNotFound,
+    #[error("The leader epoch in the request is newer than the broker's")]
+    UnknownLeaderEpoch,
+    #[error("The requested acks value is invalid: {0}")]
+    InvalidRequiredAcks(i16),
+    #[error("Unsupported resource: {0}")]
+    UnsupportedResource(String),
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("The broker is shutting down")]
+    ShuttingDown,
+}
+
+impl BrokerError {
+    pub fn response_error(&self) -> ResponseError {
+        use BrokerError::*;
+        match self {
+            UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+            UnknownTopicId => ResponseError::UnknownTopicId,
+            InvalidTopic(_) => ResponseError::InvalidTopicException,
+            TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+            InvalidPartitions(_) => ResponseError::InvalidPartitions,
+            InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+            InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+            InvalidConfig(_) => ResponseError::InvalidConfig,
+            InvalidRequest(_) | UnsupportedResource(_) => ResponseError::InvalidRequest,
+            CorruptMessage(_) => ResponseError::CorruptMessage,
+            MessageTooLarge(_) => ResponseError::MessageTooLarge,
+            OffsetOutOfRange => ResponseError::OffsetOutOfRange,
+            InvalidRecord(_) => ResponseError::InvalidRecord,
+            FetchSessionIdNotFound => ResponseError::FetchSessionIdNotFound,
+            UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
+            InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
+            Storage(_) => ResponseError::KafkaStorageError,
+            ShuttingDown => ResponseError::BrokerNotAvailable,
+        }
+    }
+
+    pub fn code(&self) -> i16 {
+        self.response_error().code()
+    }
+
+    /// The message for the optional `error_message` fields.
+    pub fn message(&self) -> Option<kafka_protocol::protocol::StrBytes> {
+        Some(kafka_protocol::protocol::StrBytes::from_string(
+            self.to_string(),
+        ))
+    }
+}
+
+impl From<rocksdb::Error> for BrokerError {
+    fn from(e: rocksdb::Error) -> Self {
+        BrokerError::Storage(e.into_string())
+    }
+}
+
+pub type BrokerResult<T> = Result<T, BrokerError>;

@@ -1,0 +1,154 @@
+//! CreateTopics (19): name rules, partition count, replication factor 1 on a
+//! single node, configs validated and stored, `validate_only`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+
+use super::sb;
+use crate::config::topic::{resolve_all, validate_topic_config};
+use crate::dispatch::RequestContext;
+use crate::error::{BrokerError, BrokerResult};
+use crate::types::TopicName;
+
+pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let b = &ctx.broker;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for t in &req.topics {
+        *seen.entry(t.name.0.to_string()).or_default() += 1;
+    }
+    let results = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.clone();
+            let outcome = if seen.get(name.0.as_str()).copied().unwrap_or(0) > 1 {
+                Err(BrokerError::InvalidRequest(format!(
+                    "Create topics request from client `{}` contains multiple entries for the following topics: {}",
+                    ctx.client(),
+                    name.0.as_str()
+                )))
+            } else {
+                create_one(ctx, t, req.validate_only)
+            };
+            let r = CreatableTopicResult::default().with_name(name.clone());
+            match outcome {
+                Ok(created) => {
+                    let configs = resolve_all(&created.configs, &b.config.raw)
+                        .into_iter()
+                        .map(|c| {
+                            CreatableTopicConfigs::default()
+                                .with_name(sb(c.def.name))
+                                .with_value(Some(sb(c.value)))
+                                .with_config_source(c.source as i8)
+                        })
+                        .collect();
+                    r.with_topic_id(created.id)
+                        .with_num_partitions(created.partitions)
+                        .with_replication_factor(1)
+                        .with_configs(Some(configs))
+                }
+                Err(e) => {
+                    b.metrics.error("CreateTopics", e.code());
+                    tracing::info!(peer = %ctx.peer, topic = %name.0.as_str(), error = %e, "CreateTopics rejected");
+                    r.with_error_code(e.code())
+                        .with_error_message(e.message())
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                        .with_topic_config_error_code(0)
+                }
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+/// What was (or, with validate_only, would be) created.
+struct Created {
+    id: uuid::Uuid,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+}
+
+fn create_one(
+    ctx: &RequestContext,
+    t: CreatableTopic,
+    validate_only: bool,
+) -> BrokerResult<Created> {
+    let b = &ctx.broker;
+    let name = TopicName::parse(t.name.0.as_str())?;
+    let (partitions, replication) = if t.assignments.is_empty() {
+        let p = if t.num_partitions == -1 {
+            b.config.num_partitions
+        } else {
+            t.num_partitions
+        };
+        let r = if t.replication_factor == -1 {
+            b.config.default_replication_factor
+        } else {
+            t.replication_factor
+        };
+        (p, r)
+    } else {
+        if t.num_partitions != -1 || t.replication_factor != -1 {
+            return Err(BrokerError::InvalidRequest(
+                "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time."
+                    .into(),
+            ));
+        }
+        for (i, a) in t.assignments.iter().enumerate() {
+            if a.partition_index != i as i32 {
+                return Err(BrokerError::InvalidReplicaAssignment(
+                    "Partitions should be a consecutive 0-based integer sequence".into(),
+                ));
+            }
+            if a.broker_ids.len() != 1 || a.broker_ids[0].0 != b.config.node_id {
+                return Err(BrokerError::InvalidReplicaAssignment(format!(
+                    "Replica assignment for partition {} must be exactly [{}] on this single-node cluster",
+                    a.partition_index, b.config.node_id
+                )));
+            }
+        }
+        (t.assignments.len() as i32, 1)
+    };
+    if partitions <= 0 {
+        return Err(BrokerError::InvalidPartitions(
+            "Number of partitions must be larger than 0.".into(),
+        ));
+    }
+    if replication <= 0 {
+        return Err(BrokerError::InvalidReplicationFactor(
+            "Replication factor must be larger than 0.".into(),
+        ));
+    }
+    if replication != 1 {
+        return Err(BrokerError::InvalidReplicationFactor(format!(
+            "Unable to replicate the partition {replication} time(s): The target replication factor of {replication} cannot be reached because only 1 broker(s) are registered."
+        )));
+    }
+    let mut configs = BTreeMap::new();
+    for c in &t.configs {
+        validate_topic_config(c.name.as_str(), c.value.as_deref())?;
+        if let Some(v) = &c.value {
+            configs.insert(c.name.to_string(), v.to_string());
+        }
+    }
+    if validate_only {
+        b.catalog.check_creatable(&name)?;
+        return Ok(Created {
+            id: uuid::Uuid::nil(),
+            partitions,
+            configs,
+        });
+    }
+    let topic = b.catalog.create_topic(&name, partitions, configs)?;
+    Ok(Created {
+        id: topic.id,
+        partitions,
+        configs: topic.configs.clone(),
+    })
+}

@@ -1,0 +1,59 @@
+//! DeleteTopics (20): by name (v0–5) or by name or ID (v6); the data is
+//! removed with the catalog record in one write.
+
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+use uuid::Uuid;
+
+use super::sb;
+use crate::dispatch::RequestContext;
+use crate::error::BrokerError;
+
+pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let b = &ctx.broker;
+    let wanted: Vec<(Option<TopicName>, Uuid)> = if ctx.api_version >= 6 {
+        req.topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .into_iter()
+            .map(|n| (Some(n), Uuid::nil()))
+            .collect()
+    };
+    let mut responses = Vec::with_capacity(wanted.len());
+    for (name, id) in wanted {
+        let topic = match &name {
+            Some(n) => b
+                .catalog
+                .get(n.0.as_str())
+                .ok_or(BrokerError::UnknownTopicOrPartition),
+            None => b.catalog.get_by_id(&id).ok_or(BrokerError::UnknownTopicId),
+        };
+        let result = match topic {
+            Ok(t) => b
+                .catalog
+                .delete_topic(&b.writer, &t)
+                .await
+                .map(|()| (Some(TopicName(sb(t.name.as_str()))), t.id)),
+            Err(e) => Err(e),
+        };
+        let r = DeletableTopicResult::default();
+        responses.push(match result {
+            Ok((n, tid)) => {
+                tracing::info!(peer = %ctx.peer, client_id = ctx.client(), topic = ?n.as_ref().map(|n| n.0.to_string()), "topic deleted on request");
+                r.with_name(n).with_topic_id(tid)
+            }
+            Err(e) => {
+                b.metrics.error("DeleteTopics", e.code());
+                tracing::info!(peer = %ctx.peer, topic = ?name.as_ref().map(|n| n.0.to_string()), %id, error = %e, "DeleteTopics failed");
+                r.with_name(name)
+                    .with_topic_id(id)
+                    .with_error_code(e.code())
+                    .with_error_message(e.message())
+            }
+        });
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}

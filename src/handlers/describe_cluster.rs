@@ -1,0 +1,35 @@
+//! DescribeCluster (60): this node is the whole cluster and its controller.
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+
+use super::{sb, AUTHORIZED_OPERATIONS_OMITTED};
+use crate::dispatch::RequestContext;
+use crate::error::BrokerError;
+
+/// `endpoint_type` 1 asks for brokers (2 would be controllers).
+const ENDPOINT_BROKERS: i8 = 1;
+
+pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> DescribeClusterResponse {
+    let b = &ctx.broker;
+    let node = BrokerId(b.config.node_id);
+    let resp = DescribeClusterResponse::default()
+        .with_cluster_id(sb(b.cluster_id()))
+        .with_controller_id(node)
+        .with_endpoint_type(req.endpoint_type)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+    if ctx.api_version >= 1 && req.endpoint_type != ENDPOINT_BROKERS {
+        let e = BrokerError::InvalidRequest(format!(
+            "Unsupported endpoint type {}: this node serves brokers only",
+            req.endpoint_type
+        ));
+        b.metrics.error("DescribeCluster", e.code());
+        return resp
+            .with_error_code(e.code())
+            .with_error_message(e.message());
+    }
+    resp.with_brokers(vec![DescribeClusterBroker::default()
+        .with_broker_id(node)
+        .with_host(sb(b.config.advertised_host.clone()))
+        .with_port(i32::from(b.config.advertised_port))])
+}

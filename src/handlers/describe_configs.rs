@@ -1,0 +1,205 @@
+//! DescribeConfigs (32): every topic config with its effective value and
+//! source, and the broker's own settings. Read-only here; changing configs
+//! belongs to AlterConfigs / IncrementalAlterConfigs.
+
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+
+use super::sb;
+use crate::config::topic::{resolve_all, ConfigSource, ConfigType};
+use crate::config::ServerConfig;
+use crate::dispatch::RequestContext;
+use crate::error::{BrokerError, BrokerResult};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let b = &ctx.broker;
+    let results = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let r = DescribeConfigsResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            match describe(ctx, &res, req.include_synonyms) {
+                Ok(configs) => r.with_configs(configs),
+                Err(e) => {
+                    b.metrics.error("DescribeConfigs", e.code());
+                    tracing::debug!(peer = %ctx.peer, resource = %res.resource_name.as_str(), error = %e, "DescribeConfigs error");
+                    r.with_error_code(e.code()).with_error_message(e.message())
+                }
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+fn wanted(res: &DescribeConfigsResource, name: &str) -> bool {
+    res.configuration_keys
+        .as_ref()
+        .is_none_or(|keys| keys.is_empty() || keys.iter().any(|k| k.as_str() == name))
+}
+
+fn entry(
+    name: &str,
+    value: String,
+    source: ConfigSource,
+    kind: ConfigType,
+    read_only: bool,
+) -> DescribeConfigsResourceResult {
+    DescribeConfigsResourceResult::default()
+        .with_name(sb(name))
+        .with_value(Some(sb(value)))
+        .with_read_only(read_only)
+        .with_config_source(source as i8)
+        .with_is_sensitive(false)
+        .with_config_type(kind as i8)
+}
+
+fn describe(
+    ctx: &RequestContext,
+    res: &DescribeConfigsResource,
+    synonyms: bool,
+) -> BrokerResult<Vec<DescribeConfigsResourceResult>> {
+    let b = &ctx.broker;
+    match res.resource_type {
+        RESOURCE_TOPIC => {
+            let topic = b
+                .catalog
+                .get(res.resource_name.as_str())
+                .ok_or(BrokerError::UnknownTopicOrPartition)?;
+            Ok(resolve_all(&topic.configs, &b.config.raw)
+                .into_iter()
+                .filter(|c| wanted(res, c.def.name))
+                .map(|c| {
+                    let mut syn = Vec::new();
+                    if synonyms {
+                        if c.source == ConfigSource::DynamicTopic {
+                            syn.push(
+                                DescribeConfigsSynonym::default()
+                                    .with_name(sb(c.def.name))
+                                    .with_value(Some(sb(c.value.clone())))
+                                    .with_source(ConfigSource::DynamicTopic as i8),
+                            );
+                        }
+                        if let Some((key, v)) = &c.broker_synonym {
+                            syn.push(
+                                DescribeConfigsSynonym::default()
+                                    .with_name(sb(*key))
+                                    .with_value(Some(sb(v.clone())))
+                                    .with_source(ConfigSource::StaticBroker as i8),
+                            );
+                        }
+                        if let Some(key) = c.def.broker_key {
+                            syn.push(
+                                DescribeConfigsSynonym::default()
+                                    .with_name(sb(key))
+                                    .with_value(Some(sb(c.def.default)))
+                                    .with_source(ConfigSource::Default as i8),
+                            );
+                        }
+                    }
+                    entry(c.def.name, c.value, c.source, c.def.kind, false).with_synonyms(syn)
+                })
+                .collect())
+        }
+        RESOURCE_BROKER => {
+            let name = res.resource_name.as_str();
+            if !name.is_empty() && name != b.config.node_id.to_string() {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "Unexpected broker id, expected {} or empty string, but received {name}",
+                    b.config.node_id
+                )));
+            }
+            Ok(broker_entries(&b.config)
+                .into_iter()
+                .filter(|(k, ..)| wanted(res, k))
+                .map(|(k, v, kind)| {
+                    let source = if b.config.raw.contains_key(k) {
+                        ConfigSource::StaticBroker
+                    } else {
+                        ConfigSource::Default
+                    };
+                    entry(k, v, source, kind, true)
+                })
+                .collect())
+        }
+        other => Err(BrokerError::UnsupportedResource(format!(
+            "DescribeConfigs for resource type {other} is not supported"
+        ))),
+    }
+}
+
+/// The broker settings we report, with their effective values.
+fn broker_entries(c: &ServerConfig) -> Vec<(&'static str, String, ConfigType)> {
+    let listener = |h: &str, p: u16| format!("PLAINTEXT://{h}:{p}");
+    let mut out = vec![
+        ("node.id", c.node_id.to_string(), ConfigType::Int),
+        ("broker.id", c.node_id.to_string(), ConfigType::Int),
+        (
+            "listeners",
+            listener(&c.listen_host, c.listen_port),
+            ConfigType::List,
+        ),
+        (
+            "advertised.listeners",
+            listener(&c.advertised_host, c.advertised_port),
+            ConfigType::List,
+        ),
+        (
+            "log.dirs",
+            c.log_dir.display().to_string(),
+            ConfigType::List,
+        ),
+        (
+            "num.partitions",
+            c.num_partitions.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "default.replication.factor",
+            c.default_replication_factor.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "auto.create.topics.enable",
+            c.auto_create_topics_enable.to_string(),
+            ConfigType::Boolean,
+        ),
+        (
+            "message.max.bytes",
+            c.message_max_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "socket.request.max.bytes",
+            c.socket_request_max_bytes.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "log.flush.interval.messages",
+            c.flush_interval_messages.to_string(),
+            ConfigType::Long,
+        ),
+    ];
+    // Topic defaults set at broker level (log.retention.ms, log.cleanup.policy, ...).
+    for d in crate::config::topic::TOPIC_CONFIGS {
+        if let Some(key) = d.broker_key {
+            if out.iter().any(|(k, ..)| *k == key) {
+                continue;
+            }
+            let v = c
+                .raw
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| d.default.to_string());
+            out.push((key, v, d.kind));
+        }
+    }
+    out
+}

@@ -1,0 +1,218 @@
+//! Fetch (1): whole batches from the one containing the fetch offset, limited
+//! per partition and per response, with long-poll until `min_bytes` arrive or
+//! `max_wait_ms` passes. Fetch sessions are declined (session id 0), which
+//! every client handles by sending full fetches.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use tokio::sync::futures::Notified;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::check_leader_epoch;
+use crate::dispatch::RequestContext;
+use crate::error::{BrokerError, BrokerResult};
+use crate::storage::partition::Partition;
+
+/// One requested partition, resolved.
+struct Wanted {
+    index: i32,
+    offset: i64,
+    max_bytes: usize,
+    partition: BrokerResult<Arc<Partition>>,
+}
+
+struct WantedTopic {
+    name: TopicName,
+    id: Uuid,
+    partitions: Vec<Wanted>,
+}
+
+/// Longest long-poll we honour, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
+
+pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
+    let b = &ctx.broker;
+    let v = ctx.api_version;
+    if v >= 7 && (req.session_id != 0 || req.session_epoch > 0) {
+        // We never hand out session ids, so an incremental fetch cannot refer to one.
+        tracing::debug!(peer = %ctx.peer, session = req.session_id, epoch = req.session_epoch, "unknown fetch session");
+        b.metrics
+            .error("Fetch", BrokerError::FetchSessionIdNotFound.code());
+        return FetchResponse::default()
+            .with_error_code(BrokerError::FetchSessionIdNotFound.code())
+            .with_session_id(0);
+    }
+    let topics: Vec<WantedTopic> = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = if v >= 13 {
+                b.catalog
+                    .get_by_id(&t.topic_id)
+                    .ok_or(BrokerError::UnknownTopicId)
+            } else {
+                b.catalog
+                    .get(t.topic.0.as_str())
+                    .ok_or(BrokerError::UnknownTopicOrPartition)
+            };
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| Wanted {
+                    index: p.partition,
+                    offset: p.fetch_offset,
+                    max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                    partition: topic.clone().and_then(|topic| {
+                        check_leader_epoch(p.current_leader_epoch)?;
+                        topic
+                            .partition(p.partition)
+                            .cloned()
+                            .ok_or(BrokerError::UnknownTopicOrPartition)
+                    }),
+                })
+                .collect();
+            WantedTopic {
+                name: t.topic,
+                id: t.topic_id,
+                partitions,
+            }
+        })
+        .collect();
+
+    let wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
+    let deadline = Instant::now() + wait;
+    let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
+    let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0);
+    let read_committed = req.isolation_level == 1;
+    let live: Vec<Arc<Partition>> = topics
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .filter_map(|w| w.partition.as_ref().ok().cloned())
+        .collect();
+
+    loop {
+        // Register for wake-ups before reading so no append slips between.
+        let mut waits: Vec<Pin<Box<Notified<'_>>>> = live
+            .iter()
+            .map(|p| Box::pin(p.appended.notified()))
+            .collect();
+        for w in waits.iter_mut() {
+            w.as_mut().enable();
+        }
+        let (responses, bytes, errors) = collect(ctx, &topics, max_bytes, read_committed);
+        if bytes >= min_bytes || errors || Instant::now() >= deadline {
+            return FetchResponse::default()
+                .with_session_id(0)
+                .with_responses(responses);
+        }
+        if waits.is_empty() {
+            tokio::time::sleep_until(deadline).await;
+        } else {
+            tokio::select! {
+                _ = futures::future::select_all(waits) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+}
+
+/// Reads every partition once: the responses, total record bytes, and whether
+/// any partition has an error (which answers at once, as Kafka does).
+fn collect(
+    ctx: &RequestContext,
+    topics: &[WantedTopic],
+    max_bytes: usize,
+    read_committed: bool,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let b = &ctx.broker;
+    let mut total = 0usize;
+    let mut any_error = false;
+    let responses = topics
+        .iter()
+        .map(|t| {
+            let mut topic_bytes = 0u64;
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|w| {
+                    let mut pd = PartitionData::default()
+                        .with_partition_index(w.index)
+                        .with_aborted_transactions(read_committed.then(Vec::new));
+                    let p = match &w.partition {
+                        Ok(p) => p,
+                        Err(e) => {
+                            any_error = true;
+                            b.metrics.error("Fetch", e.code());
+                            return pd.with_error_code(e.code()).with_high_watermark(-1);
+                        }
+                    };
+                    let hw = p.high_watermark();
+                    pd = pd
+                        .with_high_watermark(hw)
+                        .with_last_stable_offset(hw)
+                        .with_log_start_offset(p.log_start_offset());
+                    // The first batch is always returned whole; after that the response limit applies.
+                    let room = if total == 0 {
+                        w.max_bytes.max(1)
+                    } else {
+                        w.max_bytes.min(max_bytes.saturating_sub(total))
+                    };
+                    if room == 0 {
+                        return pd.with_records(Some(Bytes::new()));
+                    }
+                    match p.read(&b.store, w.offset, room) {
+                        Ok(r) => {
+                            total += r.bytes;
+                            topic_bytes += r.bytes as u64;
+                            pd.with_records(Some(concat(r.batches)))
+                        }
+                        Err(e) => {
+                            any_error = true;
+                            b.metrics.error("Fetch", e.code());
+                            tracing::debug!(
+                                peer = %ctx.peer,
+                                topic = %p.topic,
+                                partition = w.index,
+                                offset = w.offset,
+                                error = %e,
+                                "fetch error"
+                            );
+                            pd.with_error_code(e.code())
+                        }
+                    }
+                })
+                .collect();
+            if topic_bytes > 0 {
+                b.metrics
+                    .bytes_out
+                    .with_label_values(&[t.name.0.as_str()])
+                    .inc_by(topic_bytes);
+            }
+            FetchableTopicResponse::default()
+                .with_topic(t.name.clone())
+                .with_topic_id(t.id)
+                .with_partitions(partitions)
+        })
+        .collect();
+    (responses, total, any_error)
+}
+
+fn concat(batches: Vec<Bytes>) -> Bytes {
+    match batches.len() {
+        0 => Bytes::new(),
+        1 => batches.into_iter().next().unwrap_or_default(),
+        _ => {
+            let mut out = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
+            for b in batches {
+                out.extend_from_slice(&b);
+            }
+            out.freeze()
+        }
+    }
+}

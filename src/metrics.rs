@@ -1,0 +1,95 @@
+//! Prometheus metrics the broker records. Names follow what Kafka dashboards
+//! and kafka_exporter already use; no label carries a client or connection id.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+pub struct Metrics {
+    /// Everything below, for the metrics listener to render.
+    #[allow(dead_code)]
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_errors: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    pub bytes_in: IntCounterVec,
+    pub bytes_out: IntCounterVec,
+    pub messages_in: IntCounterVec,
+    pub connections: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("kafka_network_requests_total", "Requests handled, by API"),
+            &["api"],
+        )?;
+        let request_errors = IntCounterVec::new(
+            Opts::new(
+                "kafka_network_request_errors_total",
+                "Error codes returned, by API and error",
+            ),
+            &["api", "error"],
+        )?;
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "kafka_network_request_duration_seconds",
+                "Request handling time, by API",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["api"],
+        )?;
+        let bytes_in = IntCounterVec::new(
+            Opts::new(
+                "kafka_server_brokertopicmetrics_bytesin_total",
+                "Bytes produced, by topic",
+            ),
+            &["topic"],
+        )?;
+        let bytes_out = IntCounterVec::new(
+            Opts::new(
+                "kafka_server_brokertopicmetrics_bytesout_total",
+                "Bytes fetched, by topic",
+            ),
+            &["topic"],
+        )?;
+        let messages_in = IntCounterVec::new(
+            Opts::new(
+                "kafka_server_brokertopicmetrics_messagesin_total",
+                "Records produced, by topic",
+            ),
+            &["topic"],
+        )?;
+        let connections = IntGauge::new(
+            "kafka_server_socket_server_connections",
+            "Open client connections",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_errors.clone()))?;
+        registry.register(Box::new(request_seconds.clone()))?;
+        registry.register(Box::new(bytes_in.clone()))?;
+        registry.register(Box::new(bytes_out.clone()))?;
+        registry.register(Box::new(messages_in.clone()))?;
+        registry.register(Box::new(connections.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            request_errors,
+            request_seconds,
+            bytes_in,
+            bytes_out,
+            messages_in,
+            connections,
+        })
+    }
+
+    /// Counts a non-zero error code returned by an API.
+    pub fn error(&self, api: &str, code: i16) {
+        if code != 0 {
+            self.request_errors
+                .with_label_values(&[api, &code.to_string()])
+                .inc();
+        }
+    }
+}

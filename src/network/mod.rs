@@ -1,0 +1,6 @@
+//! Network layer: the accept loop (`server`), per-connection framing and
+//! ordered responses (`connection`), and graceful shutdown (`shutdown`).
+
+pub mod connection;
+pub mod server;
+pub mod shutdown;

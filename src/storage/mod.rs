@@ -1,0 +1,14 @@
+//! Storage: RocksDB holds record batches, topic metadata and partition state.
+//!
+//! - `db`: opening RocksDB, column families and key layout.
+//! - `batch`: record batch framing and validation.
+//! - `partition`: one partition's offsets, tail cache and reads.
+//! - `catalog`: topics, their IDs, partitions and configs.
+//! - `writer`: the single append path with group commit.
+
+pub mod batch;
+pub mod catalog;
+pub mod db;
+pub mod partition;
+pub mod time_lookup;
+pub mod writer;

@@ -1,0 +1,284 @@
+//! One partition's live state: offsets, the in-memory tail of recent batches,
+//! waiters for new data, and reads of batch ranges.
+//!
+//! Only the writer thread changes `next_offset`; it publishes the high
+//! watermark after each durable write, so readers never see unacknowledged
+//! data and never take a lock shared with other partitions.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rocksdb::{Direction, IteratorMode, ReadOptions};
+use tokio::sync::Notify;
+
+use super::batch::read_header;
+use super::db::{log_key, parse_log_key, IndexEntry, Store, CF_IDX, CF_LOG};
+use crate::error::{BrokerError, BrokerResult};
+use crate::types::PartitionId;
+
+/// A batch held in memory for readers at the tail of the log.
+struct CachedBatch {
+    base: i64,
+    bytes: Bytes,
+}
+
+/// The most recent batches of a partition, a contiguous suffix of the log.
+#[derive(Default)]
+struct TailCache {
+    batches: VecDeque<CachedBatch>,
+    bytes: usize,
+}
+
+pub struct Partition {
+    pub topic: Arc<str>,
+    pub id: PartitionId,
+    /// Storage identity, never reused (see `db`).
+    pub uid: u64,
+    next_offset: AtomicI64,
+    high_watermark: AtomicI64,
+    log_start: AtomicI64,
+    deleted: AtomicBool,
+    tail: Mutex<TailCache>,
+    tail_limit: usize,
+    /// Woken whenever the high watermark moves (long-poll fetches wait here).
+    pub appended: Notify,
+}
+
+/// What a read returns: whole batches in offset order.
+pub struct ReadResult {
+    pub batches: Vec<Bytes>,
+    pub bytes: usize,
+}
+
+impl Partition {
+    pub fn new(topic: Arc<str>, id: PartitionId, uid: u64, tail_limit: usize) -> Self {
+        Partition {
+            topic,
+            id,
+            uid,
+            next_offset: AtomicI64::new(0),
+            high_watermark: AtomicI64::new(0),
+            log_start: AtomicI64::new(0),
+            deleted: AtomicBool::new(false),
+            tail: Mutex::new(TailCache::default()),
+            tail_limit,
+            appended: Notify::new(),
+        }
+    }
+
+    /// Rebuilds offsets from what RocksDB holds.
+    pub fn recover(&self, store: &Store) -> BrokerResult<()> {
+        let idx = store.cf(CF_IDX)?;
+        let mut it = store.db.raw_iterator_cf(&idx);
+        it.seek_for_prev(log_key(self.uid, i64::MAX));
+        let mut next = 0;
+        if let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if let (Some((uid, base)), Some(e)) = (parse_log_key(k), IndexEntry::decode(v)) {
+                if uid == self.uid {
+                    next = base + i64::from(e.last_offset_delta) + 1;
+                }
+            }
+        }
+        it.status()?;
+        let mut start = next;
+        it.seek(log_key(self.uid, 0));
+        if let Some(k) = it.key() {
+            if let Some((uid, base)) = parse_log_key(k) {
+                if uid == self.uid {
+                    start = base;
+                }
+            }
+        }
+        it.status()?;
+        self.next_offset.store(next, Ordering::SeqCst);
+        self.high_watermark.store(next, Ordering::SeqCst);
+        self.log_start.store(start, Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+        if let Ok(mut t) = self.tail.lock() {
+            *t = TailCache::default();
+        }
+        self.appended.notify_waiters();
+    }
+
+    /// Writer thread only: the offset the next batch gets.
+    pub(super) fn next_offset(&self) -> i64 {
+        self.next_offset.load(Ordering::Relaxed)
+    }
+
+    /// Writer thread only: reserve offsets for a batch being written.
+    pub(super) fn set_next_offset(&self, next: i64) {
+        self.next_offset.store(next, Ordering::Relaxed)
+    }
+
+    /// Writer thread only: the batch with this base offset is durable.
+    pub(super) fn publish(&self, base: i64, batch: Bytes, new_hw: i64) {
+        if let Ok(mut t) = self.tail.lock() {
+            // Keep the cache a contiguous suffix: drop it if this batch does not follow.
+            let contiguous = t
+                .batches
+                .back()
+                .and_then(|b| read_header(&b.bytes))
+                .is_none_or(|h| h.last_offset() + 1 == base);
+            if !contiguous {
+                *t = TailCache::default();
+            }
+            t.bytes += batch.len();
+            t.batches.push_back(CachedBatch { base, bytes: batch });
+            while t.bytes > self.tail_limit && t.batches.len() > 1 {
+                if let Some(old) = t.batches.pop_front() {
+                    t.bytes -= old.bytes.len();
+                }
+            }
+        }
+        self.high_watermark.store(new_hw, Ordering::Release);
+        self.appended.notify_waiters();
+    }
+
+    /// Reads whole batches from the one containing `offset` up to the high
+    /// watermark, stopping once `max_bytes` is reached; the first batch is
+    /// returned even if it alone is larger.
+    pub fn read(&self, store: &Store, offset: i64, max_bytes: usize) -> BrokerResult<ReadResult> {
+        let hw = self.high_watermark();
+        if offset < self.log_start_offset() || offset > hw {
+            return Err(BrokerError::OffsetOutOfRange);
+        }
+        let mut out = ReadResult {
+            batches: Vec::new(),
+            bytes: 0,
+        };
+        if offset == hw {
+            return Ok(out);
+        }
+        if self.read_from_tail(offset, hw, max_bytes, &mut out) {
+            return Ok(out);
+        }
+        self.read_from_store(store, offset, hw, max_bytes, &mut out)?;
+        Ok(out)
+    }
+
+    /// Serves the read from memory if the tail cache reaches back to `offset`.
+    fn read_from_tail(&self, offset: i64, hw: i64, max_bytes: usize, out: &mut ReadResult) -> bool {
+        let Ok(t) = self.tail.lock() else {
+            return false;
+        };
+        match t.batches.front() {
+            Some(first) if first.base <= offset => {}
+            _ => return false,
+        }
+        // The batch containing `offset` is the last one whose base is <= offset.
+        let start = t
+            .batches
+            .partition_point(|b| b.base <= offset)
+            .saturating_sub(1);
+        for b in t.batches.iter().skip(start) {
+            if b.base >= hw || (!out.batches.is_empty() && out.bytes + b.bytes.len() > max_bytes) {
+                break;
+            }
+            out.bytes += b.bytes.len();
+            out.batches.push(b.bytes.clone());
+        }
+        true
+    }
+
+    fn read_from_store(
+        &self,
+        store: &Store,
+        offset: i64,
+        hw: i64,
+        max_bytes: usize,
+        out: &mut ReadResult,
+    ) -> BrokerResult<()> {
+        let log = store.cf(CF_LOG)?;
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(log_key(self.uid, hw).to_vec());
+        let mut it = store.db.raw_iterator_cf_opt(&log, opts);
+        it.seek_for_prev(log_key(self.uid, offset));
+        // Nothing of this partition at or before `offset` (a gap at the start):
+        // begin with the first batch after it.
+        let ours = it
+            .key()
+            .and_then(parse_log_key)
+            .is_some_and(|(uid, _)| uid == self.uid);
+        if !ours {
+            it.seek(log_key(self.uid, offset));
+        }
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let Some((uid, base)) = parse_log_key(k) else {
+                break;
+            };
+            if uid != self.uid || base >= hw {
+                break;
+            }
+            let Some(h) = read_header(v) else {
+                return Err(BrokerError::Storage(format!(
+                    "corrupt batch at {}-{} offset {base}",
+                    self.topic,
+                    self.id.get()
+                )));
+            };
+            if h.last_offset() >= offset {
+                if !out.batches.is_empty() && out.bytes + v.len() > max_bytes {
+                    break;
+                }
+                out.bytes += v.len();
+                out.batches.push(Bytes::copy_from_slice(v));
+                if out.bytes >= max_bytes {
+                    break;
+                }
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(())
+    }
+
+    /// Index entries in offset order: (base offset, entry).
+    pub fn index_entries(&self, store: &Store) -> BrokerResult<Vec<(i64, IndexEntry)>> {
+        let idx = store.cf(CF_IDX)?;
+        let mut out = Vec::new();
+        let start = log_key(self.uid, 0);
+        for item in store
+            .db
+            .iterator_cf(&idx, IteratorMode::From(&start, Direction::Forward))
+        {
+            let (k, v) = item?;
+            let Some((uid, base)) = parse_log_key(&k) else {
+                break;
+            };
+            if uid != self.uid || base >= self.high_watermark() {
+                break;
+            }
+            if let Some(e) = IndexEntry::decode(&v) {
+                out.push((base, e));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored batch with this base offset.
+    pub fn batch_at(&self, store: &Store, base: i64) -> BrokerResult<Option<Bytes>> {
+        let log = store.cf(CF_LOG)?;
+        Ok(store
+            .db
+            .get_pinned_cf(&log, log_key(self.uid, base))?
+            .map(|v| Bytes::copy_from_slice(&v)))
+    }
+}

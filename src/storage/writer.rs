@@ -1,0 +1,270 @@
+//! The append path: one thread owns offset assignment and writes to RocksDB.
+//!
+//! Producers on every connection hand their validated batches to this thread
+//! through a bounded channel. It drains whatever is queued, assigns offsets,
+//! writes everything in one RocksDB `WriteBatch` (one WAL append, one fsync
+//! when configured: group commit), then publishes the new high watermarks and
+//! answers each request. Topic deletion goes through the same queue so no
+//! append can land after its partition's data was removed.
+
+use std::sync::Arc;
+use std::thread;
+
+use rocksdb::{WriteBatch, WriteOptions};
+use tokio::sync::{mpsc, oneshot};
+
+use super::batch::{with_base_offset, ValidBatch};
+use super::db::{log_key, IndexEntry, Store, CF_IDX, CF_LOG, CF_META};
+use super::partition::Partition;
+use crate::error::{BrokerError, BrokerResult};
+
+/// Batches for one partition within an append request.
+pub struct PartitionAppend {
+    pub partition: Arc<Partition>,
+    pub batches: Vec<ValidBatch>,
+}
+
+/// The result for one `PartitionAppend`: the first batch's base offset.
+pub type AppendOutcome = BrokerResult<i64>;
+
+enum Command {
+    Append {
+        entries: Vec<PartitionAppend>,
+        reply: Option<oneshot::Sender<Vec<AppendOutcome>>>,
+    },
+    DeleteTopic {
+        meta_key: Vec<u8>,
+        partitions: Vec<Arc<Partition>>,
+        reply: oneshot::Sender<BrokerResult<()>>,
+    },
+}
+
+/// Handle used by request handlers to reach the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Command>,
+}
+
+/// Most bytes gathered into one RocksDB write.
+const GROUP_BYTES: usize = 16 << 20;
+const GROUP_COMMANDS: usize = 4096;
+
+impl Writer {
+    /// Starts the writer thread; it ends when every `Writer` handle is dropped.
+    pub fn start(
+        store: Arc<Store>,
+        sync: bool,
+    ) -> std::io::Result<(Writer, thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel(1024);
+        let handle = thread::Builder::new()
+            .name("runnel-writer".into())
+            .spawn(move || run(store, rx, sync))?;
+        Ok((Writer { tx }, handle))
+    }
+
+    /// Appends and waits until the data is durable per the flush policy.
+    pub async fn append(&self, entries: Vec<PartitionAppend>) -> Vec<AppendOutcome> {
+        let n = entries.len();
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Append {
+            entries,
+            reply: Some(reply),
+        };
+        if self.tx.send(cmd).await.is_err() {
+            return (0..n).map(|_| Err(BrokerError::ShuttingDown)).collect();
+        }
+        rx.await
+            .unwrap_or_else(|_| (0..n).map(|_| Err(BrokerError::ShuttingDown)).collect())
+    }
+
+    /// Appends without waiting for the outcome (acks=0).
+    pub async fn append_detached(&self, entries: Vec<PartitionAppend>) {
+        let _ = self
+            .tx
+            .send(Command::Append {
+                entries,
+                reply: None,
+            })
+            .await;
+    }
+
+    /// Removes a topic's catalog record and all its partitions' data atomically.
+    pub async fn delete_topic(
+        &self,
+        meta_key: Vec<u8>,
+        partitions: Vec<Arc<Partition>>,
+    ) -> BrokerResult<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::DeleteTopic {
+                meta_key,
+                partitions,
+                reply,
+            })
+            .await
+            .map_err(|_| BrokerError::ShuttingDown)?;
+        rx.await.map_err(|_| BrokerError::ShuttingDown)?
+    }
+}
+
+fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>, sync: bool) {
+    let mut opts = WriteOptions::default();
+    opts.set_sync(sync);
+    let mut pending: Vec<Command> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        pending.push(first);
+        let mut bytes = 0usize;
+        while bytes < GROUP_BYTES && pending.len() < GROUP_COMMANDS {
+            match rx.try_recv() {
+                Ok(cmd) => {
+                    if let Command::Append { entries, .. } = &cmd {
+                        bytes += entries
+                            .iter()
+                            .flat_map(|e| e.batches.iter())
+                            .map(|b| b.bytes.len())
+                            .sum::<usize>();
+                    }
+                    pending.push(cmd);
+                }
+                Err(_) => break,
+            }
+        }
+        // Appends are grouped; a delete flushes the group before it so order holds.
+        let mut group = Vec::new();
+        for cmd in pending.drain(..) {
+            match cmd {
+                Command::Append { entries, reply } => group.push((entries, reply)),
+                Command::DeleteTopic {
+                    meta_key,
+                    partitions,
+                    reply,
+                } => {
+                    write_group(&store, &opts, std::mem::take(&mut group));
+                    let _ = reply.send(delete_topic(&store, &opts, &meta_key, &partitions));
+                }
+            }
+        }
+        write_group(&store, &opts, group);
+    }
+    tracing::debug!("writer thread stopped");
+}
+
+type Group = Vec<(
+    Vec<PartitionAppend>,
+    Option<oneshot::Sender<Vec<AppendOutcome>>>,
+)>;
+
+/// One batch placed in the write: where it goes and what to publish after.
+struct Placed {
+    partition: Arc<Partition>,
+    base: i64,
+    next: i64,
+    bytes: bytes::Bytes,
+}
+
+fn write_group(store: &Store, opts: &WriteOptions, group: Group) {
+    if group.is_empty() {
+        return;
+    }
+    let (log, idx) = match (store.cf(CF_LOG), store.cf(CF_IDX)) {
+        (Ok(l), Ok(i)) => (l, i),
+        (Err(e), _) | (_, Err(e)) => {
+            fail_all(group, &e);
+            return;
+        }
+    };
+    let mut wb = WriteBatch::default();
+    let mut placed: Vec<Placed> = Vec::new();
+    // Per request, per entry: the outcome if the write succeeds.
+    let mut outcomes: Vec<Vec<AppendOutcome>> = Vec::with_capacity(group.len());
+    // Where each partition's offsets stood before this group, to undo on failure.
+    let mut rollback: Vec<(Arc<Partition>, i64)> = Vec::new();
+
+    for (entries, _) in &group {
+        let mut per_request = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let p = &entry.partition;
+            if p.is_deleted() {
+                per_request.push(Err(BrokerError::UnknownTopicOrPartition));
+                continue;
+            }
+            if !rollback.iter().any(|(q, _)| Arc::ptr_eq(q, p)) {
+                rollback.push((p.clone(), p.next_offset()));
+            }
+            let first_base = p.next_offset();
+            for b in &entry.batches {
+                let base = p.next_offset();
+                let next = base + i64::from(b.header.last_offset_delta) + 1;
+                let bytes = with_base_offset(&b.bytes, base);
+                let key = log_key(p.uid, base);
+                let summary = IndexEntry {
+                    max_timestamp: b.header.max_timestamp,
+                    last_offset_delta: b.header.last_offset_delta,
+                    size: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+                };
+                wb.put_cf(&log, key, &bytes);
+                wb.put_cf(&idx, key, summary.encode());
+                p.set_next_offset(next);
+                placed.push(Placed {
+                    partition: p.clone(),
+                    base,
+                    next,
+                    bytes,
+                });
+            }
+            per_request.push(Ok(first_base));
+        }
+        outcomes.push(per_request);
+    }
+
+    if let Err(e) = store.db.write_opt(wb, opts) {
+        let err = BrokerError::from(e);
+        tracing::error!(error = %err, "RocksDB write failed; appends rejected");
+        for (p, next) in rollback {
+            p.set_next_offset(next);
+        }
+        fail_all(group, &err);
+        return;
+    }
+    for pl in placed {
+        pl.partition.publish(pl.base, pl.bytes, pl.next);
+    }
+    for ((_, reply), result) in group.into_iter().zip(outcomes) {
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+fn fail_all(group: Group, err: &BrokerError) {
+    for (entries, reply) in group {
+        if let Some(reply) = reply {
+            let _ = reply.send(entries.iter().map(|_| Err(err.clone())).collect());
+        }
+    }
+}
+
+fn delete_topic(
+    store: &Store,
+    opts: &WriteOptions,
+    meta_key: &[u8],
+    partitions: &[Arc<Partition>],
+) -> BrokerResult<()> {
+    let (log, idx, meta) = (store.cf(CF_LOG)?, store.cf(CF_IDX)?, store.cf(CF_META)?);
+    let mut wb = WriteBatch::default();
+    wb.delete_cf(&meta, meta_key);
+    for p in partitions {
+        p.mark_deleted();
+        let (from, to) = (log_key(p.uid, 0), log_key(p.uid + 1, 0));
+        wb.delete_range_cf(&log, from, to);
+        wb.delete_range_cf(&idx, from, to);
+    }
+    store.db.write_opt(wb, opts)?;
+    // Reclaim the space now rather than whenever compaction gets there.
+    for p in partitions {
+        let (from, to) = (log_key(p.uid, 0), log_key(p.uid + 1, 0));
+        store.db.compact_range_cf(&log, Some(from), Some(to));
+        store.db.compact_range_cf(&idx, Some(from), Some(to));
+    }
+    Ok(())
+}

@@ -104,6 +104,7 @@ class Broker:
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
+        env.setdefault("NO_COLOR", "1")   # plain log file
         with open(self.log_path, "ab") as log:
             log.write(("\n===== start #%d: %s =====\n" % (self.starts, " ".join(self.command())))
                       .encode())

@@ -266,3 +266,47 @@ def test_auto_create_topic_on_produce(broker):
     md = admin_client(broker.bootstrap).list_topics(timeout=10)
     assert topic in md.topics
     assert len(md.topics[topic].partitions) == 1   # num.partitions=1
+
+
+@pytest.mark.timeout(60)
+def test_fetch_from_middle_of_batch(broker):
+    """Fetching offset 5 of a 10-record batch returns the whole batch; the
+    client must see exactly offsets 5..9."""
+    topic = unique_topic("midbatch")
+    create_topic(admin_client(broker.bootstrap), topic, partitions=1)
+    p = producer(broker.bootstrap, **{"linger.ms": 200, "compression.type": "lz4"})
+    for i in range(10):
+        p.produce(topic, b"b-%d" % i, partition=0)
+    assert p.flush(10) == 0
+    c = consumer(broker.bootstrap)
+    try:
+        c.assign([TopicPartition(topic, 0, 5)])
+        got = consume_n(c, 5, timeout=20)
+        got += drain(c, quiet_for=1.0, timeout=5)
+    finally:
+        c.close()
+    assert [(m.offset(), m.value()) for m in got] == [(i, b"b-%d" % i) for i in range(5, 10)]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("reset,expected", [("earliest", list(range(10))), ("latest", [10])])
+def test_out_of_range_offset_resets(broker, reset, expected):
+    """Fetching past the end gets OFFSET_OUT_OF_RANGE; the client then resets
+    per auto.offset.reset."""
+    topic = unique_topic("oor-" + reset)
+    create_topic(admin_client(broker.bootstrap), topic, partitions=1)
+    p = producer(broker.bootstrap, **{"linger.ms": 0})
+    for i in range(10):
+        p.produce(topic, b"o-%d" % i, partition=0)
+    assert p.flush(10) == 0
+    c = consumer(broker.bootstrap, **{"auto.offset.reset": reset})
+    try:
+        c.assign([TopicPartition(topic, 0, 1000)])
+        if reset == "latest":
+            time.sleep(2.0)   # let the reset to the end happen, then produce one more
+            p.produce(topic, b"o-10", partition=0)
+            assert p.flush(10) == 0
+        got = consume_n(c, len(expected), timeout=20)
+    finally:
+        c.close()
+    assert [m.offset() for m in got] == expected

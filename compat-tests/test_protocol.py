@@ -72,3 +72,46 @@ def test_pipelined_requests_answered_in_order(broker):
         conn.send_raw(frames)
         got = [kw.Reader(conn.recv_frame(timeout=10)).i32() for _ in ids]
     assert got == ids
+
+
+@pytest.mark.parametrize("acks", [1, 0])
+def test_pipelined_produce_appends_in_request_order(broker, acks):
+    """Kafka handles one request per connection at a time, so pipelined produce
+    requests to one partition are appended in the order they were sent
+    (librdkafka and kafka-python pipeline up to 5+ requests per connection).
+    The first request carries a large batch so a broker that processes
+    requests concurrently is likely to finish a later one first."""
+    import time as _time
+
+    from ck_helpers import admin_client, consume_n, consumer, create_topic
+    from confluent_kafka import TopicPartition
+    from runnel_harness import unique_topic
+
+    topic = create_topic(admin_client(broker.bootstrap), unique_topic("pipeline"), partitions=1)
+    n = 40
+    now = int(_time.time() * 1000)
+    frames = b""
+    for i in range(n):
+        value = b"%d:" % i + (b"z" * 600_000 if i % 10 == 0 else b"")
+        batch = kw.encode_record_batch([(None, value, [], now + i)], base_timestamp=now + i)
+        frames += kw.build_request(kw.API_PRODUCE, 3, 5000 + i,
+                                   kw.produce_v3_body(topic, 0, batch, acks=acks))
+    with kw.KafkaConn.to(broker.bootstrap, timeout=30) as conn:
+        conn.send_raw(frames)
+        if acks:
+            base_offsets = []
+            for i in range(n):
+                r = kw.Reader(conn.recv_frame(timeout=30))
+                assert r.i32() == 5000 + i
+                topics, _ = kw.parse_produce_v3(r)
+                p = topics[0]["partitions"][0]
+                assert p["error_code"] == 0, p
+                base_offsets.append(p["base_offset"])
+            assert base_offsets == list(range(n)), "pipelined produces appended out of order"
+    c = consumer(broker.bootstrap)
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        msgs = consume_n(c, n, timeout=30)
+    finally:
+        c.close()
+    assert [int(m.value().split(b":")[0]) for m in msgs] == list(range(n))

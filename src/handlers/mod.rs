@@ -77,7 +77,7 @@ pub fn auto_create(broker: &Broker, name: &str) -> BrokerResult<Arc<Topic>> {
 /// older ones are fenced, -1 skips the check.
 pub fn check_leader_epoch(requested: i32) -> BrokerResult<()> {
     match requested {
-        e if e < 0 || e == 0 => Ok(()),
+        e if e <= 0 => Ok(()),
         _ => Err(BrokerError::UnknownLeaderEpoch),
     }
 }

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::auto_create;
 use crate::config::topic::effective_i64;
 use crate::dispatch::RequestContext;
 use crate::error::BrokerError;
@@ -37,13 +36,10 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 .get_by_id(&td.topic_id)
                 .ok_or(BrokerError::UnknownTopicId)
         } else {
-            match b.catalog.get(&name) {
-                Some(t) => Ok(t),
-                None if b.config.auto_create_topics_enable => auto_create(b, &name),
-                None => Err(crate::types::TopicName::parse(&name)
-                    .err()
-                    .unwrap_or(BrokerError::UnknownTopicOrPartition)),
-            }
+            // As in Kafka, only Metadata creates topics; Produce never does.
+            b.catalog
+                .get(&name)
+                .ok_or(BrokerError::UnknownTopicOrPartition)
         };
         let max_batch = topic
             .as_ref()

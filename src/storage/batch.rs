@@ -185,7 +185,8 @@ pub mod tests {
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: -1,
+                // The encoder keeps records in one batch while offset - sequence is constant.
+                sequence: i as i32,
                 timestamp: base_ts + i as i64,
                 key: Some(Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from(format!("v{i}"))),

@@ -417,6 +417,30 @@ def parse_list_offsets_v1(r):
     return r.array(lambda rr: {"name": rr.string(), "partitions": rr.array(partition)})
 
 
+def fetch_v4_body(topic, partition, offset, max_wait_ms=500, min_bytes=1,
+                  max_bytes=1 << 20, partition_max_bytes=1 << 20, isolation_level=0):
+    return (i32(-1) + i32(max_wait_ms) + i32(min_bytes) + i32(max_bytes) + i8(isolation_level)
+            + array([string(topic) + array([i32(partition) + i64(offset)
+                                            + i32(partition_max_bytes)])]))
+
+
+def parse_fetch_v4(r):
+    throttle = r.i32()
+
+    def aborted(rr):
+        return (rr.i64(), rr.i64())
+
+    def partition(rr):
+        p = {"partition": rr.i32(), "error_code": rr.i16(), "high_watermark": rr.i64(),
+             "last_stable_offset": rr.i64(), "aborted_transactions": rr.array(aborted)}
+        n = rr.i32()
+        p["records"] = None if n < 0 else rr._take(n)
+        return p
+
+    topics = r.array(lambda rr: {"name": rr.string(), "partitions": rr.array(partition)})
+    return throttle, topics
+
+
 def produce_v3_body(topic, partition, records, acks=1, timeout_ms=10000,
                     transactional_id=None):
     return (nullable_string(transactional_id) + i16(acks) + i32(timeout_ms)

@@ -50,7 +50,7 @@ class SeqProducer(threading.Thread):
             # Keep the rate bounded (<= ~20k msg/s per producer): this is a
             # durability test, not a benchmark.
             if seq % 100 == 0:
-                time.sleep(0.005)
+                time.sleep(0.002)
         self.sent = seq
 
     def abandon(self):
@@ -88,6 +88,10 @@ def test_kill9_during_load_keeps_acknowledged_messages(make_broker):
     time.sleep(2.0)
     assert all(len(p.acked) > 0 for p in producers), "no acks before the crash: %s" % (
         [len(p.acked) for p in producers])
+    # Kill while every producer has messages outstanding (queued or in flight).
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and not all(len(p.p) > 0 for p in producers):
+        time.sleep(0.0005)
     b.kill9()
     for p in producers:
         p.stop_flag.set()
@@ -95,6 +99,9 @@ def test_kill9_during_load_keeps_acknowledged_messages(make_broker):
         p.join(10)
         p.abandon()
     acked = {p.idx: list(p.acked) for p in producers}
+    print("acked per producer:", {i: len(a) for i, a in acked.items()},
+          "sent:", [p.sent for p in producers], "failed:", [p.failed for p in producers])
+    assert sum(len(a) for a in acked.values()) >= 1000, "too little load before the crash"
     for p in producers:
         del p.p
     del producers
@@ -102,6 +109,7 @@ def test_kill9_during_load_keeps_acknowledged_messages(make_broker):
     b.start()
     wait_for_topic(admin_client(b.bootstrap), topic, N_PRODUCERS, timeout=30)
     marks, msgs = read_all(b.bootstrap, topic, N_PRODUCERS)
+    print("recovered watermarks:", marks)
 
     per_part = {i: [] for i in range(N_PRODUCERS)}
     for m in msgs:

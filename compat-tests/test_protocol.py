@@ -115,3 +115,66 @@ def test_pipelined_produce_appends_in_request_order(broker, acks):
     finally:
         c.close()
     assert [int(m.value().split(b":")[0]) for m in msgs] == list(range(n))
+
+
+def _fetch_one(conn, topic, partition, offset, max_wait_ms):
+    r = conn.request(kw.API_FETCH, 4, kw.fetch_v4_body(topic, partition, offset, max_wait_ms),
+                     timeout=max_wait_ms / 1000 + 10)
+    _, topics = kw.parse_fetch_v4(r)
+    assert r.remaining() == 0, "trailing bytes in Fetch v4 response"
+    [t] = topics
+    [p] = t["partitions"]
+    return p
+
+
+def test_fetch_v4_long_poll_waits_then_wakes(broker):
+    """An empty Fetch waits about max_wait_ms (no busy loop for idle consumers);
+    a produce wakes it early."""
+    import threading
+    import time as _time
+
+    from ck_helpers import admin_client, create_topic, producer
+    from runnel_harness import unique_topic
+
+    topic = create_topic(admin_client(broker.bootstrap), unique_topic("fetchwait"), partitions=1)
+    with kw.KafkaConn.to(broker.bootstrap) as conn:
+        t0 = _time.monotonic()
+        p = _fetch_one(conn, topic, 0, 0, 800)
+        waited = _time.monotonic() - t0
+        assert p["error_code"] == 0
+        assert p["high_watermark"] == 0
+        assert not p["records"]
+        assert 0.6 <= waited < 3.0, "empty fetch with max_wait 800 ms returned after %.3f s" % waited
+
+        prod = producer(broker.bootstrap, **{"linger.ms": 0})
+        timer = threading.Timer(0.2, lambda: (prod.produce(topic, b"wake", partition=0),
+                                              prod.flush(5)))
+        t0 = _time.monotonic()
+        timer.start()
+        p = _fetch_one(conn, topic, 0, 0, 5000)
+        waited = _time.monotonic() - t0
+        timer.join()
+        assert p["error_code"] == 0
+        assert p["records"], "fetch woke without records"
+        assert p["high_watermark"] == 1
+        assert waited < 1.5, "produce did not wake the waiting fetch (%.3f s)" % waited
+
+
+def test_fetch_v4_errors(broker):
+    from ck_helpers import admin_client, create_topic, producer
+    from runnel_harness import unique_topic
+
+    topic = create_topic(admin_client(broker.bootstrap), unique_topic("fetcherr"), partitions=1)
+    prod = producer(broker.bootstrap, **{"linger.ms": 0})
+    for i in range(3):
+        prod.produce(topic, b"e-%d" % i, partition=0)
+    assert prod.flush(10) == 0
+    with kw.KafkaConn.to(broker.bootstrap) as conn:
+        p = _fetch_one(conn, topic, 0, 0, 100)
+        assert p["error_code"] == 0 and p["high_watermark"] == 3 and p["records"]
+        p = _fetch_one(conn, topic, 0, 50, 100)
+        assert p["error_code"] == kw.OFFSET_OUT_OF_RANGE, p
+        p = _fetch_one(conn, topic, 7, 0, 100)
+        assert p["error_code"] == kw.UNKNOWN_TOPIC_OR_PARTITION, p
+        p = _fetch_one(conn, unique_topic("fetch-missing"), 0, 0, 100)
+        assert p["error_code"] == kw.UNKNOWN_TOPIC_OR_PARTITION, p

@@ -3,12 +3,13 @@
 //! handler module, and encode the response frame.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use tokio::sync::oneshot;
 
 use crate::broker::Broker;
 use crate::handlers;
@@ -23,17 +24,70 @@ pub enum Outcome {
     Close,
 }
 
+/// A request's place in its connection's order.
+///
+/// Kafka handles a connection's requests one at a time. We run them
+/// concurrently, but each request waits for its predecessor to release the
+/// turn before acting, and holds it until its effects are ordered: Produce
+/// until its batches are queued for the writer, Fetch not at all (a long poll
+/// must not block what follows), everything else until it is done.
+pub struct Turn {
+    previous: Option<oneshot::Receiver<()>>,
+    next: Option<oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// A turn after `previous`'s, and the receiver the following request waits on.
+    pub fn after(previous: Option<oneshot::Receiver<()>>) -> (Turn, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Turn {
+                previous,
+                next: Some(tx),
+            },
+            rx,
+        )
+    }
+
+    async fn wait(&mut self) {
+        if let Some(rx) = self.previous.take() {
+            // An error means the predecessor ended without releasing: same thing.
+            let _ = rx.await;
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(tx) = self.next.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// Everything a handler knows about the request besides its body.
 pub struct RequestContext {
     pub broker: Arc<Broker>,
     pub api_version: i16,
     pub client_id: Option<StrBytes>,
     pub peer: SocketAddr,
+    turn: Mutex<Turn>,
 }
 
 impl RequestContext {
     pub fn client(&self) -> &str {
         self.client_id.as_deref().unwrap_or("")
+    }
+
+    /// Lets the connection's next request proceed.
+    pub fn release_turn(&self) {
+        if let Ok(mut t) = self.turn.lock() {
+            t.release();
+        }
     }
 }
 
@@ -41,7 +95,13 @@ fn be_i16(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([b[at], b[at + 1]])
 }
 
-pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, peer: SocketAddr) -> Outcome {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    mut frame: Bytes,
+    peer: SocketAddr,
+    mut turn: Turn,
+) -> Outcome {
+    turn.wait().await;
     // The connection guarantees at least 8 bytes.
     let raw_key = be_i16(&frame, 0);
     let version = be_i16(&frame, 2);
@@ -74,7 +134,11 @@ pub async fn handle(broker: &Arc<Broker>, mut frame: Bytes, peer: SocketAddr) ->
         api_version: version,
         client_id: header.client_id,
         peer,
+        turn: Mutex::new(turn),
     };
+    if api == ApiKey::Fetch {
+        ctx.release_turn();
+    }
     let api_name = format!("{api:?}");
     let started = Instant::now();
     let outcome = route(&ctx, api, correlation_id, frame).await;

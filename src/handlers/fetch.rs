@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use tokio::sync::futures::Notified;
@@ -137,6 +137,11 @@ fn collect(
         .iter()
         .map(|t| {
             let mut topic_bytes = 0u64;
+            // From v13 the request names topics by ID only; label metrics by name.
+            let label = t
+                .partitions
+                .iter()
+                .find_map(|w| w.partition.as_ref().ok().map(|p| p.topic.clone()));
             let partitions = t
                 .partitions
                 .iter()
@@ -168,9 +173,9 @@ fn collect(
                     }
                     match p.read(&b.store, w.offset, room) {
                         Ok(r) => {
-                            total += r.bytes;
-                            topic_bytes += r.bytes as u64;
-                            pd.with_records(Some(concat(r.batches)))
+                            total += r.len();
+                            topic_bytes += r.len() as u64;
+                            pd.with_records(Some(r.into_bytes()))
                         }
                         Err(e) => {
                             any_error = true;
@@ -188,10 +193,10 @@ fn collect(
                     }
                 })
                 .collect();
-            if topic_bytes > 0 {
+            if let (true, Some(label)) = (topic_bytes > 0, label) {
                 b.metrics
                     .bytes_out
-                    .with_label_values(&[t.name.0.as_str()])
+                    .with_label_values(&[&*label])
                     .inc_by(topic_bytes);
             }
             FetchableTopicResponse::default()
@@ -201,18 +206,4 @@ fn collect(
         })
         .collect();
     (responses, total, any_error)
-}
-
-fn concat(batches: Vec<Bytes>) -> Bytes {
-    match batches.len() {
-        0 => Bytes::new(),
-        1 => batches.into_iter().next().unwrap_or_default(),
-        _ => {
-            let mut out = BytesMut::with_capacity(batches.iter().map(Bytes::len).sum());
-            for b in batches {
-                out.extend_from_slice(&b);
-            }
-            out.freeze()
-        }
-    }
 }

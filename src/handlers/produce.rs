@@ -111,13 +111,19 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         if !appends.is_empty() {
             b.writer.append_detached(appends).await;
         }
+        ctx.release_turn();
         return None;
     }
     let snapshot: Vec<_> = appends.iter().map(|a| a.partition.clone()).collect();
     let outcomes = if appends.is_empty() {
+        ctx.release_turn();
         Vec::new()
     } else {
-        b.writer.append(appends).await
+        // Queued in request order; the next request on this connection may go
+        // ahead while this one waits for the write.
+        let done = b.writer.submit(appends).await;
+        ctx.release_turn();
+        done.await
     };
 
     let mut responses = Vec::with_capacity(layout.len());

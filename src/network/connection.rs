@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::shutdown::ShutdownListener;
 use crate::broker::Broker;
-use crate::dispatch::{self, Outcome};
+use crate::dispatch::{self, Outcome, Turn};
 
 /// Requests being processed on one connection before reading pauses.
 const MAX_IN_FLIGHT: usize = 64;
@@ -49,6 +49,7 @@ pub async fn serve(
     let (closed_tx, mut closed_rx) = oneshot::channel::<()>();
     let writer = tokio::spawn(write_loop(wr, rx, closed_tx, peer));
 
+    let mut previous_turn = None;
     let reason = loop {
         let frame = tokio::select! {
             f = read_frame(&mut rd, max) => f,
@@ -58,7 +59,10 @@ pub async fn serve(
         match frame {
             Ok(Some(frame)) => {
                 let b = broker.clone();
-                let task = tokio::spawn(async move { dispatch::handle(&b, frame, peer).await });
+                let (turn, next) = Turn::after(previous_turn.take());
+                previous_turn = Some(next);
+                let task =
+                    tokio::spawn(async move { dispatch::handle(&b, frame, peer, turn).await });
                 if tx.send(task).await.is_err() {
                     break "response writer stopped".to_string();
                 }

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 use tokio::sync::Notify;
 
@@ -46,10 +46,48 @@ pub struct Partition {
     pub appended: Notify,
 }
 
-/// What a read returns: whole batches in offset order.
+/// What a read returns: whole batches in offset order, as one buffer.
+///
+/// A single cached batch is handed out without copying; several batches, or
+/// batches read from RocksDB, are copied once into one contiguous buffer.
+#[derive(Default)]
 pub struct ReadResult {
-    pub batches: Vec<Bytes>,
-    pub bytes: usize,
+    single: Option<Bytes>,
+    joined: BytesMut,
+    pub batches: usize,
+}
+
+impl ReadResult {
+    pub fn len(&self) -> usize {
+        self.single.as_ref().map_or(0, Bytes::len) + self.joined.len()
+    }
+
+    fn push_shared(&mut self, batch: &Bytes) {
+        match (self.batches, self.single.take()) {
+            (0, _) => self.single = Some(batch.clone()),
+            (_, Some(first)) => {
+                self.joined.extend_from_slice(&first);
+                self.joined.extend_from_slice(batch);
+            }
+            (_, None) => self.joined.extend_from_slice(batch),
+        }
+        self.batches += 1;
+    }
+
+    fn push_slice(&mut self, batch: &[u8]) {
+        if let Some(first) = self.single.take() {
+            self.joined.extend_from_slice(&first);
+        }
+        self.joined.extend_from_slice(batch);
+        self.batches += 1;
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        match self.single {
+            Some(b) => b,
+            None => self.joined.freeze(),
+        }
+    }
 }
 
 impl Partition {
@@ -160,10 +198,7 @@ impl Partition {
         if offset < self.log_start_offset() || offset > hw {
             return Err(BrokerError::OffsetOutOfRange);
         }
-        let mut out = ReadResult {
-            batches: Vec::new(),
-            bytes: 0,
-        };
+        let mut out = ReadResult::default();
         if offset == hw {
             return Ok(out);
         }
@@ -189,11 +224,10 @@ impl Partition {
             .partition_point(|b| b.base <= offset)
             .saturating_sub(1);
         for b in t.batches.iter().skip(start) {
-            if b.base >= hw || (!out.batches.is_empty() && out.bytes + b.bytes.len() > max_bytes) {
+            if b.base >= hw || (out.batches > 0 && out.len() + b.bytes.len() > max_bytes) {
                 break;
             }
-            out.bytes += b.bytes.len();
-            out.batches.push(b.bytes.clone());
+            out.push_shared(&b.bytes);
         }
         true
     }
@@ -235,12 +269,11 @@ impl Partition {
                 )));
             };
             if h.last_offset() >= offset {
-                if !out.batches.is_empty() && out.bytes + v.len() > max_bytes {
+                if out.batches > 0 && out.len() + v.len() > max_bytes {
                     break;
                 }
-                out.bytes += v.len();
-                out.batches.push(Bytes::copy_from_slice(v));
-                if out.bytes >= max_bytes {
+                out.push_slice(v);
+                if out.len() >= max_bytes {
                     break;
                 }
             }

@@ -62,19 +62,26 @@ impl Writer {
         Ok((Writer { tx }, handle))
     }
 
-    /// Appends and waits until the data is durable per the flush policy.
-    pub async fn append(&self, entries: Vec<PartitionAppend>) -> Vec<AppendOutcome> {
+    /// Queues an append; the returned future resolves once the data is
+    /// durable per the flush policy. Queue order is append order.
+    pub async fn submit(
+        &self,
+        entries: Vec<PartitionAppend>,
+    ) -> impl std::future::Future<Output = Vec<AppendOutcome>> {
         let n = entries.len();
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Append {
             entries,
             reply: Some(reply),
         };
-        if self.tx.send(cmd).await.is_err() {
-            return (0..n).map(|_| Err(BrokerError::ShuttingDown)).collect();
+        let queued = self.tx.send(cmd).await.is_ok();
+        async move {
+            let failed = || (0..n).map(|_| Err(BrokerError::ShuttingDown)).collect();
+            if !queued {
+                return failed();
+            }
+            rx.await.unwrap_or_else(|_| failed())
         }
-        rx.await
-            .unwrap_or_else(|_| (0..n).map(|_| Err(BrokerError::ShuttingDown)).collect())
     }
 
     /// Appends without waiting for the outcome (acks=0).
@@ -245,7 +252,7 @@ fn fail_all(group: Group, err: &BrokerError) {
 }
 
 fn delete_topic(
-    store: &Store,
+    store: &Arc<Store>,
     opts: &WriteOptions,
     meta_key: &[u8],
     partitions: &[Arc<Partition>],
@@ -260,11 +267,26 @@ fn delete_topic(
         wb.delete_range_cf(&idx, from, to);
     }
     store.db.write_opt(wb, opts)?;
-    // Reclaim the space now rather than whenever compaction gets there.
-    for p in partitions {
-        let (from, to) = (log_key(p.uid, 0), log_key(p.uid + 1, 0));
-        store.db.compact_range_cf(&log, Some(from), Some(to));
-        store.db.compact_range_cf(&idx, Some(from), Some(to));
+    // Reclaim the space now rather than whenever compaction gets there, off the
+    // append path so producers to other topics do not wait for it.
+    let ranges: Vec<_> = partitions
+        .iter()
+        .map(|p| (log_key(p.uid, 0), log_key(p.uid + 1, 0)))
+        .collect();
+    let store = store.clone();
+    let spawned = thread::Builder::new()
+        .name("runnel-reclaim".into())
+        .spawn(move || {
+            for (from, to) in ranges {
+                for cf in [CF_LOG, CF_IDX] {
+                    if let Ok(cf) = store.cf(cf) {
+                        store.db.compact_range_cf(cf, Some(from), Some(to));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start space reclamation; compaction will reclaim it later");
     }
     Ok(())
 }

@@ -1,8 +1,12 @@
 //! The broker: shared state every handler sees, and start-up/shutdown wiring.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::ServerConfig;
+use crate::coordinator::group::GroupConfig;
+use crate::coordinator::offsets::OffsetStore;
+use crate::coordinator::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::network;
 use crate::storage::catalog::Catalog;
@@ -16,6 +20,7 @@ pub struct Broker {
     pub catalog: Catalog,
     pub writer: Writer,
     pub metrics: Metrics,
+    pub groups: Arc<GroupCoordinator>,
 }
 
 impl Broker {
@@ -43,6 +48,17 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
     let sync = config.flush_interval_messages == 1;
     let (writer, writer_thread) = Writer::start(store.clone(), sync)
         .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+    let offsets = OffsetStore::load(store.clone(), sync)
+        .map_err(|e| format!("cannot load committed offsets: {e}"))?;
+    let groups = Arc::new(GroupCoordinator::new(
+        offsets,
+        GroupConfig {
+            initial_rebalance_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
+            min_session_timeout: Duration::from_millis(config.group_min_session_timeout_ms),
+            max_session_timeout: Duration::from_millis(config.group_max_session_timeout_ms),
+            max_size: config.group_max_size,
+        },
+    ));
     let metrics = Metrics::new().map_err(|e| format!("cannot register metrics: {e}"))?;
     tracing::info!(
         dir = %config.log_dir.display(),
@@ -55,7 +71,13 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         catalog,
         writer,
         metrics,
+        groups: groups.clone(),
     });
+    {
+        let _guard = runtime.enter();
+        groups.spawn_ticker();
+    }
+    drop(groups);
 
     let served = runtime.block_on(network::server::serve(broker.clone()));
     // Dropping the broker drops the last writer handle, which ends the writer thread.

@@ -136,7 +136,9 @@ pub async fn handle(
         peer,
         turn: Mutex::new(turn),
     };
-    if api == ApiKey::Fetch {
+    // Requests that may wait long (long poll, rebalance) must not hold up the
+    // rest of the connection.
+    if matches!(api, ApiKey::Fetch | ApiKey::JoinGroup | ApiKey::SyncGroup) {
         ctx.release_turn();
     }
     let api_name = format!("{api:?}");
@@ -210,6 +212,29 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             DescribeClusterRequest,
             describe_cluster::handle
         ),
+        ApiKey::FindCoordinator => call!(
+            ctx,
+            cid,
+            body,
+            FindCoordinatorRequest,
+            find_coordinator::handle
+        ),
+        ApiKey::JoinGroup => call!(ctx, cid, body, JoinGroupRequest, join_group::handle),
+        ApiKey::SyncGroup => call!(ctx, cid, body, SyncGroupRequest, sync_group::handle),
+        ApiKey::Heartbeat => call!(ctx, cid, body, HeartbeatRequest, heartbeat::handle),
+        ApiKey::LeaveGroup => call!(ctx, cid, body, LeaveGroupRequest, leave_group::handle),
+        ApiKey::OffsetCommit => call!(ctx, cid, body, OffsetCommitRequest, offset_commit::handle),
+        ApiKey::OffsetFetch => call!(ctx, cid, body, OffsetFetchRequest, offset_fetch::handle),
+        ApiKey::DescribeGroups => call!(
+            ctx,
+            cid,
+            body,
+            DescribeGroupsRequest,
+            describe_groups::handle
+        ),
+        ApiKey::ListGroups => call!(ctx, cid, body, ListGroupsRequest, list_groups::handle),
+        ApiKey::DeleteGroups => call!(ctx, cid, body, DeleteGroupsRequest, delete_groups::handle),
+        ApiKey::OffsetDelete => call!(ctx, cid, body, OffsetDeleteRequest, offset_delete::handle),
         other => {
             tracing::warn!(peer = %ctx.peer, api = ?other, "closing connection: API has no handler");
             Outcome::Close

@@ -40,6 +40,34 @@ pub enum BrokerError {
     InvalidRequiredAcks(i16),
     #[error("Unsupported resource: {0}")]
     UnsupportedResource(String),
+    #[error("The session timeout is not within the range allowed by the broker (group.min.session.timeout.ms, group.max.session.timeout.ms)")]
+    InvalidSessionTimeout,
+    #[error("The group member's supported protocols are incompatible with those of existing members or first group member tried to join with empty protocol type or empty protocol list")]
+    InconsistentGroupProtocol,
+    #[error("The group member needs to have a valid member id before actually entering a consumer group")]
+    MemberIdRequired,
+    #[error("The coordinator is not aware of this member")]
+    UnknownMemberId,
+    #[error("The consumer group has reached its max size")]
+    GroupMaxSizeReached,
+    #[error("The broker rejected this static consumer since another consumer with the same group.instance.id has registered with a different member.id")]
+    FencedInstanceId,
+    #[error("The group is rebalancing, so a rejoin is needed")]
+    RebalanceInProgress,
+    #[error("Specified group generation id is not valid")]
+    IllegalGeneration,
+    #[error("The configured groupId is invalid")]
+    InvalidGroupId,
+    #[error("The group is not empty")]
+    NonEmptyGroup,
+    #[error("The group id does not exist")]
+    GroupIdNotFound,
+    #[error("The consumer group is actively subscribed to the topic")]
+    GroupSubscribedToTopic,
+    #[error("The coordinator is not available")]
+    CoordinatorNotAvailable,
+    #[error("{0}")]
+    OffsetMetadataTooLarge(String),
     #[error("storage error: {0}")]
     Storage(String),
     #[error("The broker is shutting down")]
@@ -66,6 +94,20 @@ impl BrokerError {
             FetchSessionIdNotFound => ResponseError::FetchSessionIdNotFound,
             UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
             InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
+            InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+            InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+            MemberIdRequired => ResponseError::MemberIdRequired,
+            UnknownMemberId => ResponseError::UnknownMemberId,
+            GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+            FencedInstanceId => ResponseError::FencedInstanceId,
+            RebalanceInProgress => ResponseError::RebalanceInProgress,
+            IllegalGeneration => ResponseError::IllegalGeneration,
+            InvalidGroupId => ResponseError::InvalidGroupId,
+            NonEmptyGroup => ResponseError::NonEmptyGroup,
+            GroupIdNotFound => ResponseError::GroupIdNotFound,
+            GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+            CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+            OffsetMetadataTooLarge(_) => ResponseError::OffsetMetadataTooLarge,
             Storage(_) => ResponseError::KafkaStorageError,
             ShuttingDown => ResponseError::BrokerNotAvailable,
         }

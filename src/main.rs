@@ -6,6 +6,7 @@
 mod broker;
 mod cli;
 mod config;
+mod coordinator;
 mod dispatch;
 mod error;
 mod handlers;

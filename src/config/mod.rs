@@ -31,6 +31,11 @@ pub struct ServerConfig {
     pub cluster_id: Option<String>,
     /// Bytes of recent batches kept in memory per partition for tail readers.
     pub tail_cache_bytes: usize,
+    pub group_initial_rebalance_delay_ms: u64,
+    pub group_min_session_timeout_ms: u64,
+    pub group_max_session_timeout_ms: u64,
+    pub group_max_size: usize,
+    pub offset_metadata_max_bytes: usize,
     /// Every key/value the file and overrides set, as given, for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
 }
@@ -47,7 +52,6 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "controller.listener.names",
     "controller.quorum.voters",
     "controller.quorum.bootstrap.servers",
-    "group.initial.rebalance.delay.ms",
     "inter.broker.listener.name",
     "listener.security.protocol.map",
     "log.retention.check.interval.ms",
@@ -179,6 +183,36 @@ impl BrokerConfig {
             1024 * 1024usize,
         )?;
 
+        let group_initial_rebalance_delay_ms = opt_num(
+            "group.initial.rebalance.delay.ms",
+            get("group.initial.rebalance.delay.ms"),
+            3000u64,
+        )?;
+        let group_min_session_timeout_ms = opt_num(
+            "group.min.session.timeout.ms",
+            get("group.min.session.timeout.ms"),
+            6000u64,
+        )?;
+        let group_max_session_timeout_ms = opt_num(
+            "group.max.session.timeout.ms",
+            get("group.max.session.timeout.ms"),
+            1_800_000u64,
+        )?;
+        if group_min_session_timeout_ms > group_max_session_timeout_ms {
+            return Err(
+                "group.min.session.timeout.ms must not exceed group.max.session.timeout.ms".into(),
+            );
+        }
+        let group_max_size = opt_num("group.max.size", get("group.max.size"), i32::MAX as usize)?;
+        if group_max_size < 1 {
+            return Err("group.max.size must be >= 1".into());
+        }
+        let offset_metadata_max_bytes = opt_num(
+            "offset.metadata.max.bytes",
+            get("offset.metadata.max.bytes"),
+            4096usize,
+        )?;
+
         for key in raw.keys() {
             if ACCEPTED_WITHOUT_EFFECT.contains(&key.as_str()) {
                 warnings.push(format!(
@@ -209,6 +243,11 @@ impl BrokerConfig {
                 log_json,
                 cluster_id,
                 tail_cache_bytes,
+                group_initial_rebalance_delay_ms,
+                group_min_session_timeout_ms,
+                group_max_session_timeout_ms,
+                group_max_size,
+                offset_metadata_max_bytes,
                 raw,
             },
             warnings,
@@ -240,6 +279,11 @@ fn is_understood(key: &str) -> bool {
         "log.format",
         "cluster.id",
         "runnel.tail.cache.bytes.per.partition",
+        "group.initial.rebalance.delay.ms",
+        "group.min.session.timeout.ms",
+        "group.max.session.timeout.ms",
+        "group.max.size",
+        "offset.metadata.max.bytes",
     ];
     KEYS.contains(&key) || topic::is_broker_default_key(key)
 }

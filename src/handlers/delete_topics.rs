@@ -42,6 +42,11 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
         let r = DeletableTopicResult::default();
         responses.push(match result {
             Ok((n, tid)) => {
+                if let Some(name) = &n {
+                    if let Err(e) = b.groups.offsets.delete_topic(name.0.as_str()) {
+                        tracing::warn!(topic = %name.0.as_str(), error = %e, "could not drop committed offsets of the deleted topic");
+                    }
+                }
                 tracing::info!(peer = %ctx.peer, client_id = ctx.client(), topic = ?n.as_ref().map(|n| n.0.to_string()), "topic deleted on request");
                 r.with_name(n).with_topic_id(tid)
             }

@@ -1,0 +1,307 @@
+//! The group coordinator: every consumer group on this node, their
+//! membership state machines (`group`) and committed offsets (`offsets`).
+//!
+//! Groups live behind one lock; no operation awaits while holding it. A
+//! ticker drives session timeouts, rebalance timeouts and the initial delay.
+
+pub mod group;
+pub mod offsets;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::error::{BrokerError, BrokerResult};
+use group::{Group, GroupConfig, GroupState, JoinRequest, JoinResponse, Pending, SyncResponse};
+use offsets::{Committed, OffsetStore};
+
+/// How often deadlines are checked.
+const TICK: Duration = Duration::from_millis(100);
+
+/// What DescribeGroups and ListGroups report about a group.
+pub struct GroupSummary {
+    pub id: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol_name: String,
+    pub members: Vec<MemberSummary>,
+}
+
+pub struct MemberSummary {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+pub struct GroupCoordinator {
+    groups: Mutex<HashMap<String, Group>>,
+    pub offsets: OffsetStore,
+    pub config: GroupConfig,
+}
+
+impl GroupCoordinator {
+    pub fn new(offsets: OffsetStore, config: GroupConfig) -> Self {
+        GroupCoordinator {
+            groups: Mutex::new(HashMap::new()),
+            offsets,
+            config,
+        }
+    }
+
+    fn lock(&self) -> BrokerResult<MutexGuard<'_, HashMap<String, Group>>> {
+        self.groups
+            .lock()
+            .map_err(|_| BrokerError::Storage("group coordinator lock poisoned".into()))
+    }
+
+    /// Starts the deadline ticker; it stops when the coordinator is dropped.
+    pub fn spawn_ticker(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(TICK);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                interval.tick().await;
+                let Some(c) = weak.upgrade() else { break };
+                c.tick(Instant::now());
+            }
+        });
+    }
+
+    fn tick(&self, now: Instant) {
+        let Ok(mut groups) = self.lock() else { return };
+        for g in groups.values_mut() {
+            g.tick(now);
+        }
+        // Forget empty groups that have nothing committed.
+        groups.retain(|id, g| {
+            !(g.is_empty() && g.state == GroupState::Empty && !self.offsets.has_group(id))
+        });
+    }
+
+    pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinResponse {
+        if group_id.is_empty() {
+            return error_join(BrokerError::InvalidGroupId, &req.member_id);
+        }
+        let member_id = req.member_id.clone();
+        let pending = match self.lock() {
+            Ok(mut groups) => groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(group_id, Instant::now()))
+                .join(req, Instant::now(), &self.config),
+            Err(e) => return error_join(e, &member_id),
+        };
+        match pending {
+            Pending::Now(r) => r,
+            Pending::Later(rx) => rx
+                .await
+                .unwrap_or_else(|_| error_join(BrokerError::UnknownMemberId, &member_id)),
+        }
+    }
+
+    pub async fn sync(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        protocol: (Option<&str>, Option<&str>),
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncResponse {
+        let pending = match self.lock() {
+            Ok(mut groups) => match groups.get_mut(group_id) {
+                Some(g) => g.sync(
+                    generation,
+                    member_id,
+                    instance_id,
+                    protocol,
+                    assignments,
+                    Instant::now(),
+                ),
+                None => return error_sync(BrokerError::UnknownMemberId),
+            },
+            Err(e) => return error_sync(e),
+        };
+        match pending {
+            Pending::Now(r) => r,
+            Pending::Later(rx) => rx
+                .await
+                .unwrap_or_else(|_| error_sync(BrokerError::RebalanceInProgress)),
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> BrokerResult<()> {
+        let mut groups = self.lock()?;
+        let g = groups
+            .get_mut(group_id)
+            .ok_or(BrokerError::UnknownMemberId)?;
+        g.heartbeat(generation, member_id, instance_id, Instant::now())
+    }
+
+    pub fn leave(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> BrokerResult<()> {
+        let mut groups = self.lock()?;
+        let g = groups
+            .get_mut(group_id)
+            .ok_or(BrokerError::UnknownMemberId)?;
+        g.leave(member_id, instance_id, Instant::now())
+    }
+
+    /// Validates membership, then stores the offsets.
+    pub fn commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        commits: Vec<(String, i32, Committed)>,
+    ) -> BrokerResult<()> {
+        if group_id.is_empty() {
+            return Err(BrokerError::InvalidGroupId);
+        }
+        {
+            let mut groups = self.lock()?;
+            match groups.get(group_id) {
+                Some(g) => g.validate_commit(generation, member_id, instance_id)?,
+                None if generation < 0 => {
+                    groups.insert(group_id.to_string(), Group::new(group_id, Instant::now()));
+                }
+                None => return Err(BrokerError::IllegalGeneration),
+            }
+        }
+        self.offsets.commit(group_id, commits)
+    }
+
+    fn summary(&self, g: &Group) -> GroupSummary {
+        let protocol = g.protocol_name.clone().unwrap_or_default();
+        GroupSummary {
+            id: g.id.clone(),
+            state: g.state.name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol_name: protocol.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| MemberSummary {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: m.metadata_for(&protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// `None` for a group this node has never seen (Kafka reports it as Dead).
+    pub fn describe(&self, group_id: &str) -> BrokerResult<Option<GroupSummary>> {
+        let groups = self.lock()?;
+        if let Some(g) = groups.get(group_id) {
+            return Ok(Some(self.summary(g)));
+        }
+        Ok(self.offsets.has_group(group_id).then(|| GroupSummary {
+            id: group_id.to_string(),
+            state: GroupState::Empty.name(),
+            protocol_type: String::new(),
+            protocol_name: String::new(),
+            members: Vec::new(),
+        }))
+    }
+
+    pub fn list(&self) -> BrokerResult<Vec<GroupSummary>> {
+        let groups = self.lock()?;
+        let mut out: Vec<GroupSummary> = groups.values().map(|g| self.summary(g)).collect();
+        for id in self.offsets.groups() {
+            if !groups.contains_key(&id) {
+                out.push(GroupSummary {
+                    id,
+                    state: GroupState::Empty.name(),
+                    protocol_type: String::new(),
+                    protocol_name: String::new(),
+                    members: Vec::new(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// DeleteGroups: only groups without members; their offsets go too.
+    pub fn delete_group(&self, group_id: &str) -> BrokerResult<()> {
+        let mut groups = self.lock()?;
+        match groups.get(group_id) {
+            Some(g) if !g.is_empty() => return Err(BrokerError::NonEmptyGroup),
+            Some(_) => {}
+            None if self.offsets.has_group(group_id) => {}
+            None => return Err(BrokerError::GroupIdNotFound),
+        }
+        self.offsets.delete(group_id, None)?;
+        groups.remove(group_id);
+        tracing::info!(group = group_id, "group deleted");
+        Ok(())
+    }
+
+    /// Topics the group's current members subscribed to (for OffsetDelete).
+    pub fn subscribed_topics(&self, group_id: &str) -> BrokerResult<Vec<String>> {
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        use kafka_protocol::protocol::Decodable;
+        let groups = self.lock()?;
+        let Some(g) = groups.get(group_id) else {
+            return Ok(Vec::new());
+        };
+        if g.protocol_type.as_deref() != Some("consumer") {
+            return Ok(Vec::new());
+        }
+        let protocol = g.protocol_name.clone().unwrap_or_default();
+        let mut topics = Vec::new();
+        for m in g.members.values() {
+            let mut meta = m.metadata_for(&protocol);
+            if meta.len() < 2 {
+                continue;
+            }
+            let version = i16::from_be_bytes([meta[0], meta[1]]);
+            let _ = bytes::Buf::get_i16(&mut meta);
+            if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut meta, version.clamp(0, 3)) {
+                topics.extend(sub.topics.iter().map(|t| t.to_string()));
+            }
+        }
+        Ok(topics)
+    }
+}
+
+fn error_join(e: BrokerError, member_id: &str) -> JoinResponse {
+    JoinResponse {
+        error: Some(e),
+        generation: -1,
+        protocol_type: None,
+        protocol_name: None,
+        leader: String::new(),
+        member_id: member_id.to_string(),
+        members: Vec::new(),
+    }
+}
+
+fn error_sync(e: BrokerError) -> SyncResponse {
+    SyncResponse {
+        error: Some(e),
+        protocol_type: None,
+        protocol_name: None,
+        assignment: Bytes::new(),
+    }
+}

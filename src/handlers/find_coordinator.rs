@@ -1,0 +1,60 @@
+//! FindCoordinator (10): this node coordinates every group (and, later,
+//! every transactional id). v4+ batches keys.
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+
+use super::sb;
+use crate::dispatch::RequestContext;
+use crate::error::BrokerError;
+
+const KEY_GROUP: i8 = 0;
+
+pub async fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let b = &ctx.broker;
+    let node = BrokerId(b.config.node_id);
+    let host = sb(b.config.advertised_host.clone());
+    let port = i32::from(b.config.advertised_port);
+    // Transactions are not served yet: only group keys have a coordinator.
+    let check = |key_type: i8| {
+        if key_type == KEY_GROUP {
+            Ok(())
+        } else {
+            Err(BrokerError::CoordinatorNotAvailable)
+        }
+    };
+    if ctx.api_version >= 4 {
+        let coordinators = req
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                let c = Coordinator::default().with_key(key);
+                match check(req.key_type) {
+                    Ok(()) => c.with_node_id(node).with_host(host.clone()).with_port(port),
+                    Err(e) => {
+                        b.metrics.error("FindCoordinator", e.code());
+                        c.with_node_id(BrokerId(-1))
+                            .with_port(-1)
+                            .with_error_code(e.code())
+                            .with_error_message(e.message())
+                    }
+                }
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    match check(req.key_type) {
+        Ok(()) => FindCoordinatorResponse::default()
+            .with_node_id(node)
+            .with_host(host)
+            .with_port(port),
+        Err(e) => {
+            b.metrics.error("FindCoordinator", e.code());
+            FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(-1))
+                .with_port(-1)
+                .with_error_code(e.code())
+                .with_error_message(e.message())
+        }
+    }
+}

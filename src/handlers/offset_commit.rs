@@ -1,0 +1,105 @@
+//! OffsetCommit (8): stores a group's consumed positions (offset, leader
+//! epoch, metadata) after checking membership and generation.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+
+use crate::coordinator::offsets::Committed;
+use crate::dispatch::RequestContext;
+use crate::error::BrokerError;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCommitResponse {
+    let b = &ctx.broker;
+    let group = req.group_id.0.to_string();
+    let max_meta = b.config.offset_metadata_max_bytes;
+    // Per partition: Ok(commit) to store, or the error to answer.
+    let mut plan: Vec<(usize, i32, Result<Committed, BrokerError>)> = Vec::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let topic = b.catalog.get(t.name.0.as_str());
+        for p in &t.partitions {
+            let meta = p
+                .committed_metadata
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            let r = if topic
+                .as_ref()
+                .and_then(|t| t.partition(p.partition_index))
+                .is_none()
+            {
+                Err(BrokerError::UnknownTopicOrPartition)
+            } else if meta.len() > max_meta {
+                Err(BrokerError::OffsetMetadataTooLarge(format!(
+                    "Offset metadata is {} bytes; offset.metadata.max.bytes is {max_meta}",
+                    meta.len()
+                )))
+            } else {
+                Ok(Committed {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: meta,
+                    commit_ms: now_ms(),
+                })
+            };
+            plan.push((ti, p.partition_index, r));
+        }
+    }
+    let commits: Vec<(String, i32, Committed)> = plan
+        .iter()
+        .filter_map(|(ti, p, r)| {
+            r.as_ref()
+                .ok()
+                .map(|c| (req.topics[*ti].name.0.to_string(), *p, c.clone()))
+        })
+        .collect();
+    let group_result = if commits.is_empty() {
+        Ok(())
+    } else {
+        b.groups.commit(
+            &group,
+            req.generation_id_or_member_epoch,
+            req.member_id.as_str(),
+            req.group_instance_id.as_deref(),
+            commits,
+        )
+    };
+    if let Err(e) = &group_result {
+        tracing::info!(peer = %ctx.peer, group = %group, member = %req.member_id.as_str(), generation = req.generation_id_or_member_epoch, error = %e, "OffsetCommit rejected");
+    }
+    let topics = req
+        .topics
+        .iter()
+        .enumerate()
+        .map(|(ti, t)| {
+            let partitions = plan
+                .iter()
+                .filter(|(i, ..)| *i == ti)
+                .map(|(_, p, r)| {
+                    let code = match (r, &group_result) {
+                        (Err(e), _) | (Ok(_), Err(e)) => e.code(),
+                        (Ok(_), Ok(())) => 0,
+                    };
+                    b.metrics.error("OffsetCommit", code);
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(*p)
+                        .with_error_code(code)
+                })
+                .collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}

@@ -1,0 +1,40 @@
+//! SyncGroup (14): the leader hands in assignments; every member receives
+//! its own (possibly empty) once the leader's arrive.
+
+use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
+
+use super::sb;
+use crate::dispatch::RequestContext;
+
+pub async fn handle(ctx: &RequestContext, req: SyncGroupRequest) -> SyncGroupResponse {
+    let b = &ctx.broker;
+    let group_id = req.group_id.0.to_string();
+    let assignments = req
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let r = b
+        .groups
+        .sync(
+            &group_id,
+            req.generation_id,
+            req.member_id.as_str(),
+            req.group_instance_id.as_deref(),
+            (req.protocol_type.as_deref(), req.protocol_name.as_deref()),
+            assignments,
+        )
+        .await;
+    let mut resp = SyncGroupResponse::default().with_assignment(r.assignment);
+    if ctx.api_version >= 5 {
+        resp = resp
+            .with_protocol_type(r.protocol_type.map(sb))
+            .with_protocol_name(r.protocol_name.map(sb));
+    }
+    if let Some(e) = r.error {
+        b.metrics.error("SyncGroup", e.code());
+        tracing::debug!(peer = %ctx.peer, group = %group_id, member = %req.member_id.as_str(), error = %e, "SyncGroup error");
+        resp = resp.with_error_code(e.code());
+    }
+    resp
+}

@@ -58,6 +58,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
             max_session_timeout: Duration::from_millis(config.group_max_session_timeout_ms),
             max_size: config.group_max_size,
         },
+        Duration::from_secs(config.offsets_retention_minutes.saturating_mul(60)),
     ));
     let metrics = Metrics::new().map_err(|e| format!("cannot register metrics: {e}"))?;
     tracing::info!(

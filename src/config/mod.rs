@@ -36,6 +36,7 @@ pub struct ServerConfig {
     pub group_max_session_timeout_ms: u64,
     pub group_max_size: usize,
     pub offset_metadata_max_bytes: usize,
+    pub offsets_retention_minutes: u64,
     /// Every key/value the file and overrides set, as given, for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
 }
@@ -213,6 +214,9 @@ impl BrokerConfig {
             4096usize,
         )?;
 
+        let offsets_retention_minutes =
+            opt_num("offsets.retention.minutes", get("offsets.retention.minutes"), 10_080u64)?;
+
         for key in raw.keys() {
             if ACCEPTED_WITHOUT_EFFECT.contains(&key.as_str()) {
                 warnings.push(format!(
@@ -248,6 +252,7 @@ impl BrokerConfig {
                 group_max_session_timeout_ms,
                 group_max_size,
                 offset_metadata_max_bytes,
+                offsets_retention_minutes,
                 raw,
             },
             warnings,
@@ -284,6 +289,7 @@ fn is_understood(key: &str) -> bool {
         "group.max.session.timeout.ms",
         "group.max.size",
         "offset.metadata.max.bytes",
+        "offsets.retention.minutes",
     ];
     KEYS.contains(&key) || topic::is_broker_default_key(key)
 }

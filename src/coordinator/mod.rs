@@ -19,6 +19,8 @@ use offsets::{Committed, OffsetStore};
 
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(100);
+/// How often expired offsets of member-less groups are looked for.
+const EXPIRY_CHECK: Duration = Duration::from_secs(60);
 
 /// What DescribeGroups and ListGroups report about a group.
 pub struct GroupSummary {
@@ -42,14 +44,17 @@ pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
     pub offsets: OffsetStore,
     pub config: GroupConfig,
+    /// `offsets.retention.minutes`: offsets of a group without members older than this go.
+    offsets_retention: Duration,
 }
 
 impl GroupCoordinator {
-    pub fn new(offsets: OffsetStore, config: GroupConfig) -> Self {
+    pub fn new(offsets: OffsetStore, config: GroupConfig, offsets_retention: Duration) -> Self {
         GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
             offsets,
             config,
+            offsets_retention,
         }
     }
 
@@ -65,10 +70,16 @@ impl GroupCoordinator {
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(TICK);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut last_expiry = Instant::now();
             loop {
                 interval.tick().await;
                 let Some(c) = weak.upgrade() else { break };
-                c.tick(Instant::now());
+                let now = Instant::now();
+                c.tick(now);
+                if now.duration_since(last_expiry) >= EXPIRY_CHECK {
+                    last_expiry = now;
+                    c.expire_offsets();
+                }
             }
         });
     }
@@ -82,6 +93,27 @@ impl GroupCoordinator {
         groups.retain(|id, g| {
             !(g.is_empty() && g.state == GroupState::Empty && !self.offsets.has_group(id))
         });
+    }
+
+    /// Kafka keeps a group's offsets while it has members; once empty, each
+    /// offset lives `offsets.retention.minutes` from its commit.
+    fn expire_offsets(&self) {
+        let idle: Vec<String> = match self.lock() {
+            Ok(groups) => self
+                .offsets
+                .groups()
+                .into_iter()
+                .filter(|g| groups.get(g).is_none_or(|grp| grp.members.is_empty()))
+                .collect(),
+            Err(_) => return,
+        };
+        let retention_ms = i64::try_from(self.offsets_retention.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = crate::handlers::offset_commit::now_ms().saturating_sub(retention_ms);
+        match self.offsets.expire(&idle, cutoff) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expired committed offsets of empty groups"),
+            Err(e) => tracing::warn!(error = %e, "offset expiry failed"),
+        }
     }
 
     pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinResponse {

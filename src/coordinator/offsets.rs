@@ -191,6 +191,26 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// Removes offsets committed before `cutoff_ms` for the given groups.
+    pub fn expire(&self, groups: &[String], cutoff_ms: i64) -> BrokerResult<usize> {
+        let mut removed = 0;
+        for g in groups {
+            let old: Vec<(String, i32)> = self
+                .lock()?
+                .get(g)
+                .map(|m| {
+                    m.iter()
+                        .filter(|(_, c)| c.commit_ms < cutoff_ms)
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            removed += old.len();
+            self.delete(g, Some(&old))?;
+        }
+        Ok(removed)
+    }
+
     /// Drops every group's offsets for a deleted topic.
     pub fn delete_topic(&self, topic: &str) -> BrokerResult<()> {
         let affected: Vec<(String, Vec<(String, i32)>)> = self

@@ -77,6 +77,10 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
     {
         let _guard = runtime.enter();
         groups.spawn_ticker();
+        crate::storage::retention::spawn(
+            Arc::downgrade(&broker),
+            Duration::from_millis(broker.config.retention_check_interval_ms),
+        );
     }
     drop(groups);
 

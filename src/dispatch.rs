@@ -235,6 +235,24 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
         ApiKey::ListGroups => call!(ctx, cid, body, ListGroupsRequest, list_groups::handle),
         ApiKey::DeleteGroups => call!(ctx, cid, body, DeleteGroupsRequest, delete_groups::handle),
         ApiKey::OffsetDelete => call!(ctx, cid, body, OffsetDeleteRequest, offset_delete::handle),
+        ApiKey::AlterConfigs => call!(ctx, cid, body, AlterConfigsRequest, alter_configs::handle),
+        ApiKey::IncrementalAlterConfigs => call!(
+            ctx,
+            cid,
+            body,
+            IncrementalAlterConfigsRequest,
+            alter_configs::handle_incremental
+        ),
+        ApiKey::DescribeLogDirs => call!(
+            ctx,
+            cid,
+            body,
+            DescribeLogDirsRequest,
+            describe_log_dirs::handle
+        ),
+        ApiKey::DeleteRecords => {
+            call!(ctx, cid, body, DeleteRecordsRequest, delete_records::handle)
+        }
         other => {
             tracing::warn!(peer = %ctx.peer, api = ?other, "closing connection: API has no handler");
             Outcome::Close

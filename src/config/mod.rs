@@ -37,6 +37,7 @@ pub struct ServerConfig {
     pub group_max_size: usize,
     pub offset_metadata_max_bytes: usize,
     pub offsets_retention_minutes: u64,
+    pub retention_check_interval_ms: u64,
     /// Every key/value the file and overrides set, as given, for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
 }
@@ -55,7 +56,6 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "controller.quorum.bootstrap.servers",
     "inter.broker.listener.name",
     "listener.security.protocol.map",
-    "log.retention.check.interval.ms",
     "log.segment.bytes",
     "num.io.threads",
     "num.network.threads",
@@ -214,8 +214,20 @@ impl BrokerConfig {
             4096usize,
         )?;
 
-        let offsets_retention_minutes =
-            opt_num("offsets.retention.minutes", get("offsets.retention.minutes"), 10_080u64)?;
+        let offsets_retention_minutes = opt_num(
+            "offsets.retention.minutes",
+            get("offsets.retention.minutes"),
+            10_080u64,
+        )?;
+
+        let retention_check_interval_ms = opt_num(
+            "log.retention.check.interval.ms",
+            get("log.retention.check.interval.ms"),
+            300_000u64,
+        )?;
+        if retention_check_interval_ms < 1 {
+            return Err("log.retention.check.interval.ms must be >= 1".into());
+        }
 
         for key in raw.keys() {
             if ACCEPTED_WITHOUT_EFFECT.contains(&key.as_str()) {
@@ -253,6 +265,7 @@ impl BrokerConfig {
                 group_max_size,
                 offset_metadata_max_bytes,
                 offsets_retention_minutes,
+                retention_check_interval_ms,
                 raw,
             },
             warnings,
@@ -290,6 +303,7 @@ fn is_understood(key: &str) -> bool {
         "group.max.size",
         "offset.metadata.max.bytes",
         "offsets.retention.minutes",
+        "log.retention.check.interval.ms",
     ];
     KEYS.contains(&key) || topic::is_broker_default_key(key)
 }

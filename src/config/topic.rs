@@ -262,6 +262,26 @@ pub fn is_broker_default_key(key: &str) -> bool {
         || TOPIC_CONFIGS.iter().any(|d| d.broker_key == Some(key))
 }
 
+/// Smallest allowed numeric value: -1 means "unlimited" for most configs, the
+/// local (tiered) retention ones also take -2, sizes and counts start at 0 or 1.
+fn min_value(def: &TopicConfigDef) -> i64 {
+    match def.name {
+        "compression.zstd.level" => -131_072,
+        "local.retention.ms" | "local.retention.bytes" => -2,
+        "retention.ms" | "retention.bytes" | "compression.gzip.level" => -1,
+        "max.message.bytes"
+        | "delete.retention.ms"
+        | "file.delete.delay.ms"
+        | "min.compaction.lag.ms"
+        | "segment.jitter.ms"
+        | "message.timestamp.after.max.ms"
+        | "message.timestamp.before.max.ms"
+        | "index.interval.bytes"
+        | "max.compaction.lag.ms" => 0,
+        _ => 1,
+    }
+}
+
 /// Checks that a topic config value has the right type and range.
 pub fn validate_value(def: &TopicConfigDef, value: &str) -> Result<(), String> {
     let bad = |why: &str| {
@@ -277,12 +297,16 @@ pub fn validate_value(def: &TopicConfigDef, value: &str) -> Result<(), String> {
             }
         }
         ConfigType::Int => match value.trim().parse::<i32>() {
-            Ok(v) if v < -2 => return bad("Value must be at least -2"),
+            Ok(v) if i64::from(v) < min_value(def) => {
+                return bad(&format!("Value must be at least {}", min_value(def)))
+            }
             Ok(_) => {}
             Err(_) => return bad("Not a number of type INT"),
         },
         ConfigType::Long => match value.trim().parse::<i64>() {
-            Ok(v) if v < -2 => return bad("Value must be at least -2"),
+            Ok(v) if v < min_value(def) => {
+                return bad(&format!("Value must be at least {}", min_value(def)))
+            }
             Ok(_) => {}
             Err(_) => return bad("Not a number of type LONG"),
         },

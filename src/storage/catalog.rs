@@ -306,6 +306,29 @@ impl Catalog {
         Ok(())
     }
 
+    /// Replaces a topic's config overrides (already validated) durably.
+    pub fn set_configs(&self, name: &str, configs: BTreeMap<String, String>) -> BrokerResult<()> {
+        let _guard = self.lock_change()?;
+        let topic = self.get(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        let updated = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions: topic.partitions.clone(),
+            configs,
+        });
+        let mut wb = WriteBatch::default();
+        self.persist(&mut wb, &updated)?;
+        self.store.db.write_opt(wb, &sync_opts())?;
+        let mut maps = self
+            .maps
+            .write()
+            .map_err(|_| BrokerError::Storage("catalog lock poisoned".into()))?;
+        maps.by_id.insert(updated.id, updated.clone());
+        maps.by_name.insert(name.to_string(), updated);
+        tracing::info!(topic = %name, "topic configs changed");
+        Ok(())
+    }
+
     /// Deletes a topic and its data (through the writer, so no append outlives it).
     pub async fn delete_topic(&self, writer: &Writer, topic: &Arc<Topic>) -> BrokerResult<()> {
         {

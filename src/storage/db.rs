@@ -81,6 +81,13 @@ pub fn log_key(uid: u64, offset: i64) -> [u8; 16] {
     k
 }
 
+/// Where a partition's log start offset is kept once it moved past the first batch.
+pub fn log_start_key(uid: u64) -> Vec<u8> {
+    let mut k = b"log_start/".to_vec();
+    k.extend_from_slice(&uid.to_be_bytes());
+    k
+}
+
 /// Splits a log key; `None` if it is not 16 bytes.
 pub fn parse_log_key(k: &[u8]) -> Option<(u64, i64)> {
     if k.len() != 16 {

@@ -9,6 +9,8 @@
 pub mod batch;
 pub mod catalog;
 pub mod db;
+pub mod disk;
 pub mod partition;
+pub mod retention;
 pub mod time_lookup;
 pub mod writer;

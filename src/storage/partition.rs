@@ -10,11 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use rocksdb::{Direction, IteratorMode, ReadOptions};
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 use tokio::sync::Notify;
 
 use super::batch::read_header;
-use super::db::{log_key, parse_log_key, IndexEntry, Store, CF_IDX, CF_LOG};
+use super::db::{
+    log_key, log_start_key, parse_log_key, IndexEntry, Store, CF_IDX, CF_LOG, CF_META,
+};
 use crate::error::{BrokerError, BrokerResult};
 use crate::types::PartitionId;
 
@@ -130,6 +132,16 @@ impl Partition {
             }
         }
         it.status()?;
+        // DeleteRecords and retention may have moved the start past the first
+        // stored batch (or past everything): that position is kept in `meta`.
+        let meta = store.cf(CF_META)?;
+        if let Some(v) = store.db.get_cf(meta, log_start_key(self.uid))? {
+            if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
+                let stored = i64::from_be_bytes(b);
+                start = start.max(stored);
+                next = next.max(stored);
+            }
+        }
         self.next_offset.store(next, Ordering::SeqCst);
         self.high_watermark.store(next, Ordering::SeqCst);
         self.log_start.store(start, Ordering::SeqCst);
@@ -304,6 +316,51 @@ impl Partition {
             }
         }
         Ok(out)
+    }
+
+    /// Moves the log start offset forward to `new_start` (never back, never past
+    /// the high watermark) and removes every batch that lies wholly before it.
+    /// Returns the bytes removed.
+    pub fn truncate_head(&self, store: &Arc<Store>, new_start: i64) -> BrokerResult<u64> {
+        if new_start > self.high_watermark() {
+            return Err(BrokerError::OffsetOutOfRange);
+        }
+        if new_start <= self.log_start_offset() {
+            return Ok(0);
+        }
+        let mut end = new_start;
+        let mut removed = 0u64;
+        for (base, e) in self.index_entries(store)? {
+            if base >= new_start {
+                break;
+            }
+            if base + i64::from(e.last_offset_delta) >= new_start {
+                // This batch holds `new_start`: it stays, and fetches skip into it.
+                end = base;
+                break;
+            }
+            removed += u64::from(e.size);
+        }
+        let (log, idx, meta) = (store.cf(CF_LOG)?, store.cf(CF_IDX)?, store.cf(CF_META)?);
+        let mut wb = WriteBatch::default();
+        let from = log_key(self.uid, 0);
+        let to = log_key(self.uid, end);
+        wb.delete_range_cf(log, from, to);
+        wb.delete_range_cf(idx, from, to);
+        wb.put_cf(meta, log_start_key(self.uid), new_start.to_be_bytes());
+        store.db.write(wb)?;
+        self.log_start.fetch_max(new_start, Ordering::AcqRel);
+        tracing::info!(topic = %self.topic, partition = self.id.get(), log_start = new_start, bytes = removed, "log start offset advanced");
+        Ok(removed)
+    }
+
+    /// Bytes held by the batches below the high watermark.
+    pub fn size_bytes(&self, store: &Store) -> BrokerResult<u64> {
+        Ok(self
+            .index_entries(store)?
+            .iter()
+            .map(|(_, e)| u64::from(e.size))
+            .sum())
     }
 
     /// The stored batch with this base offset.

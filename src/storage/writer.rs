@@ -14,7 +14,7 @@ use rocksdb::{WriteBatch, WriteOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{with_base_offset, ValidBatch};
-use super::db::{log_key, IndexEntry, Store, CF_IDX, CF_LOG, CF_META};
+use super::db::{log_key, log_start_key, IndexEntry, Store, CF_IDX, CF_LOG, CF_META};
 use super::partition::Partition;
 use crate::error::{BrokerError, BrokerResult};
 
@@ -265,6 +265,7 @@ fn delete_topic(
         let (from, to) = (log_key(p.uid, 0), log_key(p.uid + 1, 0));
         wb.delete_range_cf(&log, from, to);
         wb.delete_range_cf(&idx, from, to);
+        wb.delete_cf(&meta, log_start_key(p.uid));
     }
     store.db.write_opt(wb, opts)?;
     // Reclaim the space now rather than whenever compaction gets there, off the

@@ -143,12 +143,21 @@ pub async fn handle(
     }
     let api_name = format!("{api:?}");
     let started = Instant::now();
+    let request_len = frame.len() as u64 + 4;
     let outcome = route(&ctx, api, correlation_id, frame).await;
     if matches!(outcome, Outcome::Close) {
         m_close(broker, &api_name);
     }
     let m = &broker.metrics;
     m.requests.with_label_values(&[&api_name]).inc();
+    m.request_bytes
+        .with_label_values(&[&api_name])
+        .inc_by(request_len);
+    if let Outcome::Respond(b) = &outcome {
+        m.response_bytes
+            .with_label_values(&[&api_name])
+            .inc_by(b.len() as u64);
+    }
     m.request_seconds
         .with_label_values(&[&api_name])
         .observe(started.elapsed().as_secs_f64());

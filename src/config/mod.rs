@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub offset_metadata_max_bytes: usize,
     pub offsets_retention_minutes: u64,
     pub retention_check_interval_ms: u64,
+    /// `metrics.listener`: where `/metrics` is served (`None`: not served).
+    pub metrics_listener: Option<String>,
     /// Every key/value the file and overrides set, as given, for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
 }
@@ -229,6 +231,11 @@ impl BrokerConfig {
             return Err("log.retention.check.interval.ms must be >= 1".into());
         }
 
+        let metrics_listener = match get("metrics.listener").map(str::trim) {
+            None | Some("") => None,
+            Some(v) => Some(crate::metrics::http::parse_listener(v)?),
+        };
+
         for key in raw.keys() {
             if ACCEPTED_WITHOUT_EFFECT.contains(&key.as_str()) {
                 warnings.push(format!(
@@ -266,6 +273,7 @@ impl BrokerConfig {
                 offset_metadata_max_bytes,
                 offsets_retention_minutes,
                 retention_check_interval_ms,
+                metrics_listener,
                 raw,
             },
             warnings,
@@ -304,6 +312,7 @@ fn is_understood(key: &str) -> bool {
         "offset.metadata.max.bytes",
         "offsets.retention.minutes",
         "log.retention.check.interval.ms",
+        "metrics.listener",
     ];
     KEYS.contains(&key) || topic::is_broker_default_key(key)
 }

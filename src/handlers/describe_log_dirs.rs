@@ -17,36 +17,32 @@ pub async fn handle(ctx: &RequestContext, req: DescribeLogDirsRequest) -> Descri
             .map(|t| (t.topic.0.to_string(), t.partitions))
             .collect()
     });
-    let topics = tokio::task::block_in_place(|| {
-        b.catalog
-            .all()
-            .into_iter()
-            .filter_map(|t| {
-                let parts: Vec<i32> = match &wanted {
-                    None => t.partitions.iter().map(|p| p.id.get()).collect(),
-                    Some(w) => w.iter().find(|(n, _)| n == t.name.as_str())?.1.clone(),
-                };
-                let partitions = parts
-                    .into_iter()
-                    .filter_map(|i| t.partition(i))
-                    .map(|p| {
-                        DescribeLogDirsPartition::default()
-                            .with_partition_index(p.id.get())
-                            .with_partition_size(
-                                p.size_bytes(&b.store)
-                                    .map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX)),
-                            )
-                            .with_offset_lag(0)
-                    })
-                    .collect();
-                Some(
-                    DescribeLogDirsTopic::default()
-                        .with_name(TopicName(sb(t.name.as_str())))
-                        .with_partitions(partitions),
-                )
-            })
-            .collect()
-    });
+    let topics: Vec<DescribeLogDirsTopic> = b
+        .catalog
+        .all()
+        .into_iter()
+        .filter_map(|t| {
+            let parts: Vec<i32> = match &wanted {
+                None => t.partitions.iter().map(|p| p.id.get()).collect(),
+                Some(w) => w.iter().find(|(n, _)| n == t.name.as_str())?.1.clone(),
+            };
+            let partitions = parts
+                .into_iter()
+                .filter_map(|i| t.partition(i))
+                .map(|p| {
+                    DescribeLogDirsPartition::default()
+                        .with_partition_index(p.id.get())
+                        .with_partition_size(i64::try_from(p.size()).unwrap_or(i64::MAX))
+                        .with_offset_lag(0)
+                })
+                .collect();
+            Some(
+                DescribeLogDirsTopic::default()
+                    .with_name(TopicName(sb(t.name.as_str())))
+                    .with_partitions(partitions),
+            )
+        })
+        .collect();
     let dir = std::fs::canonicalize(&b.config.log_dir).unwrap_or_else(|_| b.config.log_dir.clone());
     let mut result = DescribeLogDirsResult::default()
         .with_log_dir(sb(dir.display().to_string()))

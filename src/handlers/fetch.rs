@@ -107,6 +107,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
         }
         let (responses, bytes, errors) = collect(ctx, &topics, max_bytes, read_committed);
         if bytes >= min_bytes || errors || Instant::now() >= deadline {
+            count_requests(ctx, &topics);
             return FetchResponse::default()
                 .with_session_id(0)
                 .with_responses(responses);
@@ -118,6 +119,24 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
                 _ = futures::future::select_all(waits) => {}
                 _ = tokio::time::sleep_until(deadline) => {}
             }
+        }
+    }
+}
+
+/// Per-topic fetch request counts (a topic with an unknown partition counts as failed).
+fn count_requests(ctx: &RequestContext, topics: &[WantedTopic]) {
+    let m = &ctx.broker.metrics;
+    for t in topics {
+        let Some(name) = t
+            .partitions
+            .iter()
+            .find_map(|w| w.partition.as_ref().ok().map(|p| p.topic.clone()))
+        else {
+            continue;
+        };
+        m.fetch_requests.with_label_values(&[&*name]).inc();
+        if t.partitions.iter().any(|w| w.partition.is_err()) {
+            m.failed_fetch_requests.with_label_values(&[&*name]).inc();
         }
     }
 }

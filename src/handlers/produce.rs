@@ -129,6 +129,12 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     let mut responses = Vec::with_capacity(layout.len());
     let mut error_counts: BTreeMap<i16, u64> = BTreeMap::new();
     for (name, topic_id, slots) in layout {
+        let label = name.0.to_string();
+        b.metrics
+            .produce_requests
+            .with_label_values(&[&label])
+            .inc();
+        let mut topic_failed = false;
         let partition_responses = slots
             .into_iter()
             .map(|(index, slot)| {
@@ -148,6 +154,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                         r.with_base_offset(base).with_log_start_offset(log_start)
                     }
                     Err(e) => {
+                        topic_failed = true;
                         *error_counts.entry(e.code()).or_default() += 1;
                         r.with_error_code(e.code())
                             .with_base_offset(-1)
@@ -157,6 +164,12 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 }
             })
             .collect();
+        if topic_failed {
+            b.metrics
+                .failed_produce_requests
+                .with_label_values(&[&label])
+                .inc();
+        }
         responses.push(
             TopicProduceResponse::default()
                 .with_name(name)

@@ -26,6 +26,10 @@ pub async fn serve(broker: Arc<Broker>) -> Result<(), String> {
         node_id = broker.config.node_id,
         "listening for Kafka clients"
     );
+    // Served once the Kafka listener is bound, so /healthz means ready.
+    if let Some(metrics_addr) = broker.config.metrics_listener.clone() {
+        crate::metrics::http::serve(broker.clone(), metrics_addr).await?;
+    }
     let shutdown = Shutdown::new();
     let stop = shutdown::signal();
     tokio::pin!(stop);

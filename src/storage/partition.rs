@@ -6,7 +6,7 @@
 //! data and never take a lock shared with other partitions.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -41,6 +41,8 @@ pub struct Partition {
     next_offset: AtomicI64,
     high_watermark: AtomicI64,
     log_start: AtomicI64,
+    /// Bytes of stored batches (for metrics and DescribeLogDirs).
+    size: AtomicU64,
     deleted: AtomicBool,
     tail: Mutex<TailCache>,
     tail_limit: usize,
@@ -101,6 +103,7 @@ impl Partition {
             next_offset: AtomicI64::new(0),
             high_watermark: AtomicI64::new(0),
             log_start: AtomicI64::new(0),
+            size: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
             tail: Mutex::new(TailCache::default()),
             tail_limit,
@@ -145,6 +148,13 @@ impl Partition {
         self.next_offset.store(next, Ordering::SeqCst);
         self.high_watermark.store(next, Ordering::SeqCst);
         self.log_start.store(start, Ordering::SeqCst);
+        // One pass over the index at start-up; kept current by appends and truncation after.
+        let size = self
+            .index_entries(store)?
+            .iter()
+            .map(|(_, e)| u64::from(e.size))
+            .sum();
+        self.size.store(size, Ordering::Relaxed);
         Ok(())
     }
 
@@ -180,6 +190,7 @@ impl Partition {
 
     /// Writer thread only: the batch with this base offset is durable.
     pub(super) fn publish(&self, base: i64, batch: Bytes, new_hw: i64) {
+        self.size.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Ok(mut t) = self.tail.lock() {
             // Keep the cache a contiguous suffix: drop it if this batch does not follow.
             let contiguous = t
@@ -350,17 +361,18 @@ impl Partition {
         wb.put_cf(meta, log_start_key(self.uid), new_start.to_be_bytes());
         store.db.write(wb)?;
         self.log_start.fetch_max(new_start, Ordering::AcqRel);
+        let _ = self
+            .size
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                Some(s.saturating_sub(removed))
+            });
         tracing::info!(topic = %self.topic, partition = self.id.get(), log_start = new_start, bytes = removed, "log start offset advanced");
         Ok(removed)
     }
 
-    /// Bytes held by the batches below the high watermark.
-    pub fn size_bytes(&self, store: &Store) -> BrokerResult<u64> {
-        Ok(self
-            .index_entries(store)?
-            .iter()
-            .map(|(_, e)| u64::from(e.size))
-            .sum())
+    /// Bytes of the batches stored for this partition.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Relaxed)
     }
 
     /// The stored batch with this base offset.

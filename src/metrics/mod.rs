@@ -1,11 +1,17 @@
-//! Prometheus metrics the broker records. Names follow what Kafka dashboards
-//! and kafka_exporter already use; no label carries a client or connection id.
+//! Prometheus metrics. Names follow what Kafka dashboards (JMX exporter) and
+//! kafka_exporter already use; no label carries a client or connection id.
+//!
+//! - this module: counters and histograms updated as requests run;
+//! - `scrape`: gauges computed at scrape time (partitions, groups, RocksDB, disk);
+//! - `http`: the `/metrics` and `/healthz` listener.
+
+pub mod http;
+pub mod scrape;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 pub struct Metrics {
     /// Everything below, for the metrics listener to render.
-    #[allow(dead_code)]
     pub registry: Registry,
     pub requests: IntCounterVec,
     pub request_errors: IntCounterVec,
@@ -14,6 +20,12 @@ pub struct Metrics {
     pub bytes_out: IntCounterVec,
     pub messages_in: IntCounterVec,
     pub connections: IntGauge,
+    pub request_bytes: IntCounterVec,
+    pub response_bytes: IntCounterVec,
+    pub produce_requests: IntCounterVec,
+    pub failed_produce_requests: IntCounterVec,
+    pub fetch_requests: IntCounterVec,
+    pub failed_fetch_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -65,6 +77,38 @@ impl Metrics {
             "kafka_server_socket_server_connections",
             "Open client connections",
         )?;
+        let request_bytes = IntCounterVec::new(
+            Opts::new(
+                "kafka_network_request_bytes_total",
+                "Request bytes received, by API",
+            ),
+            &["api"],
+        )?;
+        let response_bytes = IntCounterVec::new(
+            Opts::new(
+                "kafka_network_response_bytes_total",
+                "Response bytes sent, by API",
+            ),
+            &["api"],
+        )?;
+        let per_topic =
+            |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["topic"]);
+        let produce_requests = per_topic(
+            "kafka_server_brokertopicmetrics_totalproducerequests_total",
+            "Produce requests, by topic",
+        )?;
+        let failed_produce_requests = per_topic(
+            "kafka_server_brokertopicmetrics_failedproducerequests_total",
+            "Failed produce requests, by topic",
+        )?;
+        let fetch_requests = per_topic(
+            "kafka_server_brokertopicmetrics_totalfetchrequests_total",
+            "Fetch requests, by topic",
+        )?;
+        let failed_fetch_requests = per_topic(
+            "kafka_server_brokertopicmetrics_failedfetchrequests_total",
+            "Failed fetch requests, by topic",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_errors.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
@@ -72,6 +116,19 @@ impl Metrics {
         registry.register(Box::new(bytes_out.clone()))?;
         registry.register(Box::new(messages_in.clone()))?;
         registry.register(Box::new(connections.clone()))?;
+        for c in [
+            &request_bytes,
+            &response_bytes,
+            &produce_requests,
+            &failed_produce_requests,
+            &fetch_requests,
+            &failed_fetch_requests,
+        ] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Metrics {
             registry,
             requests,
@@ -81,6 +138,12 @@ impl Metrics {
             bytes_out,
             messages_in,
             connections,
+            request_bytes,
+            response_bytes,
+            produce_requests,
+            failed_produce_requests,
+            fetch_requests,
+            failed_fetch_requests,
         })
     }
 

@@ -1,0 +1,251 @@
+//! Gauges computed when Prometheus scrapes: per-partition offsets and sizes,
+//! consumer group offsets and lag (as kafka_exporter names them), broker
+//! totals, RocksDB health and disk space.
+
+use prometheus::{Encoder, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::broker::Broker;
+use crate::storage::db::{CF_IDX, CF_LOG, CF_META};
+use crate::storage::disk;
+
+fn gauge_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, prometheus::Error> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, v: i64) -> Result<(), prometheus::Error> {
+    let g = IntGauge::new(name, help)?;
+    g.set(v);
+    r.register(Box::new(g))
+}
+
+fn as_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The whole `/metrics` page.
+pub fn render(b: &Broker) -> Result<String, prometheus::Error> {
+    let r = Registry::new();
+    partitions(b, &r)?;
+    groups(b, &r)?;
+    storage(b, &r)?;
+    let mut families = b.metrics.registry.gather();
+    families.extend(r.gather());
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&families, &mut out)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn partitions(b: &Broker, r: &Registry) -> Result<(), prometheus::Error> {
+    let labels = &["topic", "partition"];
+    let current = gauge_vec(
+        r,
+        "kafka_topic_partition_current_offset",
+        "High watermark of a partition",
+        labels,
+    )?;
+    let oldest = gauge_vec(
+        r,
+        "kafka_topic_partition_oldest_offset",
+        "Log start offset of a partition",
+        labels,
+    )?;
+    let end = gauge_vec(
+        r,
+        "kafka_log_log_logendoffset",
+        "Log end offset of a partition",
+        labels,
+    )?;
+    let start = gauge_vec(
+        r,
+        "kafka_log_log_logstartoffset",
+        "Log start offset of a partition",
+        labels,
+    )?;
+    let size = gauge_vec(
+        r,
+        "kafka_log_log_size",
+        "Bytes of record batches stored for a partition",
+        labels,
+    )?;
+    let count = gauge_vec(
+        r,
+        "kafka_topic_partitions",
+        "Partitions of a topic",
+        &["topic"],
+    )?;
+    let topics = b.catalog.all();
+    let mut total_partitions = 0i64;
+    for t in &topics {
+        count
+            .with_label_values(&[t.name.as_str()])
+            .set(t.partitions.len() as i64);
+        for p in &t.partitions {
+            total_partitions += 1;
+            let idx = p.id.get().to_string();
+            let l = [t.name.as_str(), idx.as_str()];
+            let hw = p.high_watermark();
+            current.with_label_values(&l).set(hw);
+            end.with_label_values(&l).set(hw);
+            oldest.with_label_values(&l).set(p.log_start_offset());
+            start.with_label_values(&l).set(p.log_start_offset());
+            size.with_label_values(&l).set(as_i64(p.size()));
+        }
+    }
+    gauge(
+        r,
+        "kafka_controller_kafkacontroller_globaltopiccount",
+        "Topics in the cluster",
+        topics.len() as i64,
+    )?;
+    gauge(
+        r,
+        "kafka_controller_kafkacontroller_globalpartitioncount",
+        "Partitions in the cluster",
+        total_partitions,
+    )?;
+    gauge(
+        r,
+        "kafka_server_replicamanager_partitioncount",
+        "Partitions on this broker",
+        total_partitions,
+    )?;
+    gauge(
+        r,
+        "kafka_server_replicamanager_leadercount",
+        "Partitions this broker leads",
+        total_partitions,
+    )?;
+    // One node: every partition's only replica is in sync.
+    gauge(
+        r,
+        "kafka_server_replicamanager_underreplicatedpartitions",
+        "Under-replicated partitions",
+        0,
+    )?;
+    Ok(())
+}
+
+fn groups(b: &Broker, r: &Registry) -> Result<(), prometheus::Error> {
+    let labels = &["consumergroup", "topic", "partition"];
+    let current = gauge_vec(
+        r,
+        "kafka_consumergroup_current_offset",
+        "Committed offset of a group on a partition",
+        labels,
+    )?;
+    let lag = gauge_vec(
+        r,
+        "kafka_consumergroup_lag",
+        "High watermark minus committed offset",
+        labels,
+    )?;
+    let members = gauge_vec(
+        r,
+        "kafka_consumergroup_members",
+        "Members of a group",
+        &["consumergroup"],
+    )?;
+    let state = gauge_vec(
+        r,
+        "runnel_consumergroup_state",
+        "1 for the group's current state",
+        &["consumergroup", "state"],
+    )?;
+    let Ok(list) = b.groups.list() else {
+        return Ok(());
+    };
+    for g in list {
+        members
+            .with_label_values(&[&g.id])
+            .set(g.members.len() as i64);
+        state.with_label_values(&[&g.id, g.state]).set(1);
+        for (topic, partition, c) in b.groups.offsets.all(&g.id) {
+            let idx = partition.to_string();
+            let l = [g.id.as_str(), topic.as_str(), idx.as_str()];
+            current.with_label_values(&l).set(c.offset);
+            let hw = b
+                .catalog
+                .get(&topic)
+                .and_then(|t| t.partition(partition).map(|p| p.high_watermark()));
+            if let Some(hw) = hw {
+                lag.with_label_values(&l).set((hw - c.offset).max(0));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn storage(b: &Broker, r: &Registry) -> Result<(), prometheus::Error> {
+    let db = &b.store.db;
+    let cf_prop = |name: &str, prop: &str| -> i64 {
+        b.store
+            .cf(name)
+            .ok()
+            .and_then(|cf| db.property_int_value_cf(cf, prop).ok().flatten())
+            .map_or(0, as_i64)
+    };
+    let sum = |prop: &str| -> i64 {
+        [CF_LOG, CF_IDX, CF_META]
+            .iter()
+            .map(|c| cf_prop(c, prop))
+            .sum()
+    };
+    gauge(
+        r,
+        "runnel_rocksdb_live_sst_bytes",
+        "Bytes of live SST files",
+        sum("rocksdb.live-sst-files-size"),
+    )?;
+    gauge(
+        r,
+        "runnel_rocksdb_live_blob_bytes",
+        "Bytes of live blob files",
+        sum("rocksdb.live-blob-file-size"),
+    )?;
+    gauge(
+        r,
+        "runnel_rocksdb_memtable_bytes",
+        "Bytes in memtables",
+        sum("rocksdb.cur-size-all-mem-tables"),
+    )?;
+    gauge(
+        r,
+        "runnel_rocksdb_pending_compaction_bytes",
+        "Estimated bytes compaction still has to rewrite",
+        sum("rocksdb.estimate-pending-compaction-bytes"),
+    )?;
+    gauge(
+        r,
+        "runnel_rocksdb_write_stopped",
+        "1 while RocksDB stops writes",
+        sum("rocksdb.is-write-stopped"),
+    )?;
+    gauge(
+        r,
+        "runnel_rocksdb_delayed_write_rate",
+        "Bytes per second RocksDB throttles writes to (0: no stall)",
+        sum("rocksdb.actual-delayed-write-rate"),
+    )?;
+    if let Some(space) = disk::space(&b.config.log_dir) {
+        gauge(
+            r,
+            "runnel_storage_disk_total_bytes",
+            "Size of the data directory's file system",
+            as_i64(space.total),
+        )?;
+        gauge(
+            r,
+            "runnel_storage_disk_free_bytes",
+            "Free bytes on the data directory's file system",
+            as_i64(space.available),
+        )?;
+    }
+    Ok(())
+}

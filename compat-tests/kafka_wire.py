@@ -509,3 +509,131 @@ def flip_byte(data, index, mask=0xFF):
     b = bytearray(data)
     b[index] ^= mask
     return bytes(b)
+
+
+# --------------------------------------------------------------------------
+# Consumer groups: JoinGroup v5, SyncGroup v3, Heartbeat v3, LeaveGroup v1,
+# OffsetCommit v2 (all non-flexible), and the "consumer" embedded protocol
+# (subscription / assignment, version 0).
+# --------------------------------------------------------------------------
+
+API_OFFSET_COMMIT = 8
+API_OFFSET_FETCH = 9
+API_FIND_COORDINATOR = 10
+API_JOIN_GROUP = 11
+API_HEARTBEAT = 12
+API_LEAVE_GROUP = 13
+API_SYNC_GROUP = 14
+API_DESCRIBE_GROUPS = 15
+API_LIST_GROUPS = 16
+
+ILLEGAL_GENERATION = 22
+INCONSISTENT_GROUP_PROTOCOL = 23
+UNKNOWN_MEMBER_ID = 25
+INVALID_SESSION_TIMEOUT = 26
+REBALANCE_IN_PROGRESS = 27
+NON_EMPTY_GROUP = 68
+MEMBER_ID_REQUIRED = 79
+GROUP_MAX_SIZE_REACHED = 81
+FENCED_INSTANCE_ID = 82
+
+
+def join_group_v5_body(group_id, member_id="", protocol_type="consumer",
+                       protocols=(("range", b""),), session_timeout_ms=10000,
+                       rebalance_timeout_ms=10000, group_instance_id=None):
+    """JoinGroup v5 request. protocols: [(name, metadata bytes)]."""
+    return (string(group_id) + i32(session_timeout_ms) + i32(rebalance_timeout_ms)
+            + string(member_id) + nullable_string(group_instance_id) + string(protocol_type)
+            + array([string(name) + nullable_bytes(meta) for name, meta in protocols]))
+
+
+def _bytes_field(r):
+    n = r.i32()
+    return None if n < 0 else r._take(n)
+
+
+def parse_join_group_v5(r):
+    out = {"throttle_time_ms": r.i32(), "error_code": r.i16(), "generation_id": r.i32(),
+           "protocol_name": r.string(), "leader": r.string(), "member_id": r.string()}
+    out["members"] = r.array(lambda rr: {
+        "member_id": rr.string(), "group_instance_id": rr.string(),
+        "metadata": _bytes_field(rr)}) or []
+    return out
+
+
+def sync_group_v3_body(group_id, generation_id, member_id, assignments=(),
+                       group_instance_id=None):
+    """SyncGroup v3 request. assignments: [(member_id, assignment bytes)]."""
+    return (string(group_id) + i32(generation_id) + string(member_id)
+            + nullable_string(group_instance_id)
+            + array([string(m) + nullable_bytes(a) for m, a in assignments]))
+
+
+def parse_sync_group_v3(r):
+    return {"throttle_time_ms": r.i32(), "error_code": r.i16(), "assignment": _bytes_field(r)}
+
+
+def heartbeat_v3_body(group_id, generation_id, member_id, group_instance_id=None):
+    return (string(group_id) + i32(generation_id) + string(member_id)
+            + nullable_string(group_instance_id))
+
+
+def parse_heartbeat_v3(r):
+    return {"throttle_time_ms": r.i32(), "error_code": r.i16()}
+
+
+def leave_group_v1_body(group_id, member_id):
+    return string(group_id) + string(member_id)
+
+
+def parse_leave_group_v1(r):
+    return {"throttle_time_ms": r.i32(), "error_code": r.i16()}
+
+
+def offset_commit_v2_body(group_id, generation_id, member_id, offsets, retention_time_ms=-1):
+    """OffsetCommit v2 request. offsets: {topic: [(partition, offset, metadata)]}."""
+    return (string(group_id) + i32(generation_id) + string(member_id) + i64(retention_time_ms)
+            + array([string(t) + array([i32(p) + i64(o) + nullable_string(md)
+                                        for p, o, md in parts])
+                     for t, parts in offsets.items()]))
+
+
+def parse_offset_commit_v2(r):
+    """-> {(topic, partition): error_code}"""
+    out = {}
+    for t in r.array(lambda rr: (rr.string(), rr.array(lambda x: (x.i32(), x.i16())))) or []:
+        name, parts = t
+        for p, err in parts or []:
+            out[(name, p)] = err
+    return out
+
+
+def consumer_subscription_v0(topics, user_data=None):
+    """ConsumerProtocolSubscription v0: the member metadata of protocol type "consumer"."""
+    return i16(0) + array([string(t) for t in topics]) + nullable_bytes(user_data)
+
+
+def parse_consumer_subscription(data):
+    r = Reader(data)
+    version = r.i16()
+    topics = r.array(lambda rr: rr.string()) or []
+    return {"version": version, "topics": topics}
+
+
+def consumer_assignment_v0(assignment, user_data=None):
+    """ConsumerProtocolAssignment v0. assignment: {topic: [partitions]}."""
+    return (i16(0) + array([string(t) + array([i32(p) for p in parts])
+                            for t, parts in assignment.items()])
+            + nullable_bytes(user_data))
+
+
+def parse_consumer_assignment(data):
+    """-> {topic: [partitions]} ({} for an empty / null assignment)."""
+    if not data:
+        return {}
+    r = Reader(data)
+    r.i16()  # version
+    out = {}
+    for t, parts in r.array(lambda rr: (rr.string(), rr.array(lambda x: x.i32()))) or []:
+        out[t] = sorted(parts or [])
+    return out

@@ -131,7 +131,6 @@ def test_produce_consume_roundtrip(broker, kp_admin, compression):
         last[r.partition] = i
 
 
-@pytest.mark.xfail(strict=True, reason="kafka-python 3 defaults to idempotence: needs InitProducerId (exactly-once issue)")
 def test_default_producer_config_works(broker, kp_admin):
     """KafkaProducer() with defaults, as users write it.  kafka-python 3 turns
     idempotence on when the inferred broker version allows it, so this needs

@@ -81,6 +81,10 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
             Arc::downgrade(&broker),
             Duration::from_millis(broker.config.retention_check_interval_ms),
         );
+        crate::storage::compaction::spawn(
+            Arc::downgrade(&broker),
+            Duration::from_millis(broker.config.cleaner_backoff_ms),
+        );
     }
     drop(groups);
 

@@ -259,9 +259,37 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             DescribeLogDirsRequest,
             describe_log_dirs::handle
         ),
+        ApiKey::DescribeTopicPartitions => call!(
+            ctx,
+            cid,
+            body,
+            DescribeTopicPartitionsRequest,
+            describe_topic_partitions::handle
+        ),
+        ApiKey::ListPartitionReassignments => call!(
+            ctx,
+            cid,
+            body,
+            ListPartitionReassignmentsRequest,
+            partition_admin::list_reassignments
+        ),
+        ApiKey::ElectLeaders => call!(
+            ctx,
+            cid,
+            body,
+            ElectLeadersRequest,
+            partition_admin::elect_leaders
+        ),
         ApiKey::DeleteRecords => {
             call!(ctx, cid, body, DeleteRecordsRequest, delete_records::handle)
         }
+        ApiKey::InitProducerId => call!(
+            ctx,
+            cid,
+            body,
+            InitProducerIdRequest,
+            init_producer_id::handle
+        ),
         other => {
             tracing::warn!(peer = %ctx.peer, api = ?other, "closing connection: API has no handler");
             Outcome::Close

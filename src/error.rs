@@ -68,6 +68,12 @@ pub enum BrokerError {
     CoordinatorNotAvailable,
     #[error("{0}")]
     OffsetMetadataTooLarge(String),
+    #[error("Leader election not needed for topic partition")]
+    ElectionNotNeeded,
+    #[error("{0}")]
+    OutOfOrderSequence(String),
+    #[error("{0}")]
+    InvalidProducerEpoch(String),
     #[error("storage error: {0}")]
     Storage(String),
     #[error("The broker is shutting down")]
@@ -108,6 +114,9 @@ impl BrokerError {
             GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
             CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
             OffsetMetadataTooLarge(_) => ResponseError::OffsetMetadataTooLarge,
+            ElectionNotNeeded => ResponseError::ElectionNotNeeded,
+            OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+            InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
             Storage(_) => ResponseError::KafkaStorageError,
             ShuttingDown => ResponseError::BrokerNotAvailable,
         }

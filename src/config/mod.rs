@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub offset_metadata_max_bytes: usize,
     pub offsets_retention_minutes: u64,
     pub retention_check_interval_ms: u64,
+    /// `log.cleaner.backoff.ms`: pause between compaction passes.
+    pub cleaner_backoff_ms: u64,
     /// `metrics.listener`: where `/metrics` is served (`None`: not served).
     pub metrics_listener: Option<String>,
     /// Every key/value the file and overrides set, as given, for DescribeConfigs.
@@ -231,6 +233,14 @@ impl BrokerConfig {
             return Err("log.retention.check.interval.ms must be >= 1".into());
         }
 
+        let cleaner_backoff_ms = opt_num(
+            "log.cleaner.backoff.ms",
+            get("log.cleaner.backoff.ms"),
+            15_000u64,
+        )?;
+        if cleaner_backoff_ms < 1 {
+            return Err("log.cleaner.backoff.ms must be >= 1".into());
+        }
         let metrics_listener = match get("metrics.listener").map(str::trim) {
             None | Some("") => None,
             Some(v) => Some(crate::metrics::http::parse_listener(v)?),
@@ -273,6 +283,7 @@ impl BrokerConfig {
                 offset_metadata_max_bytes,
                 offsets_retention_minutes,
                 retention_check_interval_ms,
+                cleaner_backoff_ms,
                 metrics_listener,
                 raw,
             },
@@ -313,6 +324,7 @@ fn is_understood(key: &str) -> bool {
         "offsets.retention.minutes",
         "log.retention.check.interval.ms",
         "metrics.listener",
+        "log.cleaner.backoff.ms",
     ];
     KEYS.contains(&key) || topic::is_broker_default_key(key)
 }

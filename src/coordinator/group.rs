@@ -74,6 +74,8 @@ pub struct JoinResponse {
     pub leader: String,
     pub member_id: String,
     pub members: Vec<JoinedMember>,
+    /// The leader already computed this generation's assignment (static rejoin).
+    pub skip_assignment: bool,
 }
 
 impl JoinResponse {
@@ -86,6 +88,7 @@ impl JoinResponse {
             leader: String::new(),
             member_id: member_id.to_string(),
             members: Vec::new(),
+            skip_assignment: false,
         }
     }
 }
@@ -401,7 +404,12 @@ impl Group {
             return Pending::Now(JoinResponse::error(BrokerError::UnknownMemberId, &new_id));
         };
         m.fail_waiters(&BrokerError::FencedInstanceId);
-        let changed = m.protocols != req.protocols;
+        // As in Kafka, a static member coming back only forces a rebalance if
+        // the group's chosen protocol would no longer fit; metadata may differ.
+        let keeps_protocol = self
+            .protocol_name
+            .as_ref()
+            .is_some_and(|chosen| req.protocols.iter().any(|(n, _)| n == chosen));
         m.id = new_id.clone();
         m.protocols = req.protocols;
         m.client_id = req.client_id;
@@ -418,10 +426,13 @@ impl Group {
         }
         let (tx, rx) = oneshot::channel();
         match self.state {
-            // Same subscription, not the leader: keep the assignment, no rebalance.
-            GroupState::Stable if !changed && !was_leader => {
+            // Same protocol: keep the assignment, no rebalance. A returning
+            // leader gets the members but is told the assignment stands.
+            GroupState::Stable if keeps_protocol => {
                 self.members.insert(new_id.clone(), m);
-                Pending::Now(self.join_response_for(&new_id))
+                let mut resp = self.join_response_for(&new_id);
+                resp.skip_assignment = was_leader;
+                Pending::Now(resp)
             }
             GroupState::PreparingRebalance => {
                 m.join_waiter = Some(tx);
@@ -549,6 +560,7 @@ impl Group {
             leader,
             member_id: member_id.to_string(),
             members,
+            skip_assignment: false,
         }
     }
 

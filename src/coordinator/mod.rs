@@ -326,6 +326,7 @@ fn error_join(e: BrokerError, member_id: &str) -> JoinResponse {
         leader: String::new(),
         member_id: member_id.to_string(),
         members: Vec::new(),
+        skip_assignment: false,
     }
 }
 

@@ -65,6 +65,9 @@ pub async fn handle(ctx: &RequestContext, req: JoinGroupRequest) -> JoinGroupRes
     } else {
         resp.with_protocol_name(Some(sb(r.protocol_name.unwrap_or_default())))
     };
+    if v >= 9 {
+        resp = resp.with_skip_assignment(r.skip_assignment);
+    }
     if let Some(e) = r.error {
         b.metrics.error("JoinGroup", e.code());
         tracing::debug!(peer = %ctx.peer, group = %group_id, error = %e, "JoinGroup error");

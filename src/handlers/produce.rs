@@ -10,7 +10,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use crate::config::topic::effective_i64;
 use crate::dispatch::RequestContext;
 use crate::error::BrokerError;
-use crate::storage::batch::split_and_validate;
+use crate::storage::batch::{require_keys, split_and_validate};
 use crate::storage::writer::PartitionAppend;
 
 /// Where each requested partition's answer comes from.
@@ -41,6 +41,13 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 .get(&name)
                 .ok_or(BrokerError::UnknownTopicOrPartition)
         };
+        // Kafka rejects keyless records on compacted topics.
+        let compacted = topic.as_ref().is_ok_and(|t| {
+            t.configs
+                .get("cleanup.policy")
+                .or_else(|| b.config.raw.get("log.cleanup.policy"))
+                .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"))
+        });
         let max_batch = topic
             .as_ref()
             .ok()
@@ -65,7 +72,14 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                                 )
                             })
                             .and_then(|r| split_and_validate(r, max_batch))
-                        {
+                            .and_then(|batches| {
+                                if compacted {
+                                    for v in &batches {
+                                        require_keys(&v.bytes)?;
+                                    }
+                                }
+                                Ok(batches)
+                            }) {
                             Ok(batches) => {
                                 let bytes: usize = batches.iter().map(|v| v.bytes.len()).sum();
                                 let records: i64 = batches

@@ -17,6 +17,8 @@ const LAST_OFFSET_DELTA_AT: usize = 23;
 const BASE_TIMESTAMP_AT: usize = 27;
 const MAX_TIMESTAMP_AT: usize = 35;
 const PRODUCER_ID_AT: usize = 43;
+const PRODUCER_EPOCH_AT: usize = 51;
+const BASE_SEQUENCE_AT: usize = 53;
 const RECORDS_COUNT_AT: usize = 57;
 const ATTRIBUTES_AT: usize = 21;
 const PARTITION_LEADER_EPOCH_AT: usize = 12;
@@ -28,7 +30,11 @@ pub struct BatchHeader {
     pub last_offset_delta: i32,
     pub base_timestamp: i64,
     pub max_timestamp: i64,
+    /// -1 unless the producer is idempotent or transactional.
     pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// Sequence number of the first record; -1 without a producer id.
+    pub base_sequence: i32,
     pub records_count: i32,
     pub attributes: i16,
 }
@@ -38,8 +44,12 @@ impl BatchHeader {
         self.base_offset + i64::from(self.last_offset_delta)
     }
 
+    /// True if the batch carries a producer id (idempotent or transactional).
+    pub fn has_producer_id(&self) -> bool {
+        self.producer_id >= 0
+    }
+
     /// True for transaction markers and other control batches.
-    #[allow(dead_code)]
     pub fn is_control(&self) -> bool {
         self.attributes & 0x20 != 0
     }
@@ -68,6 +78,8 @@ pub fn read_header(b: &[u8]) -> Option<BatchHeader> {
         base_timestamp: be_i64(b, BASE_TIMESTAMP_AT),
         max_timestamp: be_i64(b, MAX_TIMESTAMP_AT),
         producer_id: be_i64(b, PRODUCER_ID_AT),
+        producer_epoch: i16::from_be_bytes([b[PRODUCER_EPOCH_AT], b[PRODUCER_EPOCH_AT + 1]]),
+        base_sequence: be_i32(b, BASE_SEQUENCE_AT),
         records_count: be_i32(b, RECORDS_COUNT_AT),
         attributes: i16::from_be_bytes([b[ATTRIBUTES_AT], b[ATTRIBUTES_AT + 1]]),
     })
@@ -142,6 +154,12 @@ pub fn split_and_validate(
                 header.records_count, header.last_offset_delta
             )));
         }
+        if header.has_producer_id() && header.base_sequence < 0 {
+            return Err(BrokerError::InvalidRecord(format!(
+                "Invalid sequence number {} in record batch with producerId {}",
+                header.base_sequence, header.producer_id
+            )));
+        }
         if total > max_batch_bytes {
             return Err(BrokerError::MessageTooLarge(format!(
                 "The record batch is {total} bytes, larger than the maximum allowed {max_batch_bytes}"
@@ -154,6 +172,20 @@ pub fn split_and_validate(
         pos += total;
     }
     Ok(out)
+}
+
+/// Compacted topics need a key on every record; this decodes the batch (and
+/// decompresses it), so it is only used for those topics.
+pub fn require_keys(batch: &Bytes) -> Result<(), BrokerError> {
+    let mut b = batch.clone();
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut b)
+        .map_err(|e| BrokerError::CorruptMessage(format!("Cannot decode record batch: {e}")))?;
+    if set.records.iter().any(|r| r.key.is_none() && !r.control) {
+        return Err(BrokerError::InvalidRecord(
+            "Compacted topic cannot accept message without key".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Copies a batch with the base offset and leader epoch the log assigns.
@@ -175,18 +207,30 @@ pub mod tests {
 
     /// Builds a real v2 batch with `n` records using the protocol crate's encoder.
     pub fn make_batch(n: usize, base_ts: i64, compression: Compression) -> Bytes {
+        make_producer_batch(n, base_ts, compression, -1, -1, 0)
+    }
+
+    /// A batch from producer `pid` (epoch `epoch`) whose first sequence is `seq`.
+    pub fn make_producer_batch(
+        n: usize,
+        base_ts: i64,
+        compression: Compression,
+        pid: i64,
+        epoch: i16,
+        seq: i32,
+    ) -> Bytes {
         let records: Vec<Record> = (0..n)
             .map(|i| Record {
                 transactional: false,
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
+                producer_id: pid,
+                producer_epoch: epoch,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
                 // The encoder keeps records in one batch while offset - sequence is constant.
-                sequence: i as i32,
+                sequence: seq.wrapping_add(i as i32),
                 timestamp: base_ts + i as i64,
                 key: Some(Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from(format!("v{i}"))),
@@ -214,6 +258,18 @@ pub mod tests {
         assert_eq!(v[0].header.records_count, 5);
         assert_eq!(v[0].header.last_offset_delta, 4);
         assert_eq!(v[0].header.max_timestamp, 1004);
+    }
+
+    #[test]
+    fn reads_producer_fields() {
+        let b = make_producer_batch(3, 0, Compression::None, 42, 7, 100);
+        let v = split_and_validate(&b, 1 << 20).unwrap();
+        assert_eq!(v[0].header.producer_id, 42);
+        assert_eq!(v[0].header.producer_epoch, 7);
+        assert_eq!(v[0].header.base_sequence, 100);
+        assert!(v[0].header.has_producer_id());
+        let plain = split_and_validate(&make_batch(1, 0, Compression::None), 1 << 20).unwrap();
+        assert!(!plain[0].header.has_producer_id());
     }
 
     #[test]

@@ -16,6 +16,11 @@ use crate::types::{PartitionId, TopicName};
 
 const TOPIC_PREFIX: &str = "topic/";
 const UID_COUNTER_KEY: &[u8] = b"counter/partition_uid";
+/// The first producer id not yet reserved.
+const PRODUCER_ID_COUNTER_KEY: &[u8] = b"counter/producer_id";
+/// Producer ids are reserved in blocks, one synced write per block; ids of a
+/// block not used before a restart are skipped, never reused.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
 
 /// What is persisted for a topic.
@@ -64,6 +69,18 @@ pub struct Catalog {
     change: Mutex<()>,
     tail_cache_bytes: usize,
     pub cluster_id: String,
+    producer_ids: Mutex<ProducerIds>,
+}
+
+/// Producer ids handed out so far: `next..reserved_end` is reserved and unused.
+struct ProducerIds {
+    next: i64,
+    reserved_end: i64,
+}
+
+fn read_i64(v: &[u8]) -> Option<i64> {
+    let a: [u8; 8] = v.try_into().ok()?;
+    Some(i64::from_be_bytes(a))
 }
 
 fn topic_key(name: &str) -> Vec<u8> {
@@ -138,6 +155,12 @@ impl Catalog {
             maps.by_id.insert(topic.id, topic.clone());
             maps.by_name.insert(name, topic);
         }
+        let first_free_pid = match store.db.get_cf(&meta, PRODUCER_ID_COUNTER_KEY)? {
+            None => 0,
+            Some(v) => read_i64(&v).filter(|&n| n >= 0).ok_or_else(|| {
+                BrokerError::Storage("corrupt producer id counter in the catalog".into())
+            })?,
+        };
         tracing::info!(topics = maps.by_name.len(), %cluster_id, "catalog loaded");
         Ok(Catalog {
             store,
@@ -145,6 +168,10 @@ impl Catalog {
             change: Mutex::new(()),
             tail_cache_bytes,
             cluster_id,
+            producer_ids: Mutex::new(ProducerIds {
+                next: first_free_pid,
+                reserved_end: first_free_pid,
+            }),
         })
     }
 
@@ -182,6 +209,32 @@ impl Catalog {
         let next = first + count as u64;
         wb.put_cf(&meta, UID_COUNTER_KEY, next.to_be_bytes());
         Ok(first)
+    }
+
+    /// A producer id never handed out before, not even before a restart: the
+    /// block it comes from is durably reserved before it is returned.
+    pub fn allocate_producer_id(&self) -> BrokerResult<i64> {
+        let mut ids = self
+            .producer_ids
+            .lock()
+            .map_err(|_| BrokerError::Storage("producer id lock poisoned".into()))?;
+        if ids.next >= ids.reserved_end {
+            let end = ids
+                .reserved_end
+                .checked_add(PRODUCER_ID_BLOCK)
+                .ok_or_else(|| BrokerError::Storage("producer ids exhausted".into()))?;
+            let meta = self.store.cf(CF_META)?;
+            self.store.db.put_cf_opt(
+                &meta,
+                PRODUCER_ID_COUNTER_KEY,
+                end.to_be_bytes(),
+                &sync_opts(),
+            )?;
+            ids.reserved_end = end;
+        }
+        let id = ids.next;
+        ids.next += 1;
+        Ok(id)
     }
 
     /// Checks whether `name` could be created now (exists, collides).

@@ -5,8 +5,11 @@
 //!   the producer sent them, base offset assigned. Fetch seeks to the batch that
 //!   contains an offset with `seek_for_prev`.
 //! - `idx` CF: same key → `max_timestamp (i64 BE) ++ last_offset_delta (i32 BE) ++
-//!   batch size (u32 BE)`: lets recovery and timestamp lookups avoid reading batches.
-//! - `meta` CF: catalog records (`topic/<name>`, counters, cluster id).
+//!   batch size (u32 BE)`, followed for idempotent batches by `producer_id (i64 BE) ++
+//!   producer_epoch (i16 BE) ++ base_sequence (i32 BE)`: lets recovery, producer
+//!   state and timestamp lookups avoid reading batches (see `IndexEntry`).
+//! - `meta` CF: catalog records (`topic/<name>`, counters such as
+//!   `counter/partition_uid` and `counter/producer_id`, cluster id).
 //!
 //! A partition uid is allocated once and never reused, so a deleted topic's data
 //! is removed with one DeleteRange and can never leak into a recreated topic.
@@ -101,6 +104,11 @@ pub fn parse_log_key(k: &[u8]) -> Option<(u64, i64)> {
 }
 
 /// The per-batch summary stored in the `idx` CF.
+///
+/// Two encodings, told apart by length: 16 bytes (`max_timestamp`,
+/// `last_offset_delta`, `size`) for batches without a producer id, and 30
+/// bytes that add the batch's `ProducerFields` for idempotent batches, so
+/// producer state can be rebuilt at start-up without reading the batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexEntry {
     pub max_timestamp: i64,
@@ -108,29 +116,91 @@ pub struct IndexEntry {
     pub size: u32,
 }
 
+/// The producer fields of an idempotent batch, kept after its `IndexEntry`:
+/// `producer_id (i64 BE) ++ producer_epoch (i16 BE) ++ base_sequence (i32 BE)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerFields {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+const INDEX_LEN: usize = 16;
+const INDEX_LEN_PRODUCER: usize = 30;
+
+/// An encoded index value (no heap allocation).
+pub struct EncodedIndex {
+    buf: [u8; INDEX_LEN_PRODUCER],
+    len: usize,
+}
+
+impl AsRef<[u8]> for EncodedIndex {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+fn i64_at(v: &[u8], at: usize) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&v[at..at + 8]);
+    i64::from_be_bytes(a)
+}
+
+fn i32_at(v: &[u8], at: usize) -> i32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&v[at..at + 4]);
+    i32::from_be_bytes(a)
+}
+
 impl IndexEntry {
-    pub fn encode(&self) -> [u8; 16] {
-        let mut v = [0u8; 16];
+    pub fn encode(&self) -> [u8; INDEX_LEN] {
+        let mut v = [0u8; INDEX_LEN];
         v[..8].copy_from_slice(&self.max_timestamp.to_be_bytes());
         v[8..12].copy_from_slice(&self.last_offset_delta.to_be_bytes());
         v[12..].copy_from_slice(&self.size.to_be_bytes());
         v
     }
 
+    /// The index value, with the producer fields when there are any.
+    pub fn encode_with(&self, producer: Option<ProducerFields>) -> EncodedIndex {
+        let mut buf = [0u8; INDEX_LEN_PRODUCER];
+        buf[..INDEX_LEN].copy_from_slice(&self.encode());
+        let Some(p) = producer else {
+            return EncodedIndex {
+                buf,
+                len: INDEX_LEN,
+            };
+        };
+        buf[16..24].copy_from_slice(&p.producer_id.to_be_bytes());
+        buf[24..26].copy_from_slice(&p.producer_epoch.to_be_bytes());
+        buf[26..30].copy_from_slice(&p.base_sequence.to_be_bytes());
+        EncodedIndex {
+            buf,
+            len: INDEX_LEN_PRODUCER,
+        }
+    }
+
+    /// Reads either encoding.
     pub fn decode(v: &[u8]) -> Option<Self> {
-        if v.len() != 16 {
+        if v.len() != INDEX_LEN && v.len() != INDEX_LEN_PRODUCER {
             return None;
         }
-        let mut t = [0u8; 8];
-        t.copy_from_slice(&v[..8]);
-        let mut d = [0u8; 4];
-        d.copy_from_slice(&v[8..12]);
-        let mut s = [0u8; 4];
-        s.copy_from_slice(&v[12..]);
         Some(IndexEntry {
-            max_timestamp: i64::from_be_bytes(t),
-            last_offset_delta: i32::from_be_bytes(d),
-            size: u32::from_be_bytes(s),
+            max_timestamp: i64_at(v, 0),
+            last_offset_delta: i32_at(v, 8),
+            size: i32_at(v, 12) as u32,
+        })
+    }
+
+    /// The producer fields of an index value, if it has them.
+    pub fn decode_producer(v: &[u8]) -> Option<ProducerFields> {
+        if v.len() != INDEX_LEN_PRODUCER {
+            return None;
+        }
+        Some(ProducerFields {
+            producer_id: i64_at(v, 16),
+            producer_epoch: i16::from_be_bytes([v[24], v[25]]),
+            base_sequence: i32_at(v, 26),
         })
     }
 }
@@ -154,5 +224,33 @@ mod tests {
             size: 1234,
         };
         assert_eq!(IndexEntry::decode(&e.encode()), Some(e));
+        let plain = e.encode_with(None);
+        assert_eq!(plain.as_ref(), &e.encode()[..]);
+        assert_eq!(IndexEntry::decode_producer(plain.as_ref()), None);
+        let p = ProducerFields {
+            producer_id: 77,
+            producer_epoch: 3,
+            base_sequence: i32::MAX,
+        };
+        let with = e.encode_with(Some(p));
+        assert_eq!(with.as_ref().len(), 30);
+        assert_eq!(IndexEntry::decode(with.as_ref()), Some(e));
+        assert_eq!(IndexEntry::decode_producer(with.as_ref()), Some(p));
+    }
+
+    #[test]
+    fn index_entry_reads_the_original_16_byte_format() {
+        // As written before producer ids were recorded.
+        let mut v = Vec::new();
+        v.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+        v.extend_from_slice(&4i32.to_be_bytes());
+        v.extend_from_slice(&300u32.to_be_bytes());
+        let e = IndexEntry::decode(&v).unwrap();
+        assert_eq!(
+            (e.max_timestamp, e.last_offset_delta, e.size),
+            (1_700_000_000_000, 4, 300)
+        );
+        assert_eq!(IndexEntry::decode_producer(&v), None);
+        assert_eq!(IndexEntry::decode(&v[..15]), None);
     }
 }

@@ -3,14 +3,17 @@
 //! - `db`: opening RocksDB, column families and key layout.
 //! - `batch`: record batch framing and validation.
 //! - `partition`: one partition's offsets, tail cache and reads.
+//! - `producers`: idempotent producers' sequence state per partition.
 //! - `catalog`: topics, their IDs, partitions and configs.
 //! - `writer`: the single append path with group commit.
 
 pub mod batch;
 pub mod catalog;
+pub mod compaction;
 pub mod db;
 pub mod disk;
 pub mod partition;
+pub mod producers;
 pub mod retention;
 pub mod time_lookup;
 pub mod writer;

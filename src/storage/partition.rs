@@ -1,13 +1,13 @@
 //! One partition's live state: offsets, the in-memory tail of recent batches,
 //! waiters for new data, and reads of batch ranges.
 //!
-//! Only the writer thread changes `next_offset`; it publishes the high
-//! watermark after each durable write, so readers never see unacknowledged
-//! data and never take a lock shared with other partitions.
+//! Only the writer thread changes `next_offset` and the producer state; it
+//! publishes the high watermark after each durable write, so readers never
+//! see unacknowledged data and never take a lock shared with other partitions.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
@@ -17,6 +17,7 @@ use super::batch::read_header;
 use super::db::{
     log_key, log_start_key, parse_log_key, IndexEntry, Store, CF_IDX, CF_LOG, CF_META,
 };
+use super::producers::{last_sequence, ProducerStates};
 use crate::error::{BrokerError, BrokerResult};
 use crate::types::PartitionId;
 
@@ -46,6 +47,9 @@ pub struct Partition {
     deleted: AtomicBool,
     tail: Mutex<TailCache>,
     tail_limit: usize,
+    /// Idempotent producers' sequence state. Only the writer thread (and
+    /// recovery, before it starts) touches it, so the lock is never contended.
+    producers: Mutex<ProducerStates>,
     /// Woken whenever the high watermark moves (long-poll fetches wait here).
     pub appended: Notify,
 }
@@ -107,6 +111,7 @@ impl Partition {
             deleted: AtomicBool::new(false),
             tail: Mutex::new(TailCache::default()),
             tail_limit,
+            producers: Mutex::new(ProducerStates::default()),
             appended: Notify::new(),
         }
     }
@@ -155,7 +160,51 @@ impl Partition {
             .map(|(_, e)| u64::from(e.size))
             .sum();
         self.size.store(size, Ordering::Relaxed);
+        self.recover_producers(store)?;
         Ok(())
+    }
+
+    /// Rebuilds idempotent producers' state by replaying the index in offset
+    /// order: each producer ends up with its latest epoch and last batches.
+    ///
+    /// Cost: this reads every index entry of the partition (about 40 bytes per
+    /// batch, without touching the batches), so start-up time grows with the
+    /// number of batches retained. It could share one pass with the other
+    /// start-up scans of the index; a persisted producer-state snapshot would
+    /// bound it to the batches written since the snapshot.
+    fn recover_producers(&self, store: &Store) -> BrokerResult<()> {
+        let idx = store.cf(CF_IDX)?;
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(log_key(self.uid.saturating_add(1), 0).to_vec());
+        let mut it = store.db.raw_iterator_cf_opt(&idx, opts);
+        it.seek(log_key(self.uid, 0));
+        let mut states = ProducerStates::default();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let Some((uid, base)) = parse_log_key(k) else {
+                break;
+            };
+            if uid != self.uid {
+                break;
+            }
+            let producer = IndexEntry::decode_producer(v).filter(|p| p.producer_id >= 0);
+            if let (Some(e), Some(p)) = (IndexEntry::decode(v), producer) {
+                let last = last_sequence(p.base_sequence, e.last_offset_delta);
+                states.record(p.producer_id, p.producer_epoch, p.base_sequence, last, base);
+            }
+            it.next();
+        }
+        it.status()?;
+        *self.producers() = states;
+        Ok(())
+    }
+
+    /// Writer thread only: the idempotent producers' state.
+    pub(super) fn producers(&self) -> MutexGuard<'_, ProducerStates> {
+        // Updates are single copies, so a panic while holding the lock cannot
+        // leave the state half-updated: a poisoned lock is still usable.
+        self.producers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -368,6 +417,27 @@ impl Partition {
             });
         tracing::info!(topic = %self.topic, partition = self.id.get(), log_start = new_start, bytes = removed, "log start offset advanced");
         Ok(removed)
+    }
+
+    /// Forgets cached batches below `offset` after compaction rewrote them, so
+    /// readers see the compacted log. What stays is still a contiguous suffix.
+    pub fn drop_cached_below(&self, offset: i64) {
+        if let Ok(mut t) = self.tail.lock() {
+            while t.batches.front().is_some_and(|b| b.base < offset) {
+                if let Some(old) = t.batches.pop_front() {
+                    t.bytes -= old.bytes.len();
+                }
+            }
+        }
+    }
+
+    /// Compaction replaced `before` bytes of batches with `after` bytes.
+    pub fn adjust_size(&self, before: u64, after: u64) {
+        let _ = self
+            .size
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                Some(s.saturating_sub(before).saturating_add(after))
+            });
     }
 
     /// Bytes of the batches stored for this partition.

@@ -6,6 +6,11 @@
 //! when configured: group commit), then publishes the new high watermarks and
 //! answers each request. Topic deletion goes through the same queue so no
 //! append can land after its partition's data was removed.
+//!
+//! Batches from idempotent producers are checked here, against the
+//! partition's producer state, because only this thread knows what is already
+//! written or queued ahead in the same group: duplicates are acknowledged with
+//! their original offset, gaps and stale epochs refused, neither taking offsets.
 
 use std::sync::Arc;
 use std::thread;
@@ -14,8 +19,11 @@ use rocksdb::{WriteBatch, WriteOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{with_base_offset, ValidBatch};
-use super::db::{log_key, log_start_key, IndexEntry, Store, CF_IDX, CF_LOG, CF_META};
+use super::db::{
+    log_key, log_start_key, IndexEntry, ProducerFields, Store, CF_IDX, CF_LOG, CF_META,
+};
 use super::partition::Partition;
+use super::producers::{last_sequence, Decision, ProducerEntry};
 use crate::error::{BrokerError, BrokerResult};
 
 /// Batches for one partition within an append request.
@@ -24,7 +32,8 @@ pub struct PartitionAppend {
     pub batches: Vec<ValidBatch>,
 }
 
-/// The result for one `PartitionAppend`: the first batch's base offset.
+/// The result for one `PartitionAppend`: the first batch's base offset (for a
+/// duplicate of an idempotent batch, the offset it was first written at).
 pub type AppendOutcome = BrokerResult<i64>;
 
 enum Command {
@@ -161,6 +170,9 @@ type Group = Vec<(
     Option<oneshot::Sender<Vec<AppendOutcome>>>,
 )>;
 
+/// A producer's state before this group changed it: restored if the write fails.
+type ProducerUndo = (Arc<Partition>, i64, Option<ProducerEntry>);
+
 /// One batch placed in the write: where it goes and what to publish after.
 struct Placed {
     partition: Arc<Partition>,
@@ -186,6 +198,9 @@ fn write_group(store: &Store, opts: &WriteOptions, group: Group) {
     let mut outcomes: Vec<Vec<AppendOutcome>> = Vec::with_capacity(group.len());
     // Where each partition's offsets stood before this group, to undo on failure.
     let mut rollback: Vec<(Arc<Partition>, i64)> = Vec::new();
+    // Producer states changed in this group, oldest first (stays empty, and
+    // unallocated, without idempotent batches).
+    let mut producer_undo: Vec<ProducerUndo> = Vec::new();
 
     for (entries, _) in &group {
         let mut per_request = Vec::with_capacity(entries.len());
@@ -194,6 +209,19 @@ fn write_group(store: &Store, opts: &WriteOptions, group: Group) {
             if p.is_deleted() {
                 per_request.push(Err(BrokerError::UnknownTopicOrPartition));
                 continue;
+            }
+            if entry.batches.iter().any(|b| b.header.has_producer_id()) {
+                match check_producer(entry, &mut producer_undo) {
+                    Ok(Decision::Append) => {}
+                    Ok(Decision::Duplicate(base)) => {
+                        per_request.push(Ok(base));
+                        continue;
+                    }
+                    Err(e) => {
+                        per_request.push(Err(e));
+                        continue;
+                    }
+                }
             }
             if !rollback.iter().any(|(q, _)| Arc::ptr_eq(q, p)) {
                 rollback.push((p.clone(), p.next_offset()));
@@ -209,8 +237,13 @@ fn write_group(store: &Store, opts: &WriteOptions, group: Group) {
                     last_offset_delta: b.header.last_offset_delta,
                     size: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
                 };
+                let producer = b.header.has_producer_id().then_some(ProducerFields {
+                    producer_id: b.header.producer_id,
+                    producer_epoch: b.header.producer_epoch,
+                    base_sequence: b.header.base_sequence,
+                });
                 wb.put_cf(&log, key, &bytes);
-                wb.put_cf(&idx, key, summary.encode());
+                wb.put_cf(&idx, key, summary.encode_with(producer));
                 p.set_next_offset(next);
                 placed.push(Placed {
                     partition: p.clone(),
@@ -230,6 +263,10 @@ fn write_group(store: &Store, opts: &WriteOptions, group: Group) {
         for (p, next) in rollback {
             p.set_next_offset(next);
         }
+        // Newest first, so each producer ends with its state from before the group.
+        for (p, producer_id, previous) in producer_undo.into_iter().rev() {
+            p.producers().restore(producer_id, previous);
+        }
         fail_all(group, &err);
         return;
     }
@@ -239,6 +276,61 @@ fn write_group(store: &Store, opts: &WriteOptions, group: Group) {
     for ((_, reply), result) in group.into_iter().zip(outcomes) {
         if let Some(reply) = reply {
             let _ = reply.send(result);
+        }
+    }
+}
+
+/// Checks an entry holding an idempotent batch against its producer's state.
+/// If it is to be appended, records it (at the partition's next offset) and
+/// remembers the previous state in `undo`.
+fn check_producer(entry: &PartitionAppend, undo: &mut Vec<ProducerUndo>) -> BrokerResult<Decision> {
+    let p = &entry.partition;
+    // As in Kafka, a produce request carries one batch per partition; with
+    // several, a retry could be a partial duplicate, so refuse it outright.
+    let [b] = entry.batches.as_slice() else {
+        return Err(BrokerError::InvalidRecord(format!(
+            "Produce requests with idempotent batches must contain exactly one record batch \
+             per partition, got {}",
+            entry.batches.len()
+        )));
+    };
+    let h = &b.header;
+    let last = last_sequence(h.base_sequence, h.last_offset_delta);
+    let mut states = p.producers();
+    match states.check(h.producer_id, h.producer_epoch, h.base_sequence, last) {
+        Ok(Decision::Append) => {
+            let previous = states.record(
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                last,
+                p.next_offset(),
+            );
+            undo.push((p.clone(), h.producer_id, previous));
+            Ok(Decision::Append)
+        }
+        Ok(Decision::Duplicate(base)) => {
+            tracing::debug!(
+                topic = %p.topic,
+                partition = p.id.get(),
+                producer_id = h.producer_id,
+                sequence = h.base_sequence,
+                base_offset = base,
+                "duplicate batch acknowledged, not written again"
+            );
+            Ok(Decision::Duplicate(base))
+        }
+        Err(e) => {
+            tracing::info!(
+                topic = %p.topic,
+                partition = p.id.get(),
+                producer_id = h.producer_id,
+                epoch = h.producer_epoch,
+                sequence = h.base_sequence,
+                error = %e,
+                "idempotent batch refused"
+            );
+            Err(e)
         }
     }
 }
@@ -290,4 +382,137 @@ fn delete_topic(
         tracing::warn!(error = %e, "cannot start space reclamation; compaction will reclaim it later");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::split_and_validate;
+    use crate::storage::batch::tests::make_producer_batch;
+    use crate::storage::catalog::{Catalog, Topic};
+    use crate::types::TopicName;
+    use kafka_protocol::records::Compression;
+
+    const PID: i64 = 4242;
+
+    fn batch(pid: i64, epoch: i16, seq: i32, n: usize) -> ValidBatch {
+        let b = make_producer_batch(n, 1000, Compression::None, pid, epoch, seq);
+        split_and_validate(&b, 1 << 20).unwrap().remove(0)
+    }
+
+    fn open(dir: &std::path::Path) -> (Arc<Store>, Catalog) {
+        let store = Store::open(dir).unwrap();
+        let catalog = Catalog::load(store.clone(), 1 << 20, None).unwrap();
+        (store, catalog)
+    }
+
+    fn topic(catalog: &Catalog) -> Arc<Topic> {
+        let name = TopicName::parse("idem").unwrap();
+        catalog
+            .get("idem")
+            .unwrap_or_else(|| catalog.create_topic(&name, 1, Default::default()).unwrap())
+    }
+
+    /// Sends each request (one entry per batch list) in its own command, all
+    /// queued before the writer drains them, and returns the outcomes.
+    fn append_all(
+        writer: &Writer,
+        t: &Topic,
+        requests: Vec<Vec<ValidBatch>>,
+    ) -> Vec<AppendOutcome> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut pending = Vec::new();
+            for batches in requests {
+                let entry = PartitionAppend {
+                    partition: t.partitions[0].clone(),
+                    batches,
+                };
+                pending.push(writer.submit(vec![entry]).await);
+            }
+            let mut out = Vec::new();
+            for p in pending {
+                out.extend(p.await);
+            }
+            out
+        })
+    }
+
+    #[test]
+    fn idempotent_appends_dedupe_and_check_sequences() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, catalog) = open(dir.path());
+        let t = topic(&catalog);
+        let (writer, handle) = Writer::start(store.clone(), false).unwrap();
+        let out = append_all(
+            &writer,
+            &t,
+            vec![
+                vec![batch(PID, 0, 0, 3)],                      // 0..=2
+                vec![batch(PID, 0, 0, 3)],                      // duplicate, same group or not
+                vec![batch(-1, -1, 0, 2)],                      // plain: 3..=4
+                vec![batch(PID, 0, 5, 1)],                      // gap (expects 3)
+                vec![batch(PID, 0, 3, 2)],                      // 5..=6
+                vec![batch(PID, 1, 1, 1)],                      // new epoch not at 0
+                vec![batch(PID, 1, 0, 1)],                      // 7
+                vec![batch(PID, 0, 5, 1)],                      // old epoch: fenced
+                vec![batch(PID, 1, 1, 1), batch(PID, 1, 2, 1)], // two batches: refused
+            ],
+        );
+        assert_eq!(out[0].as_ref().ok(), Some(&0));
+        assert_eq!(out[1].as_ref().ok(), Some(&0));
+        assert_eq!(out[2].as_ref().ok(), Some(&3));
+        assert!(matches!(out[3], Err(BrokerError::OutOfOrderSequence(_))));
+        assert_eq!(out[4].as_ref().ok(), Some(&5));
+        assert!(matches!(out[5], Err(BrokerError::OutOfOrderSequence(_))));
+        assert_eq!(out[6].as_ref().ok(), Some(&7));
+        assert!(matches!(out[7], Err(BrokerError::InvalidProducerEpoch(_))));
+        assert!(matches!(out[8], Err(BrokerError::InvalidRecord(_))));
+        // Rejected and duplicate batches took no offsets.
+        assert_eq!(t.partitions[0].high_watermark(), 8);
+        drop(writer);
+        handle.join().unwrap();
+        drop(t);
+        drop(catalog);
+        drop(store);
+
+        // After a restart the state is rebuilt from the index.
+        let (store, catalog) = open(dir.path());
+        let t = topic(&catalog);
+        assert_eq!(t.partitions[0].high_watermark(), 8);
+        let (writer, handle) = Writer::start(store.clone(), false).unwrap();
+        let out = append_all(
+            &writer,
+            &t,
+            vec![
+                vec![batch(PID, 1, 0, 1)], // duplicate of offset 7
+                vec![batch(PID, 0, 3, 2)], // old epoch
+                vec![batch(PID, 1, 2, 1)], // gap
+                vec![batch(PID, 1, 1, 1)], // next: 8
+            ],
+        );
+        assert_eq!(out[0].as_ref().ok(), Some(&7));
+        assert!(matches!(out[1], Err(BrokerError::InvalidProducerEpoch(_))));
+        assert!(matches!(out[2], Err(BrokerError::OutOfOrderSequence(_))));
+        assert_eq!(out[3].as_ref().ok(), Some(&8));
+        assert_eq!(t.partitions[0].high_watermark(), 9);
+        drop(writer);
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn producer_ids_are_never_reused_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, catalog) = open(dir.path());
+        let a = catalog.allocate_producer_id().unwrap();
+        let b = catalog.allocate_producer_id().unwrap();
+        assert!(b > a);
+        drop(catalog);
+        drop(store);
+        let (_store, catalog) = open(dir.path());
+        let c = catalog.allocate_producer_id().unwrap();
+        assert!(c > b);
+    }
 }

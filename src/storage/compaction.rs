@@ -1,0 +1,387 @@
+//! Log compaction (`cleanup.policy=compact`): keeps the latest record per key,
+//! drops tombstones older than `delete.retention.ms`, preserves offsets (gaps
+//! are allowed), and runs in the background without blocking appends.
+//!
+//! A pass over a partition reads the batches from the log start up to the
+//! cleanable point (the high watermark, held back by `min.compaction.lag.ms`),
+//! builds a map key → latest offset, and rewrites each batch with only its
+//! surviving records, in one atomic RocksDB write. Appends only ever add keys
+//! at or above the high watermark, so they never touch what a pass rewrites.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+};
+use rocksdb::WriteBatch;
+
+use super::batch::read_header;
+use super::catalog::Catalog;
+use super::db::{log_key, IndexEntry, Store, CF_IDX, CF_LOG, CF_META};
+use super::partition::Partition;
+use crate::config::topic::effective_i64;
+use crate::error::{BrokerError, BrokerResult};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Where each partition's previous pass ended: its "clean" prefix.
+fn cleaned_key(uid: u64) -> Vec<u8> {
+    let mut k = b"cleaned/".to_vec();
+    k.extend_from_slice(&uid.to_be_bytes());
+    k
+}
+
+/// Settings for one partition's pass, from topic configs and broker defaults.
+pub struct Policy {
+    pub min_dirty_ratio: f64,
+    pub min_lag_ms: i64,
+    pub max_lag_ms: i64,
+    pub delete_retention_ms: i64,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PassStats {
+    pub batches_rewritten: usize,
+    pub records_removed: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+fn decode(bytes: &[u8]) -> BrokerResult<kafka_protocol::records::RecordSet> {
+    let mut b = Bytes::copy_from_slice(bytes);
+    RecordBatchDecoder::decode(&mut b)
+        .map_err(|e| BrokerError::Storage(format!("cannot decode a stored batch: {e}")))
+}
+
+fn is_control(bytes: &[u8]) -> bool {
+    read_header(bytes).is_some_and(|h| h.is_control())
+}
+
+/// Compacts one partition if it is dirty enough; `Ok(None)` when skipped.
+pub fn compact_partition(
+    store: &Store,
+    p: &Partition,
+    policy: &Policy,
+    now: i64,
+) -> BrokerResult<Option<PassStats>> {
+    let meta = store.cf(CF_META)?;
+    let cleaned_to = store
+        .db
+        .get_cf(meta, cleaned_key(p.uid))?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map_or(0, i64::from_be_bytes);
+    let entries = p.index_entries(store)?;
+    // Only batches old enough (min.compaction.lag.ms) may be cleaned.
+    let lag_cutoff = now.saturating_sub(policy.min_lag_ms);
+    let cleanable: Vec<(i64, IndexEntry)> = entries
+        .iter()
+        .take_while(|(_, e)| e.max_timestamp <= lag_cutoff)
+        .copied()
+        .collect();
+    let Some((last_base, last)) = cleanable.last().copied() else {
+        return Ok(None);
+    };
+    let clean_point = last_base + i64::from(last.last_offset_delta) + 1;
+    let total: u64 = cleanable.iter().map(|(_, e)| u64::from(e.size)).sum();
+    let dirty: u64 = cleanable
+        .iter()
+        .filter(|(b, _)| *b >= cleaned_to)
+        .map(|(_, e)| u64::from(e.size))
+        .sum();
+    let overdue = cleanable
+        .iter()
+        .find(|(b, _)| *b >= cleaned_to)
+        .is_some_and(|(_, e)| now.saturating_sub(e.max_timestamp) > policy.max_lag_ms);
+    let ratio = if total == 0 {
+        0.0
+    } else {
+        dirty as f64 / total as f64
+    };
+    if dirty == 0 || (ratio < policy.min_dirty_ratio && !overdue) {
+        return Ok(None);
+    }
+
+    // Pass 1: the latest offset of every key.
+    let mut latest: HashMap<Bytes, i64> = HashMap::new();
+    let mut batches: Vec<(i64, Bytes)> = Vec::with_capacity(cleanable.len());
+    for (base, _) in &cleanable {
+        let Some(bytes) = p.batch_at(store, *base)? else {
+            continue;
+        };
+        if !is_control(&bytes) {
+            for r in decode(&bytes)?.records {
+                if let Some(k) = r.key {
+                    latest.insert(k, r.offset);
+                }
+            }
+        }
+        batches.push((*base, bytes));
+    }
+
+    // Pass 2: rewrite each batch with its survivors.
+    let tombstone_cutoff = now.saturating_sub(policy.delete_retention_ms);
+    let (log, idx) = (store.cf(CF_LOG)?, store.cf(CF_IDX)?);
+    let mut wb = WriteBatch::default();
+    let mut stats = PassStats::default();
+    for (base, bytes) in batches {
+        stats.bytes_before += bytes.len() as u64;
+        if is_control(&bytes) {
+            stats.bytes_after += bytes.len() as u64;
+            continue;
+        }
+        let set = decode(&bytes)?;
+        let before = set.records.len();
+        let survivors: Vec<Record> = set
+            .records
+            .into_iter()
+            .filter(|r| match &r.key {
+                Some(k) => latest.get(k) == Some(&r.offset),
+                None => false,
+            })
+            .filter(|r| r.value.is_some() || r.timestamp >= tombstone_cutoff)
+            .collect();
+        if survivors.len() == before {
+            stats.bytes_after += bytes.len() as u64;
+            continue;
+        }
+        stats.records_removed += before - survivors.len();
+        stats.batches_rewritten += 1;
+        wb.delete_cf(log, log_key(p.uid, base));
+        wb.delete_cf(idx, log_key(p.uid, base));
+        if survivors.is_empty() {
+            continue;
+        }
+        let rebuilt = rebuild(survivors, set.compression)?;
+        let Some(h) = read_header(&rebuilt) else {
+            return Err(BrokerError::Storage("rebuilt batch has no header".into()));
+        };
+        let key = log_key(p.uid, h.base_offset);
+        wb.put_cf(log, key, &rebuilt);
+        wb.put_cf(
+            idx,
+            key,
+            IndexEntry {
+                max_timestamp: h.max_timestamp,
+                last_offset_delta: h.last_offset_delta,
+                size: u32::try_from(rebuilt.len()).unwrap_or(u32::MAX),
+            }
+            .encode(),
+        );
+        stats.bytes_after += rebuilt.len() as u64;
+    }
+    wb.put_cf(meta, cleaned_key(p.uid), clean_point.to_be_bytes());
+    store.db.write(wb)?;
+    p.drop_cached_below(clean_point);
+    p.adjust_size(stats.bytes_before, stats.bytes_after);
+    if stats.batches_rewritten > 0 {
+        let (from, to) = (log_key(p.uid, 0), log_key(p.uid, clean_point));
+        store.db.compact_range_cf(log, Some(from), Some(to));
+        store.db.compact_range_cf(idx, Some(from), Some(to));
+    }
+    Ok(Some(stats))
+}
+
+/// Encodes surviving records as one batch, keeping their offsets. The
+/// encoder keeps records together while `offset - sequence` is constant, so
+/// non-idempotent records get sequences that satisfy that (base sequence -1).
+fn rebuild(
+    mut records: Vec<Record>,
+    compression: kafka_protocol::records::Compression,
+) -> BrokerResult<Bytes> {
+    let first = records
+        .first()
+        .map(|r| (r.offset, r.producer_id, r.sequence))
+        .unwrap_or((0, -1, -1));
+    for r in records.iter_mut() {
+        if first.1 < 0 {
+            r.sequence = i32::try_from(r.offset - first.0)
+                .unwrap_or(i32::MAX)
+                .wrapping_sub(1);
+        } else {
+            r.sequence = first
+                .2
+                .wrapping_add(i32::try_from(r.offset - first.0).unwrap_or(0));
+        }
+    }
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .map_err(|e| BrokerError::Storage(format!("cannot encode a compacted batch: {e}")))?;
+    Ok(buf.freeze())
+}
+
+fn policy_for(configs: &BTreeMap<String, String>, raw: &BTreeMap<String, String>) -> Policy {
+    let ratio = configs
+        .get("min.cleanable.dirty.ratio")
+        .or_else(|| raw.get("log.cleaner.min.cleanable.ratio"))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.5);
+    Policy {
+        min_dirty_ratio: ratio,
+        min_lag_ms: effective_i64("min.compaction.lag.ms", configs, raw).unwrap_or(0),
+        max_lag_ms: effective_i64("max.compaction.lag.ms", configs, raw).unwrap_or(i64::MAX),
+        delete_retention_ms: effective_i64("delete.retention.ms", configs, raw)
+            .unwrap_or(86_400_000),
+    }
+}
+
+/// One pass over every partition of every compacted topic.
+pub fn run_once(store: &Arc<Store>, catalog: &Catalog, raw: &BTreeMap<String, String>) {
+    for topic in catalog.all() {
+        let policy_name = topic
+            .configs
+            .get("cleanup.policy")
+            .or_else(|| raw.get("log.cleanup.policy"))
+            .cloned()
+            .unwrap_or_default();
+        if !policy_name.split(',').any(|p| p.trim() == "compact") {
+            continue;
+        }
+        let policy = policy_for(&topic.configs, raw);
+        for p in &topic.partitions {
+            match compact_partition(store, p, &policy, now_ms()) {
+                Ok(Some(s)) if s.batches_rewritten > 0 => tracing::info!(
+                    topic = %topic.name,
+                    partition = p.id.get(),
+                    removed = s.records_removed,
+                    bytes_before = s.bytes_before,
+                    bytes_after = s.bytes_after,
+                    "compacted"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(topic = %topic.name, partition = p.id.get(), error = %e, "compaction failed")
+                }
+            }
+        }
+    }
+}
+
+/// Runs the cleaner every `log.cleaner.backoff.ms` until the broker is gone.
+pub fn spawn(broker: Weak<crate::broker::Broker>, every: Duration) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            let Some(b) = broker.upgrade() else { break };
+            let done =
+                tokio::task::spawn_blocking(move || run_once(&b.store, &b.catalog, &b.config.raw))
+                    .await;
+            if let Err(e) = done {
+                tracing::error!(error = %e, "compaction pass panicked");
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::split_and_validate;
+    use crate::storage::writer::{PartitionAppend, Writer};
+    use crate::types::PartitionId;
+    use kafka_protocol::records::{Compression, TimestampType};
+
+    fn batch(records: &[(&str, Option<&str>)], ts: i64) -> Bytes {
+        let recs: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32,
+                timestamp: ts,
+                key: Some(Bytes::from(k.to_string())),
+                value: v.map(|v| Bytes::from(v.to_string())),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &recs,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::Lz4,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    #[tokio::test]
+    async fn keeps_latest_per_key_and_drops_old_tombstones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (writer, _t) = Writer::start(store.clone(), false).unwrap();
+        let p = Arc::new(Partition::new(
+            Arc::from("t"),
+            PartitionId::new(0).unwrap(),
+            1,
+            1 << 20,
+        ));
+        let b1 = batch(
+            &[("a", Some("1")), ("b", Some("1")), ("c", Some("1"))],
+            1000,
+        );
+        let b2 = batch(&[("a", Some("2")), ("c", None)], 2000);
+        for b in [b1, b2] {
+            let batches = split_and_validate(&b, 1 << 20).unwrap();
+            let done = writer
+                .submit(vec![PartitionAppend {
+                    partition: p.clone(),
+                    batches,
+                }])
+                .await;
+            assert!(done.await[0].is_ok());
+        }
+        let policy = Policy {
+            min_dirty_ratio: 0.0,
+            min_lag_ms: 0,
+            max_lag_ms: i64::MAX,
+            delete_retention_ms: 500,
+        };
+        let stats = compact_partition(&store, &p, &policy, 10_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(stats.records_removed, 3);
+        let mut survivors = Vec::new();
+        for (base, _) in p.index_entries(&store).unwrap() {
+            let bytes = p.batch_at(&store, base).unwrap().unwrap();
+            for r in decode(&bytes).unwrap().records {
+                survivors.push((
+                    r.offset,
+                    String::from_utf8_lossy(&r.key.unwrap()).into_owned(),
+                ));
+            }
+        }
+        assert_eq!(survivors, vec![(1, "b".to_string()), (3, "a".to_string())]);
+        // Nothing more to do the second time.
+        assert!(compact_partition(&store, &p, &policy, 10_000)
+            .unwrap()
+            .is_none());
+    }
+}

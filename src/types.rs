@@ -71,6 +71,14 @@ impl fmt::Display for TopicName {
     }
 }
 
+/// Wall-clock milliseconds since the Unix epoch, as Kafka timestamps are.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -108,7 +108,7 @@ impl GroupCoordinator {
             Err(_) => return,
         };
         let retention_ms = i64::try_from(self.offsets_retention.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = crate::handlers::offset_commit::now_ms().saturating_sub(retention_ms);
+        let cutoff = crate::types::now_ms().saturating_sub(retention_ms);
         match self.offsets.expire(&idle, cutoff) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "expired committed offsets of empty groups"),

@@ -1,8 +1,6 @@
 //! OffsetCommit (8): stores a group's consumed positions (offset, leader
 //! epoch, metadata) after checking membership and generation.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -11,13 +9,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use crate::coordinator::offsets::Committed;
 use crate::dispatch::RequestContext;
 use crate::error::BrokerError;
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+use crate::types::now_ms;
 
 pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let b = &ctx.broker;

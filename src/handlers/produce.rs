@@ -4,14 +4,79 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::records::Compression;
 
 use crate::config::topic::effective_i64;
 use crate::dispatch::RequestContext;
-use crate::error::BrokerError;
-use crate::storage::batch::{require_keys, split_and_validate};
+use crate::error::{BrokerError, BrokerResult};
+use crate::storage::batch::{
+    recompress, require_keys, split_and_validate, stamp_log_append_time, ValidBatch,
+};
 use crate::storage::writer::PartitionAppend;
+use crate::types::now_ms;
+
+/// What a topic's configs ask of incoming batches.
+struct TopicRules {
+    max_batch: usize,
+    /// `cleanup.policy` includes compact: every record needs a key.
+    compacted: bool,
+    /// `compression.type` other than `producer`: batches are re-encoded with it.
+    codec: Option<Compression>,
+    /// `message.timestamp.type=LogAppendTime`.
+    log_append_time: bool,
+}
+
+impl TopicRules {
+    fn of(configs: &BTreeMap<String, String>, raw: &BTreeMap<String, String>) -> Self {
+        let get = |name: &str, broker_key: &str| {
+            configs
+                .get(name)
+                .or_else(|| raw.get(broker_key))
+                .map(String::as_str)
+        };
+        let codec = match get("compression.type", "compression.type") {
+            Some("uncompressed") => Some(Compression::None),
+            Some("gzip") => Some(Compression::Gzip),
+            Some("snappy") => Some(Compression::Snappy),
+            Some("lz4") => Some(Compression::Lz4),
+            Some("zstd") => Some(Compression::Zstd),
+            _ => None,
+        };
+        TopicRules {
+            max_batch: effective_i64("max.message.bytes", configs, raw)
+                .and_then(|m| usize::try_from(m).ok())
+                .unwrap_or(1_048_588),
+            compacted: get("cleanup.policy", "log.cleanup.policy")
+                .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact")),
+            codec,
+            log_append_time: get("message.timestamp.type", "log.message.timestamp.type")
+                == Some("LogAppendTime"),
+        }
+    }
+
+    /// Validates a partition's records and applies the topic's rules. Batches
+    /// are rewritten only when a rule asks for it.
+    fn prepare(&self, records: Option<&Bytes>, now: i64) -> BrokerResult<Vec<ValidBatch>> {
+        let records = records
+            .ok_or_else(|| BrokerError::InvalidRecord("Produce request has null records".into()))?;
+        let mut batches = split_and_validate(records, self.max_batch)?;
+        for v in batches.iter_mut() {
+            if self.compacted {
+                require_keys(&v.bytes)?;
+            }
+            if let Some(codec) = self.codec {
+                *v = recompress(v, codec)?;
+            }
+            if self.log_append_time {
+                *v = stamp_log_append_time(v, now);
+            }
+        }
+        Ok(batches)
+    }
+}
 
 /// Where each requested partition's answer comes from.
 enum Slot {
@@ -28,6 +93,9 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     let mut layout = Vec::with_capacity(req.topic_data.len());
 
     let bad_acks = !matches!(acks, -1..=1);
+    let now = now_ms();
+    // For LogAppendTime topics, the time each append was stamped with.
+    let mut append_times: Vec<Option<i64>> = Vec::new();
     for td in req.topic_data {
         let name = td.name.0.as_str().to_string();
         // Produce v13 addresses topics by ID.
@@ -41,19 +109,10 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 .get(&name)
                 .ok_or(BrokerError::UnknownTopicOrPartition)
         };
-        // Kafka rejects keyless records on compacted topics.
-        let compacted = topic.as_ref().is_ok_and(|t| {
-            t.configs
-                .get("cleanup.policy")
-                .or_else(|| b.config.raw.get("log.cleanup.policy"))
-                .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"))
-        });
-        let max_batch = topic
+        let rules = topic
             .as_ref()
             .ok()
-            .and_then(|t| effective_i64("max.message.bytes", &t.configs, &b.config.raw))
-            .and_then(|m| usize::try_from(m).ok())
-            .unwrap_or(1_048_588);
+            .map(|t| TopicRules::of(&t.configs, &b.config.raw));
         let mut slots = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
             let slot = if bad_acks {
@@ -63,23 +122,11 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                     Err(e) => Slot::Failed(e.clone()),
                     Ok(t) => match t.partition(pd.index) {
                         None => Slot::Failed(BrokerError::UnknownTopicOrPartition),
-                        Some(p) => match pd
-                            .records
+                        Some(p) => match rules
                             .as_ref()
-                            .ok_or_else(|| {
-                                BrokerError::InvalidRecord(
-                                    "Produce request has null records".into(),
-                                )
-                            })
-                            .and_then(|r| split_and_validate(r, max_batch))
-                            .and_then(|batches| {
-                                if compacted {
-                                    for v in &batches {
-                                        require_keys(&v.bytes)?;
-                                    }
-                                }
-                                Ok(batches)
-                            }) {
+                            .ok_or(BrokerError::UnknownTopicOrPartition)
+                            .and_then(|r| r.prepare(pd.records.as_ref(), now))
+                        {
                             Ok(batches) => {
                                 let bytes: usize = batches.iter().map(|v| v.bytes.len()).sum();
                                 let records: i64 = batches
@@ -98,6 +145,12 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                                     partition: p.clone(),
                                     batches,
                                 });
+                                append_times.push(
+                                    rules
+                                        .as_ref()
+                                        .is_some_and(|r| r.log_append_time)
+                                        .then_some(now),
+                                );
                                 Slot::Pending(appends.len() - 1)
                             }
                             Err(e) => Slot::Failed(e),
@@ -158,15 +211,22 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                         .get(i)
                         .cloned()
                         .unwrap_or(Err(BrokerError::ShuttingDown))
-                        .map(|base| (base, snapshot[i].log_start_offset())),
+                        .map(|base| {
+                            (
+                                base,
+                                snapshot[i].log_start_offset(),
+                                append_times.get(i).copied().flatten(),
+                            )
+                        }),
                 };
                 let r = PartitionProduceResponse::default()
                     .with_index(index)
                     .with_log_append_time_ms(-1);
                 match result {
-                    Ok((base, log_start)) => {
-                        r.with_base_offset(base).with_log_start_offset(log_start)
-                    }
+                    Ok((base, log_start, append_time)) => r
+                        .with_base_offset(base)
+                        .with_log_start_offset(log_start)
+                        .with_log_append_time_ms(append_time.unwrap_or(-1)),
                     Err(e) => {
                         topic_failed = true;
                         *error_counts.entry(e.code()).or_default() += 1;

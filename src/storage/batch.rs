@@ -188,6 +188,57 @@ pub fn require_keys(batch: &Bytes) -> Result<(), BrokerError> {
     Ok(())
 }
 
+/// The codec bits of the attributes (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+pub fn codec_of(header: &BatchHeader) -> i16 {
+    header.attributes & 0x07
+}
+
+/// Re-encodes a batch with another codec (topic `compression.type`),
+/// keeping offsets, timestamps, keys, values, headers and producer fields.
+pub fn recompress(
+    v: &ValidBatch,
+    target: kafka_protocol::records::Compression,
+) -> Result<ValidBatch, BrokerError> {
+    if codec_of(&v.header) == target as i16 {
+        return Ok(v.clone());
+    }
+    let mut b = v.bytes.clone();
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut b)
+        .map_err(|e| BrokerError::CorruptMessage(format!("Cannot decode record batch: {e}")))?;
+    let mut out = BytesMut::new();
+    kafka_protocol::records::RecordBatchEncoder::encode(
+        &mut out,
+        &set.records,
+        &kafka_protocol::records::RecordEncodeOptions {
+            version: 2,
+            compression: target,
+        },
+    )
+    .map_err(|e| BrokerError::InvalidRecord(format!("Cannot re-encode record batch: {e}")))?;
+    let bytes = out.freeze();
+    let header = read_header(&bytes)
+        .ok_or_else(|| BrokerError::InvalidRecord("re-encoded batch is empty".into()))?;
+    Ok(ValidBatch { bytes, header })
+}
+
+/// Marks a batch LogAppendTime with the broker's clock: the timestamp-type
+/// attribute bit and the max timestamp change, so the CRC is recomputed.
+pub fn stamp_log_append_time(v: &ValidBatch, now_ms: i64) -> ValidBatch {
+    let mut b = BytesMut::from(&v.bytes[..]);
+    let attributes = v.header.attributes | 0x08;
+    b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    b[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_FROM..]);
+    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    let mut header = v.header;
+    header.attributes = attributes;
+    header.max_timestamp = now_ms;
+    ValidBatch {
+        bytes: b.freeze(),
+        header,
+    }
+}
+
 /// Copies a batch with the base offset and leader epoch the log assigns.
 /// Neither field is covered by the CRC, so the producer's CRC stays valid.
 pub fn with_base_offset(batch: &[u8], base_offset: i64) -> Bytes {
@@ -301,6 +352,20 @@ pub mod tests {
             Err(BrokerError::MessageTooLarge(_))
         ));
         assert!(split_and_validate(&Bytes::from_static(&[0u8; 5]), 1 << 20).is_err());
+    }
+
+    #[test]
+    fn recompression_and_append_time_keep_batches_valid() {
+        let b = make_batch(4, 500, Compression::Gzip);
+        let v = split_and_validate(&b, 1 << 20).unwrap().remove(0);
+        let z = recompress(&v, Compression::Zstd).unwrap();
+        assert_eq!(codec_of(&z.header), Compression::Zstd as i16);
+        let again = split_and_validate(&z.bytes, 1 << 20).unwrap();
+        assert_eq!(again[0].header.records_count, 4);
+        let stamped = stamp_log_append_time(&z, 99_999);
+        let checked = split_and_validate(&stamped.bytes, 1 << 20).unwrap();
+        assert_eq!(checked[0].header.max_timestamp, 99_999);
+        assert_eq!(checked[0].header.attributes & 0x08, 0x08);
     }
 
     #[test]

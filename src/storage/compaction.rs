@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
@@ -24,13 +24,7 @@ use super::db::{log_key, IndexEntry, Store, CF_IDX, CF_LOG, CF_META};
 use super::partition::Partition;
 use crate::config::topic::effective_i64;
 use crate::error::{BrokerError, BrokerResult};
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+use crate::types::now_ms;
 
 /// Where each partition's previous pass ended: its "clean" prefix.
 fn cleaned_key(uid: u64) -> Vec<u8> {

@@ -3,13 +3,14 @@
 //! Whole batches are removed from the head and the log start offset advances.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::catalog::Catalog;
 use super::db::Store;
 use super::partition::Partition;
 use crate::config::topic::effective_i64;
 use crate::error::BrokerResult;
+use crate::types::now_ms;
 
 /// Where retention would put the log start: the first offset after every
 /// batch that is too old, and after enough of the oldest batches to bring the
@@ -42,13 +43,6 @@ pub fn retention_point(
         }
     }
     point
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 fn enforce(

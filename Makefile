@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := target/release/runnel
-APT_PACKAGES := libclang-dev kcat
+APT_PACKAGES := libclang-dev kcat prometheus
 
 .PHONY: run build test deps apt-deps py-deps unit compat bench clean fmt lint
 
@@ -41,6 +41,11 @@ test: deps
 	cargo build --release
 	cargo test --release
 	RUNNEL_BIN=$(abspath $(BIN)) $(VENV)/bin/pytest -q compat-tests
+
+# Benchmark (bench/run.sh): runnel vs the nullbroker ceiling through librdkafka; prints a table.
+# Needs a C compiler and make for librdkafka's first build (rdkafka crate, from source).
+bench: apt-deps
+	bash bench/run.sh
 
 fmt:
 	cargo fmt

@@ -8,6 +8,7 @@ use crate::coordinator::group::GroupConfig;
 use crate::coordinator::offsets::OffsetStore;
 use crate::coordinator::GroupCoordinator;
 use crate::metrics::Metrics;
+use crate::quotas::QuotaStore;
 use crate::network;
 use crate::storage::catalog::Catalog;
 use crate::storage::db::Store;
@@ -21,6 +22,7 @@ pub struct Broker {
     pub writer: Writer,
     pub metrics: Metrics,
     pub groups: Arc<GroupCoordinator>,
+    pub quotas: QuotaStore,
 }
 
 impl Broker {
@@ -60,6 +62,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         },
         Duration::from_secs(config.offsets_retention_minutes.saturating_mul(60)),
     ));
+    let quotas = QuotaStore::load(store.clone()).map_err(|e| format!("cannot load client quotas: {e}"))?;
     let metrics = Metrics::new().map_err(|e| format!("cannot register metrics: {e}"))?;
     tracing::info!(
         dir = %config.log_dir.display(),
@@ -73,6 +76,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         writer,
         metrics,
         groups: groups.clone(),
+        quotas,
     });
     {
         let _guard = runtime.enter();

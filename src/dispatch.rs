@@ -280,6 +280,8 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             ElectLeadersRequest,
             partition_admin::elect_leaders
         ),
+        ApiKey::DescribeClientQuotas => call!(ctx, cid, body, DescribeClientQuotasRequest, client_quotas::describe),
+        ApiKey::AlterClientQuotas => call!(ctx, cid, body, AlterClientQuotasRequest, client_quotas::alter),
         ApiKey::DeleteRecords => {
             call!(ctx, cid, body, DeleteRecordsRequest, delete_records::handle)
         }

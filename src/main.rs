@@ -13,6 +13,7 @@ mod handlers;
 mod logging;
 mod metrics;
 mod network;
+mod quotas;
 mod storage;
 mod types;
 

@@ -43,6 +43,7 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
         responses.push(match result {
             Ok((n, tid)) => {
                 if let Some(name) = &n {
+                    b.metrics.remove_topic(name.0.as_str());
                     if let Err(e) = b.groups.offsets.delete_topic(name.0.as_str()) {
                         tracing::warn!(topic = %name.0.as_str(), error = %e, "could not drop committed offsets of the deleted topic");
                     }

@@ -171,7 +171,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             }
             slots.push((pd.index, slot));
         }
-        layout.push((td.name, td.topic_id, slots));
+        layout.push((td.name, td.topic_id, topic.is_ok(), slots));
     }
 
     if acks == 0 {
@@ -195,12 +195,13 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
 
     let mut responses = Vec::with_capacity(layout.len());
     let mut error_counts: BTreeMap<i16, u64> = BTreeMap::new();
-    for (name, topic_id, slots) in layout {
-        let label = name.0.to_string();
-        b.metrics
-            .produce_requests
-            .with_label_values(&[&label])
-            .inc();
+    for (name, topic_id, known, slots) in layout {
+        // Only existing topics get series: a client must not be able to
+        // grow the metrics page by naming topics that do not exist.
+        let label = known.then(|| name.0.to_string());
+        if let Some(l) = &label {
+            b.metrics.produce_requests.with_label_values(&[l]).inc();
+        }
         let mut topic_failed = false;
         let partition_responses = slots
             .into_iter()
@@ -238,10 +239,10 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 }
             })
             .collect();
-        if topic_failed {
+        if let (true, Some(l)) = (topic_failed, &label) {
             b.metrics
                 .failed_produce_requests
-                .with_label_values(&[&label])
+                .with_label_values(&[l])
                 .inc();
         }
         responses.push(

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::broker::Broker;
@@ -77,12 +77,21 @@ async fn route(
     })
 }
 
+/// Scrapers are few; more connections than this are closed at once so the
+/// metrics port cannot use up the file descriptors the Kafka listener needs.
+const MAX_CONNECTIONS: usize = 32;
+/// A connection lives at most this long (Prometheus reconnects as needed).
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(120);
+/// Time to send a request's headers before the connection is closed.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Binds the listener and serves until the runtime stops.
 pub async fn serve(broker: Arc<Broker>, addr: String) -> Result<(), String> {
     let listener = TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
     tracing::info!(%addr, "serving /metrics and /healthz");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -93,14 +102,27 @@ pub async fn serve(broker: Arc<Broker>, addr: String) -> Result<(), String> {
                     continue;
                 }
             };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "too many metrics connections; closing this one");
+                drop(stream);
+                continue;
+            };
             let b = broker.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let service = service_fn(move |req| route(b.clone(), req));
-                if let Err(e) = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(%peer, error = %e, "metrics connection ended with an error");
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                match tokio::time::timeout(CONNECTION_LIFETIME, conn).await {
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "metrics connection ended with an error")
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "metrics connection closed after its lifetime")
+                    }
+                    Ok(Ok(())) => {}
                 }
             });
         }

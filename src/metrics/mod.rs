@@ -147,6 +147,22 @@ impl Metrics {
         })
     }
 
+    /// Drops a deleted topic's series, as Kafka does, so topic churn does not
+    /// grow the metrics page.
+    pub fn remove_topic(&self, topic: &str) {
+        for v in [
+            &self.bytes_in,
+            &self.bytes_out,
+            &self.messages_in,
+            &self.produce_requests,
+            &self.failed_produce_requests,
+            &self.fetch_requests,
+            &self.failed_fetch_requests,
+        ] {
+            let _ = v.remove_label_values(&[topic]);
+        }
+    }
+
     /// Counts a non-zero error code returned by an API.
     pub fn error(&self, api: &str, code: i16) {
         if code != 0 {

@@ -1,0 +1,298 @@
+#!/usr/bin/env bash
+# `make bench`: Runnel's benchmark. Builds the broker, the load generator (bench/, a Cargo package
+# of its own on librdkafka) and the nullbroker instrument from ../shared/tools/nullbroker, then runs
+# the same client load against the nullbroker (the ceiling: a broker that stores nothing) and
+# against a fresh Runnel, measuring the broker process from /proc, and prints one table.
+# Figures are printed, never asserted: the exit code is non-zero only if the run itself broke.
+#
+# Knobs (environment):
+#   BENCH_MESSAGES=1000000  BENCH_SIZE=100  BENCH_REPEAT=3   throughput scenarios (median run reported)
+#   BENCH_LATENCY_RATE=10000  BENCH_LATENCY_SECONDS=10  BENCH_LATENCY_PARTITIONS=6
+#   BENCH_IDLE_TOPICS=1000  BENCH_IDLE_CONNS=500
+#   BENCH_SKIP_NULLBROKER=1   no ceiling run;  NULLBROKER_SRC=path to the nullbroker's source
+#   BENCH_KEEP=1              keep the broker data directories afterwards (logs and results always stay)
+#   BENCH_BUILD_RUNNEL=0      benchmark the existing target/release/runnel without rebuilding it
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+MESSAGES=${BENCH_MESSAGES:-1000000}
+SIZE=${BENCH_SIZE:-100}
+REPEAT=${BENCH_REPEAT:-3}
+LAT_RATE=${BENCH_LATENCY_RATE:-10000}
+LAT_SECS=${BENCH_LATENCY_SECONDS:-10}
+LAT_PARTS=${BENCH_LATENCY_PARTITIONS:-6}
+IDLE_TOPICS=${BENCH_IDLE_TOPICS:-1000}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-500}
+NULLBROKER_SRC=${NULLBROKER_SRC:-$ROOT/../shared/tools/nullbroker}
+SETTLE_MAX_S=${BENCH_SETTLE_MAX_S:-10}
+CLIENT_TIMEOUT=${BENCH_CLIENT_TIMEOUT_S:-120}
+
+RUNNEL=$ROOT/target/release/runnel
+TOOL=$ROOT/bench/target/release/runnel-bench
+NULLBROKER=$ROOT/bench/target/nullbroker/release/nullbroker
+CLK_TCK=$(getconf CLK_TCK)
+
+WORK=$(mktemp -d /tmp/runnel-bench.XXXXXX)
+RESULTS=$WORK/results.txt
+CLIENT_LOG=$WORK/client.log
+: >"$RESULTS"
+: >"$CLIENT_LOG"
+BROKER_PID=""
+STARTED_AT=$(date +%s)
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+stop_broker() {
+    [ -n "$BROKER_PID" ] || return 0
+    if kill -0 "$BROKER_PID" 2>/dev/null; then
+        kill -TERM "$BROKER_PID" 2>/dev/null
+        for _ in $(seq 1 100); do kill -0 "$BROKER_PID" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$BROKER_PID" 2>/dev/null; then
+            log "broker pid $BROKER_PID still running 10 s after SIGTERM: SIGKILL"
+            echo "NOTE $1: did not exit within 10 s of SIGTERM (killed)" >>"$WORK/notes.txt"
+            kill -KILL "$BROKER_PID" 2>/dev/null
+        fi
+    fi
+    wait "$BROKER_PID" 2>/dev/null
+    BROKER_PID=""
+}
+
+cleanup() {
+    stop_broker cleanup
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then
+        log "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"/runnel-data "$WORK"/idle-data "$WORK"/runnel
+    fi
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# ---------------------------------------------------------------------------------------------
+# Builds, one at a time (the machine has two cores).
+if [ "${BENCH_BUILD_RUNNEL:-1}" = 1 ]; then
+    log "building runnel (release)"
+    cargo build --release --quiet || { log "runnel build failed"; exit 1; }
+else
+    [ -x "$RUNNEL" ] || { log "$RUNNEL missing (BENCH_BUILD_RUNNEL=0)"; exit 1; }
+    log "using the existing $RUNNEL (BENCH_BUILD_RUNNEL=0)"
+fi
+log "building the load generator (bench/, librdkafka from source on first build)"
+cargo build --release --quiet --manifest-path bench/Cargo.toml --target-dir bench/target \
+    || { log "bench tool build failed"; exit 1; }
+HAVE_NULL=0
+if [ "${BENCH_SKIP_NULLBROKER:-0}" != 1 ] && [ -f "$NULLBROKER_SRC/Cargo.toml" ]; then
+    log "building the nullbroker from $NULLBROKER_SRC"
+    if cargo build --release --quiet --manifest-path "$NULLBROKER_SRC/Cargo.toml" \
+        --target-dir bench/target/nullbroker; then
+        HAVE_NULL=1
+    else
+        log "nullbroker build failed: no ceiling figures"
+    fi
+else
+    log "no nullbroker ($NULLBROKER_SRC): no ceiling figures"
+fi
+
+# The broker under test is a copy, so a rebuild during the run cannot swap it between phases.
+RUNNEL_BUILT=$(date -u -r "$RUNNEL" '+%Y-%m-%d %H:%M UTC')
+cp "$RUNNEL" "$WORK/runnel" && RUNNEL=$WORK/runnel
+
+# ---------------------------------------------------------------------------------------------
+# Broker process measurements.
+
+ticks() { # utime+stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat)
+    local s
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+    s=${s##*) }
+    awk '{print $12 + $13}' <<<"$s"
+}
+status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null; }
+reset_peak() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null; } # resets VmHWM to the current RSS
+secs() { awk -v t="$1" -v c="$CLK_TCK" 'BEGIN {printf "%.3f", t / c}'; }
+
+# After a client run, waits until the broker is idle (at most 2 ticks of CPU in 0.5 s), at most
+# SETTLE_MAX_S; prints the ticks spent meanwhile (background flush and compaction).
+settle() {
+    local pid=$1 start prev now i
+    start=$(ticks "$pid"); prev=$start
+    for ((i = 0; i < SETTLE_MAX_S * 2; i++)); do
+        sleep 0.5
+        now=$(ticks "$pid")
+        if ((now - prev <= 2)); then break; fi
+        prev=$now
+    done
+    echo $(($(ticks "$pid") - start))
+}
+
+start_runnel() { # DATA_DIR LOG
+    local port
+    port=$("$TOOL" free-port)
+    BROKER_ADDR=127.0.0.1:$port
+    "$RUNNEL" --config config/server.properties \
+        --override "listeners=PLAINTEXT://$BROKER_ADDR" \
+        --override "advertised.listeners=PLAINTEXT://$BROKER_ADDR" \
+        --override "log.dirs=$1" >"$2" 2>&1 &
+    BROKER_PID=$!
+    if ! "$TOOL" ping --brokers "$BROKER_ADDR" --timeout-secs 30; then
+        log "runnel did not come up; its log:"; tail -20 "$2" >&2; exit 1
+    fi
+    log "runnel pid $BROKER_PID on $BROKER_ADDR (data $1)"
+}
+
+start_nullbroker() {
+    local port
+    port=$("$TOOL" free-port)
+    BROKER_ADDR=127.0.0.1:$port
+    "$NULLBROKER" --port "$port" --partitions 6 >"$WORK/nullbroker.log" 2>&1 &
+    BROKER_PID=$!
+    "$TOOL" ping --brokers "$BROKER_ADDR" --timeout-secs 30 || { log "nullbroker did not come up"; exit 1; }
+    log "nullbroker pid $BROKER_PID on $BROKER_ADDR"
+}
+
+# measure TARGET SCENARIO -- CLIENT ARGS...: runs one client, records its RESULT line with the
+# broker's CPU (during the run, and afterwards until idle) and peak RSS.
+measure() {
+    local target=$1 scenario=$2; shift 3
+    local t0 t1 bg out line rc hwm
+    reset_peak "$BROKER_PID"
+    t0=$(ticks "$BROKER_PID")
+    out=$("$TOOL" "$@" --brokers "$BROKER_ADDR" 2> >(sed "s/^/  [$target $scenario] /" | tee -a "$CLIENT_LOG" >&2))
+    rc=$?
+    t1=$(ticks "$BROKER_PID")
+    bg=0
+    [ "$target" = runnel ] && bg=$(settle "$BROKER_PID")
+    hwm=$(status_kb "$BROKER_PID" VmHWM)
+    line=$(grep '^RESULT' <<<"$out" | tail -1)
+    if [ -z "$line" ]; then
+        log "$target $scenario: client printed no RESULT (exit $rc)"
+        line="RESULT kind=failed"
+    fi
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+        log "$target broker died during $scenario"
+        echo "NOTE $target broker process died during $scenario" >>"$WORK/notes.txt"
+    fi
+    echo "$line target=$target scenario=$scenario exit=$rc cpu_s=$(secs $((t1 - t0))) cpu_bg_s=$(secs "$bg") peak_rss_kb=${hwm:-0}" >>"$RESULTS"
+    local rate
+    rate=$(grep -oE '(msgs_per_s|achieved_rate)=[0-9]+' <<<"$line" | head -1)
+    log "$target $scenario: ${rate:-no rate} broker cpu $(secs $((t1 - t0)))s +$(secs "$bg")s bg, peak rss ${hwm:-?} kB"
+}
+
+PRODUCE_SCENARIOS=()
+for p in 1 6; do for acks in 1 all; do for comp in none lz4; do
+    PRODUCE_SCENARIOS+=("p$p acks$acks $comp")
+done; done; done
+CONSUME_SCENARIOS=("p1 none" "p6 none" "p6 lz4")  # read back what produce-pP-acks1-C wrote
+
+produce_phase() { # TARGET
+    local target=$1 spec p acks comp r topics=() name
+    for spec in "${PRODUCE_SCENARIOS[@]}"; do
+        read -r p acks comp <<<"$spec"
+        for ((r = 1; r <= REPEAT; r++)); do topics+=("produce-$p-$acks-$comp-r$r"); done
+    done
+    for p in 1 6; do
+        local list
+        list=$(printf '%s\n' "${topics[@]}" | grep -- "-p$p-" | paste -sd, -)
+        "$TOOL" create-topics --brokers "$BROKER_ADDR" --topics "$list" --partitions "${p#p}" >/dev/null \
+            || log "$target: create-topics failed for $list"
+    done
+    for spec in "${PRODUCE_SCENARIOS[@]}"; do
+        read -r p acks comp <<<"$spec"
+        name="produce-$p-$acks-$comp"
+        for ((r = 1; r <= REPEAT; r++)); do
+            measure "$target" "$name" -- produce --topic "$name-r$r" --messages "$MESSAGES" --size "$SIZE" \
+                --acks "${acks#acks}" --compression "$comp" --linger-ms 5 --timeout-secs "$CLIENT_TIMEOUT"
+        done
+    done
+}
+
+# ---------------------------------------------------------------------------------------------
+log "work directory $WORK; $MESSAGES x $SIZE B messages, $REPEAT runs per throughput scenario"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+if [ "$HAVE_NULL" = 1 ]; then
+    log "=== ceiling: nullbroker"
+    start_nullbroker
+    produce_phase nullbroker
+    # Consume ceiling: the nullbroker serves each partition's last stored batch forever, so seed
+    # every partition with full batches first (its README), with the scenario's compression.
+    for spec in "${CONSUME_SCENARIOS[@]}"; do
+        read -r p comp <<<"$spec"
+        name="consume-$p-$comp"
+        "$TOOL" create-topics --brokers "$BROKER_ADDR" --topics "seed-$name" --partitions "${p#p}" >/dev/null
+        for ((part = 0; part < ${p#p}; part++)); do
+            "$TOOL" produce --brokers "$BROKER_ADDR" --topic "seed-$name" --partition "$part" --messages 80000 \
+                --size "$SIZE" --compression "$comp" --linger-ms 1000 --batch-messages 8000 >/dev/null \
+                || log "nullbroker: seeding seed-$name [$part] failed"
+        done
+        for ((r = 1; r <= REPEAT; r++)); do
+            measure nullbroker "$name" -- consume --topic "seed-$name" --messages "$MESSAGES" --timeout-secs "$CLIENT_TIMEOUT"
+        done
+    done
+    stop_broker nullbroker
+fi
+
+log "=== runnel: throughput and latency"
+start_runnel "$WORK/runnel-data" "$WORK/runnel.log"
+
+produce_phase runnel
+for spec in "${CONSUME_SCENARIOS[@]}"; do
+    read -r p comp <<<"$spec"
+    for ((r = 1; r <= REPEAT; r++)); do
+        measure runnel "consume-$p-$comp" -- consume --topic "produce-$p-acks1-$comp-r$r" --messages "$MESSAGES" \
+            --timeout-secs "$CLIENT_TIMEOUT"
+    done
+done
+"$TOOL" create-topics --brokers "$BROKER_ADDR" --topics latency --partitions "$LAT_PARTS" >/dev/null
+measure runnel "latency-$((LAT_RATE / 1000))k" -- latency --topic latency --rate "$LAT_RATE" --seconds "$LAT_SECS" \
+    --size "$SIZE" --acks 1 --linger-ms 1
+RUNNEL_CPU_TOTAL=$(secs "$(ticks "$BROKER_PID")")
+stop_broker runnel-throughput
+
+log "=== runnel: idle memory"
+start_runnel "$WORK/idle-data" "$WORK/runnel-idle.log"
+sleep 2
+rss0=$(status_kb "$BROKER_PID" VmRSS)
+echo "RESULT kind=idle target=runnel scenario=idle-empty rss_kb=$rss0" >>"$RESULTS"
+out=$("$TOOL" create-topics --brokers "$BROKER_ADDR" --prefix idle- --count "$IDLE_TOPICS" --partitions 1 \
+    2> >(tee -a "$CLIENT_LOG" >&2))
+log "$(grep '^RESULT' <<<"$out")"
+sleep 5
+rss1=$(status_kb "$BROKER_PID" VmRSS)
+echo "$(grep '^RESULT' <<<"$out" | sed 's/kind=create-topics/kind=idle/') target=runnel scenario=idle-$IDLE_TOPICS-topics rss_kb=$rss1 base_rss_kb=$rss0" >>"$RESULTS"
+log "idle rss: empty $rss0 kB, with $IDLE_TOPICS topics $rss1 kB"
+
+CONN_OUT=$WORK/idle-conns.out
+"$TOOL" idle-conns --brokers "$BROKER_ADDR" --count "$IDLE_CONNS" --seconds 8 >"$CONN_OUT" 2> >(tee -a "$CLIENT_LOG" >&2) &
+CONN_PID=$!
+for _ in $(seq 1 300); do grep -q '^READY' "$CONN_OUT" && break; kill -0 $CONN_PID 2>/dev/null || break; sleep 0.1; done
+sleep 2
+rss2=$(status_kb "$BROKER_PID" VmRSS)
+wait $CONN_PID
+rss3=$(status_kb "$BROKER_PID" VmRSS)
+line=$(grep '^RESULT' "$CONN_OUT" | tail -1)
+echo "${line:-RESULT kind=idle-conns} target=runnel scenario=idle-$IDLE_CONNS-conns rss_kb=$rss2 base_rss_kb=$rss1 rss_after_close_kb=$rss3" >>"$RESULTS"
+log "idle rss: with $IDLE_CONNS connections $rss2 kB (before $rss1 kB, after closing $rss3 kB)"
+stop_broker runnel-idle
+
+# ---------------------------------------------------------------------------------------------
+echo
+echo "Runnel benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted src changes'), runnel binary built $RUNNEL_BUILT"
+echo "$(nproc) cores, load average before: $LOAD_BEFORE; client: $("$TOOL" version); $MESSAGES x $SIZE-byte messages, $REPEAT runs per throughput scenario (median shown)"
+echo "producer: linger.ms=5, other librdkafka defaults; consumer: assign() from the beginning, batch reads, fetch.queue.backoff.ms=10"
+echo
+"$TOOL" report --results "$RESULTS"
+echo
+echo "Runnel's total CPU over the throughput phase: ${RUNNEL_CPU_TOTAL}s."
+NOTES=$WORK/notes.txt
+[ -f "$NOTES" ] && sed 's/^NOTE /  - /' "$NOTES"
+for f in "$WORK/runnel.log" "$WORK/runnel-idle.log"; do
+    [ -f "$f" ] || continue
+    n=$(sed 's/\x1b\[[0-9;]*m//g' "$f" | grep -cE ' (WARN|ERROR) ')
+    echo "Broker log $(basename "$f"): $n WARN/ERROR lines$([ "$n" -gt 0 ] && echo ', first ones:')"
+    sed 's/\x1b\[[0-9;]*m//g' "$f" | grep -E ' (WARN|ERROR) ' | head -10 | cut -c1-300 | sed 's/^/    /'
+done
+n=$(grep -c . "$CLIENT_LOG")
+[ "$n" -gt 0 ] && echo "Client stderr: $n lines in $CLIENT_LOG"
+echo "Results (one line per run): $RESULTS; broker logs in $WORK. Took $(($(date +%s) - STARTED_AT)) s."

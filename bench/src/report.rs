@@ -1,0 +1,498 @@
+//! `runnel-bench report --results FILE`: the table `make bench` prints.
+//!
+//! FILE holds one `RESULT` line per scenario and target (runnel or nullbroker): the client's
+//! RESULT fields plus what bench/run.sh measured on the broker process (cpu_s, cpu_bg_s,
+//! peak_rss_kb, rss_kb, base_rss_kb). Figures are printed, never asserted: the exit code is 0
+//! whether targets are met or not.
+
+use std::collections::HashMap;
+
+use crate::{required, Args};
+
+type Row = HashMap<String, String>;
+
+fn parse_line(line: &str) -> Option<Row> {
+    let rest = line.strip_prefix("RESULT ")?;
+    Some(
+        rest.split_whitespace()
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect(),
+    )
+}
+
+fn num(r: &Row, k: &str) -> Option<f64> {
+    r.get(k)
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|x| x.is_finite())
+}
+
+fn f(x: Option<f64>, digits: usize) -> String {
+    match x {
+        Some(v) => format!("{v:.digits$}"),
+        None => "-".into(),
+    }
+}
+
+struct Target {
+    text: &'static str,
+    checks: Vec<Check>,
+}
+
+enum Check {
+    CeilingAtLeast(f64),
+    CpuAtMost(f64),
+    P99AtMost(f64),
+    RssMbAtMost(f64),
+    PerConnKbAtMost(f64),
+}
+
+fn target_for(scenario: &str) -> Option<Target> {
+    if scenario == "produce-p6-acksall-none" {
+        Some(Target {
+            text: ">=50% ceil, <=3 s/GB",
+            checks: vec![Check::CeilingAtLeast(0.5), Check::CpuAtMost(3.0)],
+        })
+    } else if scenario.starts_with("produce-") {
+        Some(Target {
+            text: "<=3 s/GB",
+            checks: vec![Check::CpuAtMost(3.0)],
+        })
+    } else if scenario.starts_with("consume-") {
+        Some(Target {
+            text: ">=60% ceil, <=1.5 s/GB",
+            checks: vec![Check::CeilingAtLeast(0.6), Check::CpuAtMost(1.5)],
+        })
+    } else if scenario.starts_with("latency-") {
+        Some(Target {
+            text: "p99 <=5 ms",
+            checks: vec![Check::P99AtMost(5.0)],
+        })
+    } else if scenario == "idle-1000-topics" {
+        Some(Target {
+            text: "RSS <=150 MB",
+            checks: vec![Check::RssMbAtMost(150.0)],
+        })
+    } else if scenario.starts_with("idle-") && scenario.ends_with("-conns") {
+        Some(Target {
+            text: "<=64 KB/conn",
+            checks: vec![Check::PerConnKbAtMost(64.0)],
+        })
+    } else {
+        None
+    }
+}
+
+/// Whether the client side of a run saw every message it should have.
+fn completeness(r: &Row) -> Option<String> {
+    let kind = r.get("kind").map(|s| s.as_str()).unwrap_or("");
+    let n = num(r, "messages").unwrap_or(0.0);
+    match kind {
+        "produce" => {
+            let d = num(r, "delivered").unwrap_or(0.0);
+            (d < n).then(|| format!("delivered {d:.0}/{n:.0}"))
+        }
+        "consume" => {
+            let got = num(r, "received").unwrap_or(0.0);
+            let (gaps, dups) = (num(r, "gaps").unwrap_or(0.0), num(r, "dups").unwrap_or(0.0));
+            if got < n {
+                Some(format!("received {got:.0}/{n:.0}"))
+            } else if gaps + dups > 0.0 {
+                Some(format!("{gaps:.0} offset gaps, {dups:.0} duplicates"))
+            } else {
+                None
+            }
+        }
+        "latency" => {
+            let (sent, got) = (
+                num(r, "sent").unwrap_or(0.0),
+                num(r, "received").unwrap_or(0.0),
+            );
+            (got < sent).then(|| format!("received {got:.0}/{sent:.0}"))
+        }
+        "idle-conns" => {
+            let (c, a) = (
+                num(r, "count").unwrap_or(0.0),
+                num(r, "alive_after").unwrap_or(0.0),
+            );
+            (a < c).then(|| format!("{a:.0}/{c:.0} connections alive after idling"))
+        }
+        _ => None,
+    }
+}
+
+/// Several runs of one scenario become one row: rates and latencies from the median run (by
+/// msgs/s), CPU and bytes summed over all runs (so CPU per GB covers every run), peak RSS the
+/// largest seen. Adds runs, min_rate, max_rate.
+fn aggregate(mut runs: Vec<Row>) -> Row {
+    if runs.len() == 1 {
+        let mut r = runs.pop().unwrap();
+        r.insert("runs".into(), "1".into());
+        return r;
+    }
+    runs.sort_by(|a, b| {
+        num(a, "msgs_per_s")
+            .unwrap_or(0.0)
+            .partial_cmp(&num(b, "msgs_per_s").unwrap_or(0.0))
+            .unwrap()
+    });
+    let mut out = runs[runs.len() / 2].clone();
+    let sum = |k: &str| runs.iter().filter_map(|r| num(r, k)).sum::<f64>();
+    for k in ["payload_bytes", "cpu_s", "cpu_bg_s"] {
+        if runs.iter().any(|r| r.contains_key(k)) {
+            out.insert(k.into(), format!("{}", sum(k)));
+        }
+    }
+    if let Some(m) = runs
+        .iter()
+        .filter_map(|r| num(r, "peak_rss_kb"))
+        .reduce(f64::max)
+    {
+        out.insert("peak_rss_kb".into(), format!("{m}"));
+    }
+    out.insert("runs".into(), runs.len().to_string());
+    out.insert(
+        "min_rate".into(),
+        format!("{}", num(&runs[0], "msgs_per_s").unwrap_or(0.0)),
+    );
+    out.insert(
+        "max_rate".into(),
+        format!(
+            "{}",
+            num(&runs[runs.len() - 1], "msgs_per_s").unwrap_or(0.0)
+        ),
+    );
+    // Any incomplete run makes the row incomplete: keep the worst figures for the checks.
+    for r in &runs {
+        if completeness(r).is_some() {
+            for k in ["messages", "delivered", "received", "gaps", "dups", "sent"] {
+                if let Some(v) = r.get(k) {
+                    out.insert(k.into(), v.clone());
+                }
+            }
+        }
+        for k in ["failed", "send_errors", "errors", "client_errors"] {
+            if num(r, k).unwrap_or(0.0) > num(&out, k).unwrap_or(0.0) {
+                out.insert(k.into(), r[k].clone());
+            }
+        }
+        if r.get("timed_out").is_some_and(|t| t == "true") {
+            out.insert("timed_out".into(), "true".into());
+        }
+    }
+    out
+}
+
+fn short_rate(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else {
+        format!("{:.0}k", x / 1e3)
+    }
+}
+
+pub fn report(args: &Args) -> i32 {
+    let path = required(args, "results");
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| crate::die(&format!("{path}: {e}")));
+    let mut order: Vec<String> = Vec::new();
+    let mut runnel_runs: HashMap<String, Vec<Row>> = HashMap::new();
+    let mut null_runs: HashMap<String, Vec<Row>> = HashMap::new();
+    for line in text.lines() {
+        let Some(r) = parse_line(line) else { continue };
+        let Some(s) = r.get("scenario").cloned() else {
+            continue;
+        };
+        match r.get("target").map(|t| t.as_str()) {
+            Some("nullbroker") => null_runs.entry(s).or_default().push(r),
+            _ => {
+                if !order.contains(&s) {
+                    order.push(s.clone());
+                }
+                runnel_runs.entry(s).or_default().push(r);
+            }
+        }
+    }
+    let runnel: HashMap<String, Row> = runnel_runs
+        .into_iter()
+        .map(|(k, v)| (k, aggregate(v)))
+        .collect();
+    let null: HashMap<String, Row> = null_runs
+        .into_iter()
+        .map(|(k, v)| (k, aggregate(v)))
+        .collect();
+    let spread = |r: &Row| match (num(r, "min_rate"), num(r, "max_rate")) {
+        (Some(a), Some(b)) => format!("{}..{}", short_rate(a), short_rate(b)),
+        _ => "-".into(),
+    };
+
+    let header = [
+        "scenario",
+        "runs",
+        "msgs/s",
+        "(min..max)",
+        "MB/s",
+        "p50/p99 ms",
+        "ceiling msgs/s",
+        "of ceil",
+        "cpu s/GB",
+        "+bg s/GB",
+        "peak RSS MB",
+        "target",
+        "result",
+    ];
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let mut wire: Vec<String> = Vec::new();
+    for s in &order {
+        let r = &runnel[s];
+        let kind = r.get("kind").map(|k| k.as_str()).unwrap_or("");
+        let mut row: Vec<String> = vec![s.clone(), r.get("runs").cloned().unwrap_or("1".into())];
+        let mut ceiling_frac = None;
+        let mut cpu_total_per_gb = None;
+        let mut p99 = None;
+        let mut rss_mb = None;
+        let mut per_conn_kb = None;
+        match kind {
+            "produce" | "consume" => {
+                let rate = num(r, "msgs_per_s");
+                let ceil = null.get(s).and_then(|n| num(n, "msgs_per_s"));
+                ceiling_frac = rate.zip(ceil).map(|(a, b)| a / b);
+                let gb = num(r, "payload_bytes")
+                    .map(|b| b / 1e9)
+                    .filter(|g| *g > 0.0);
+                let cpu = num(r, "cpu_s");
+                let bg = num(r, "cpu_bg_s").unwrap_or(0.0);
+                let cpu_gb = cpu.zip(gb).map(|(c, g)| c / g);
+                cpu_total_per_gb = cpu.zip(gb).map(|(c, g)| (c + bg) / g);
+                let lat = if kind == "produce" {
+                    format!("{}/{} ack", f(num(r, "p50_ms"), 1), f(num(r, "p99_ms"), 1))
+                } else {
+                    "-".into()
+                };
+                row.extend([
+                    f(rate, 0),
+                    spread(r),
+                    f(num(r, "mb_per_s"), 1),
+                    lat,
+                    null.get(s)
+                        .map(|n| format!("{} ({})", f(ceil, 0), spread(n)))
+                        .unwrap_or("-".into()),
+                    ceiling_frac
+                        .map(|x| format!("{:.0}%", x * 100.0))
+                        .unwrap_or("-".into()),
+                    f(cpu_gb, 2),
+                    f(cpu_total_per_gb, 2),
+                    f(num(r, "peak_rss_kb").map(|k| k / 1024.0), 0),
+                ]);
+                // Per run: wire_bytes is that run's, payload_bytes was summed over runs.
+                if let (Some(w), Some(m), Some(z)) =
+                    (num(r, "wire_bytes"), num(r, "delivered"), num(r, "size"))
+                {
+                    if r.get("compression").is_some_and(|c| c != "none") && w > 0.0 && m > 0.0 {
+                        wire.push(format!(
+                            "{} {:.2}",
+                            s.trim_start_matches("produce-"),
+                            w / (m * z)
+                        ));
+                    }
+                }
+            }
+            "latency" => {
+                p99 = num(r, "p99_ms");
+                let cpu = num(r, "cpu_s");
+                let bg = num(r, "cpu_bg_s").unwrap_or(0.0);
+                let gb = num(r, "received")
+                    .map(|m| m * num(r, "size").unwrap_or(100.0) / 1e9)
+                    .filter(|g| *g > 0.0);
+                row.extend([
+                    f(num(r, "achieved_rate"), 0),
+                    "-".into(),
+                    f(
+                        num(r, "achieved_rate")
+                            .zip(num(r, "size"))
+                            .map(|(a, b)| a * b / 1e6),
+                        1,
+                    ),
+                    format!("{}/{} e2e", f(num(r, "p50_ms"), 2), f(p99, 2)),
+                    "n/a".into(),
+                    "-".into(),
+                    f(cpu.zip(gb).map(|(c, g)| c / g), 1),
+                    f(cpu.zip(gb).map(|(c, g)| (c + bg) / g), 1),
+                    f(num(r, "peak_rss_kb").map(|k| k / 1024.0), 0),
+                ]);
+                notes.push(format!(
+                    "{s}: e2e p50/p90/p99/p99.9/max = {}/{}/{}/{}/{} ms; produce ack p50/p99 = {}/{} ms; {} sent, {} received",
+                    f(num(r, "p50_ms"), 2),
+                    f(num(r, "p90_ms"), 2),
+                    f(p99, 2),
+                    f(num(r, "p999_ms"), 2),
+                    f(num(r, "max_ms"), 2),
+                    f(num(r, "ack_p50_ms"), 2),
+                    f(num(r, "ack_p99_ms"), 2),
+                    f(num(r, "sent"), 0),
+                    f(num(r, "received"), 0),
+                ));
+            }
+            _ => {
+                // idle-*: current RSS, and per connection where relevant.
+                let rss = num(r, "rss_kb");
+                rss_mb = rss.map(|k| k / 1024.0);
+                let mut rss_text = format!("{} now", f(rss_mb, 1));
+                if kind == "idle-conns" {
+                    let base = num(r, "base_rss_kb");
+                    let count = num(r, "opened").filter(|c| *c > 0.0);
+                    per_conn_kb = rss.zip(base).zip(count).map(|((a, b), c)| (a - b) / c);
+                    rss_text = format!("{} now, {} KB/conn", f(rss_mb, 1), f(per_conn_kb, 1));
+                } else if let Some(base) = num(r, "base_rss_kb") {
+                    rss_text = format!(
+                        "{} now (+{} MB)",
+                        f(rss_mb, 1),
+                        f(rss.map(|x| (x - base) / 1024.0), 1)
+                    );
+                }
+                row.extend([
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    rss_text,
+                ]);
+            }
+        }
+        let (ttext, verdict) = match target_for(s) {
+            None => ("-".to_string(), "-".to_string()),
+            Some(t) => {
+                let mut missed = Vec::new();
+                let mut unknown = false;
+                for c in &t.checks {
+                    let (ok, what) = match c {
+                        Check::CeilingAtLeast(x) => (ceiling_frac.map(|v| v >= *x), "ceiling"),
+                        Check::CpuAtMost(x) => (cpu_total_per_gb.map(|v| v <= *x), "cpu"),
+                        Check::P99AtMost(x) => (p99.map(|v| v <= *x), "p99"),
+                        Check::RssMbAtMost(x) => (rss_mb.map(|v| v <= *x), "rss"),
+                        Check::PerConnKbAtMost(x) => (per_conn_kb.map(|v| v <= *x), "per-conn"),
+                    };
+                    match ok {
+                        Some(true) => {}
+                        Some(false) => missed.push(what),
+                        None => unknown = true,
+                    }
+                }
+                let mut v = if !missed.is_empty() {
+                    format!("MISSED ({})", missed.join(", "))
+                } else if unknown {
+                    "unknown".to_string()
+                } else {
+                    "met".to_string()
+                };
+                if let Some(inc) = completeness(r) {
+                    v = format!("{v}; INCOMPLETE");
+                    notes.push(format!("{s}: {inc}"));
+                }
+                (t.text.to_string(), v)
+            }
+        };
+        if target_for(s).is_none() {
+            if let Some(inc) = completeness(r) {
+                notes.push(format!("{s}: {inc}"));
+            }
+        }
+        for k in ["failed", "send_errors", "errors", "client_errors"] {
+            if num(r, k).is_some_and(|x| x > 0.0) {
+                notes.push(format!("{s}: {k}={}", r[k]));
+            }
+        }
+        if r.get("timed_out").is_some_and(|t| t == "true") {
+            notes.push(format!("{s}: client timed out"));
+        }
+        if let Some(n) = null.get(s) {
+            if let Some(inc) = completeness(n) {
+                notes.push(format!("{s} (nullbroker ceiling run): {inc}"));
+            }
+        }
+        row.push(ttext);
+        row.push(verdict);
+        rows.push(row);
+    }
+
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (i, c) in row.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let print_row = |cells: &[String]| {
+        let mut line = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            // Text columns left-aligned, figures right-aligned.
+            if i == 0 || i >= cells.len() - 2 {
+                line.push_str(&format!("{c:<w$}", w = widths[i]));
+            } else {
+                line.push_str(&format!("{c:>w$}", w = widths[i]));
+            }
+        }
+        println!("{}", line.trim_end());
+    };
+    print_row(&header.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    print_row(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>());
+    for row in &rows {
+        print_row(row);
+    }
+    println!();
+    println!("Columns: msgs/s and MB/s count payload bytes (not wire bytes); \"of ceil\" = msgs/s against the nullbroker");
+    println!("running the same client load in this sitting; cpu s/GB = broker utime+stime while the client ran, per GB");
+    println!("(1e9 bytes) of payload moved; \"+bg\" adds the broker CPU spent afterwards until it went idle (background");
+    println!("flush/compaction), and is what the CPU target is checked against; produce p50/p99 is the acknowledgement");
+    println!("latency under saturating load (queueing included), latency-* is end to end at a fixed rate.");
+    println!("For lz4 rows GB counts uncompressed payload, as for the others (the wire carries less, see notes).");
+    // The ceiling's acknowledgement latency under the same load, for reading the p50/p99 column.
+    let ceiling_ack: Vec<String> = order
+        .iter()
+        .filter(|s| s.starts_with("produce-"))
+        .filter_map(|s| {
+            let n = null.get(s)?;
+            Some(format!(
+                "{} {}/{}",
+                s.trim_start_matches("produce-"),
+                f(num(n, "p50_ms"), 1),
+                f(num(n, "p99_ms"), 1)
+            ))
+        })
+        .collect();
+    if !wire.is_empty() {
+        notes.insert(
+            0,
+            format!(
+                "produced wire bytes / payload bytes (librdkafka statistics): {}",
+                wire.join(", ")
+            ),
+        );
+    }
+    if !ceiling_ack.is_empty() {
+        notes.insert(
+            0,
+            format!(
+                "nullbroker ack p50/p99 ms under the same load: {}",
+                ceiling_ack.join(", ")
+            ),
+        );
+    }
+    if !notes.is_empty() {
+        println!();
+        println!("Notes:");
+        for n in notes {
+            println!("  - {n}");
+        }
+    }
+    0
+}

@@ -9,6 +9,7 @@
 #   BENCH_MESSAGES=1000000  BENCH_SIZE=100  BENCH_REPEAT=3   throughput scenarios (median run reported)
 #   BENCH_LATENCY_RATE=10000  BENCH_LATENCY_SECONDS=10  BENCH_LATENCY_PARTITIONS=6
 #   BENCH_IDLE_TOPICS=1000  BENCH_IDLE_CONNS=500
+#   BENCH_GROUP_MEMBERS=4  BENCH_GROUP_PARTITIONS=8  BENCH_GROUP_TIMEOUT_S=45   consumer-group scenario
 #   BENCH_SKIP_NULLBROKER=1   no ceiling run;  NULLBROKER_SRC=path to the nullbroker's source
 #   BENCH_KEEP=1              keep the broker data directories afterwards (logs and results always stay)
 #   BENCH_BUILD_RUNNEL=0      benchmark the existing target/release/runnel without rebuilding it
@@ -28,6 +29,9 @@ IDLE_CONNS=${BENCH_IDLE_CONNS:-500}
 NULLBROKER_SRC=${NULLBROKER_SRC:-$ROOT/../shared/tools/nullbroker}
 SETTLE_MAX_S=${BENCH_SETTLE_MAX_S:-10}
 CLIENT_TIMEOUT=${BENCH_CLIENT_TIMEOUT_S:-120}
+GROUP_MEMBERS=${BENCH_GROUP_MEMBERS:-4}
+GROUP_PARTS=${BENCH_GROUP_PARTITIONS:-8}
+GROUP_TIMEOUT=${BENCH_GROUP_TIMEOUT_S:-45}
 
 RUNNEL=$ROOT/target/release/runnel
 TOOL=$ROOT/bench/target/release/runnel-bench
@@ -244,6 +248,15 @@ for spec in "${CONSUME_SCENARIOS[@]}"; do
             --timeout-secs "$CLIENT_TIMEOUT"
     done
 done
+# Consumer group (Runnel only: the nullbroker has no group coordinator). One run: seed a topic with
+# the produce subcommand, then GROUP_MEMBERS subscribe() consumers drain it and one more joins.
+"$TOOL" create-topics --brokers "$BROKER_ADDR" --topics group --partitions "$GROUP_PARTS" >/dev/null \
+    || log "runnel: create-topics failed for group"
+"$TOOL" produce --brokers "$BROKER_ADDR" --topic group --messages "$MESSAGES" --size "$SIZE" --acks 1 \
+    --linger-ms 5 --timeout-secs "$CLIENT_TIMEOUT" >/dev/null 2> >(sed "s/^/  [runnel group seed] /" | tee -a "$CLIENT_LOG" >&2) \
+    || log "runnel: seeding the group topic failed"
+measure runnel "group-p$GROUP_PARTS" -- group --topic group --messages "$MESSAGES" --members "$GROUP_MEMBERS" \
+    --timeout-secs "$GROUP_TIMEOUT"
 "$TOOL" create-topics --brokers "$BROKER_ADDR" --topics latency --partitions "$LAT_PARTS" >/dev/null
 measure runnel "latency-$((LAT_RATE / 1000))k" -- latency --topic latency --rate "$LAT_RATE" --seconds "$LAT_SECS" \
     --size "$SIZE" --acks 1 --linger-ms 1
@@ -281,6 +294,7 @@ echo
 echo "Runnel benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted src changes'), runnel binary built $RUNNEL_BUILT"
 echo "$(nproc) cores, load average before: $LOAD_BEFORE; client: $("$TOOL" version); $MESSAGES x $SIZE-byte messages, $REPEAT runs per throughput scenario (median shown)"
 echo "producer: linger.ms=5, other librdkafka defaults; consumer: assign() from the beginning, batch reads, fetch.queue.backoff.ms=10"
+echo "group: $GROUP_MEMBERS subscribe() consumers (threads, poll()) on $GROUP_PARTS partitions, then one more joins; librdkafka group defaults"
 echo
 "$TOOL" report --results "$RESULTS"
 echo

@@ -10,6 +10,8 @@
 //!            [--linger-ms 5] [--partition P] [--batch-messages N] [--timeout-secs 120]
 //!   consume  --topic T --messages N [--timeout-secs 120]
 //!   latency  --topic T --rate 10000 --seconds 10 [--size 100] [--acks 1] [--linger-ms 1]
+//!   group    --topic T --messages N [--members 4] [--timeout-secs 45] [--group ID]
+//!            (a subscribe() group drains the topic, then one more member joins: rebalance time)
 //!   Any client subcommand also takes --set k=v,k=v (further librdkafka properties, applied last).
 //!   idle-conns --count 500 --seconds S      (raw TCP, one ApiVersions each, then held idle)
 //!   ping     [--timeout-secs 30]            (waits until the broker answers ApiVersions)
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -84,7 +86,7 @@ fn required<'a>(args: &'a Args, key: &str) -> &'a str {
 fn main() {
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = raw.first().cloned() else {
-        eprintln!("usage: runnel-bench <create-topics|produce|consume|latency|idle-conns|ping|report> [--key value ...]");
+        eprintln!("usage: runnel-bench <create-topics|produce|consume|latency|group|idle-conns|ping|report> [--key value ...]");
         std::process::exit(2);
     };
     let args = parse_args(&raw[1..]);
@@ -93,6 +95,7 @@ fn main() {
         "produce" => produce(&args),
         "consume" => consume(&args),
         "latency" => latency(&args),
+        "group" => group(&args),
         "idle-conns" => idle_conns(&args),
         "ping" => ping(&args),
         "free-port" => {
@@ -913,6 +916,487 @@ fn latency(args: &Args) -> i32 {
         fmt_f(percentile_ms(&ack, 99.0)),
     );
     if lat.len() as u64 == sent && sent == total {
+        0
+    } else {
+        1
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consumer group: `--members` consumers (threads of this process, each its own librdkafka
+// client) subscribe() to the topic with one fresh group.id and drain it; then, with the group
+// stable, a further member subscribes and we time the rebalance until every member holds its
+// new assignment. Assignments are observed through the rebalance callback (post_rebalance, i.e.
+// after librdkafka applied them). Messages are read with the crate's poll(): it is what serves
+// the rebalance events (rd_kafka_consume_batch_queue on the consumer queue would answer them
+// with a forced unassign, as no native rebalance_cb is set).
+
+/// One member's view, shared with the coordinating thread. Times are ns since `origin`.
+#[derive(Default)]
+struct MemberState {
+    /// (at_ns, assign?, partitions), in callback order.
+    events: Mutex<Vec<(u64, bool, Vec<i32>)>>,
+    subscribed_ns: AtomicU64,
+    first_ns: AtomicU64,
+    last_ns: AtomicU64,
+    received: AtomicU64,
+    bytes: AtomicU64,
+    gaps: AtomicU64,
+    dups: AtomicU64,
+    errors: AtomicU64,
+    committed: AtomicBool,
+    go: AtomicBool,
+}
+
+struct GroupShared {
+    origin: Instant,
+    client_errors: AtomicU64,
+    commit: AtomicBool,
+    stop: AtomicBool,
+}
+
+impl GroupShared {
+    fn now_ns(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+}
+
+struct GroupContext {
+    member: usize,
+    state: Arc<MemberState>,
+    shared: Arc<GroupShared>,
+}
+
+impl GroupContext {
+    fn note_error(&self, what: &str) {
+        let n = self.shared.client_errors.fetch_add(1, Ordering::Relaxed);
+        if n < MAX_SHOWN_ERRORS {
+            eprintln!("runnel-bench: member {}: {what}", self.member);
+        } else if n == MAX_SHOWN_ERRORS {
+            eprintln!("runnel-bench: (further client errors not shown)");
+        }
+    }
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        if std::env::var_os("RUNNEL_BENCH_LOG_ALL").is_some() {
+            eprintln!(
+                "{:.3} member {} rdkafka {fac}: {msg}",
+                self.shared.origin.elapsed().as_secs_f64(),
+                self.member
+            );
+        } else if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            self.note_error(&format!("log {fac}: {msg}"));
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.note_error(&format!("error {error}: {reason}"));
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let (assign, tpl) = match rebalance {
+            Rebalance::Assign(t) => (true, t),
+            Rebalance::Revoke(t) => (false, t),
+            Rebalance::Error(e) => {
+                self.note_error(&format!("rebalance error: {e}"));
+                return;
+            }
+        };
+        let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let at = self.shared.now_ns();
+        if std::env::var_os("RUNNEL_BENCH_LOG_ALL").is_some() {
+            eprintln!(
+                "{:.3} member {} {} {parts:?}",
+                at as f64 / 1e9,
+                self.member,
+                if assign { "assigned" } else { "revoked" }
+            );
+        }
+        self.state.events.lock().unwrap().push((at, assign, parts));
+    }
+}
+
+fn group_member(
+    member: usize,
+    args: Args,
+    topic: String,
+    group_id: String,
+    nparts: usize,
+    state: Arc<MemberState>,
+    shared: Arc<GroupShared>,
+) {
+    let mut cfg = base_config(&args);
+    cfg.set("client.id", format!("runnel-bench-g{member}"))
+        .set("group.id", &group_id)
+        .set("statistics.interval.ms", "0")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        // As for `consume`: do not stall 1 s whenever the application is the slower side.
+        .set("fetch.queue.backoff.ms", "10");
+    let ctx = GroupContext {
+        member,
+        state: state.clone(),
+        shared: shared.clone(),
+    };
+    let consumer: BaseConsumer<GroupContext> = with_extra(&mut cfg, &args)
+        .create_with_context(ctx)
+        .unwrap_or_else(|e| die(&format!("group consumer: {e}")));
+    while !state.go.load(Ordering::Acquire) {
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    state
+        .subscribed_ns
+        .store(shared.now_ns(), Ordering::Release);
+    consumer
+        .subscribe(&[&topic])
+        .unwrap_or_else(|e| die(&format!("subscribe: {e}")));
+    let mut next = vec![-1i64; nparts];
+    let (mut pending, mut pending_bytes, mut last_ns) = (0u64, 0u64, 0u64);
+    let flush = |pending: &mut u64, bytes: &mut u64, last_ns: u64| {
+        if *pending > 0 {
+            state.last_ns.store(last_ns, Ordering::Release);
+            state.bytes.fetch_add(*bytes, Ordering::AcqRel);
+            state.received.fetch_add(*pending, Ordering::AcqRel);
+            *pending = 0;
+            *bytes = 0;
+        }
+    };
+    while !shared.stop.load(Ordering::Acquire) {
+        if shared.commit.load(Ordering::Acquire) && !state.committed.load(Ordering::Acquire) {
+            // Positions committed before the next member joins, so the new owners resume where
+            // the old ones stopped (auto-commit would get there within 5 s, or on revoke).
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => {
+                    let n = state.errors.fetch_add(1, Ordering::Relaxed);
+                    if n < 5 {
+                        eprintln!("runnel-bench: member {member}: commit: {e}");
+                    }
+                }
+            }
+            state.committed.store(true, Ordering::Release);
+        }
+        match consumer.poll(Duration::from_millis(50)) {
+            None => flush(&mut pending, &mut pending_bytes, last_ns),
+            Some(Err(e)) => {
+                let n = state.errors.fetch_add(1, Ordering::Relaxed);
+                if n < 5 {
+                    eprintln!("runnel-bench: member {member}: consume error: {e}");
+                }
+            }
+            Some(Ok(m)) => {
+                last_ns = shared.now_ns();
+                if state.first_ns.load(Ordering::Relaxed) == 0 {
+                    state.first_ns.store(last_ns, Ordering::Release);
+                }
+                pending += 1;
+                pending_bytes += m.payload_len() as u64;
+                if let Some(n) = next.get_mut(m.partition() as usize) {
+                    if *n >= 0 {
+                        if m.offset() > *n {
+                            state.gaps.fetch_add(1, Ordering::Relaxed);
+                        } else if m.offset() < *n {
+                            state.dups.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    *n = m.offset() + 1;
+                }
+                if pending >= 1024 {
+                    flush(&mut pending, &mut pending_bytes, last_ns);
+                }
+            }
+        }
+    }
+    flush(&mut pending, &mut pending_bytes, last_ns);
+    // Dropping the consumer closes it (LeaveGroup); the caller does not wait long for that.
+}
+
+/// If every member's latest rebalance event is an assignment made at or after `since_ns` and
+/// together they cover each partition exactly once: the time of the latest such assignment.
+fn group_settled(members: &[Arc<MemberState>], nparts: usize, since_ns: u64) -> Option<u64> {
+    let mut owned = vec![false; nparts];
+    let mut latest = 0u64;
+    for m in members {
+        let ev = m.events.lock().unwrap();
+        let (at, assign, parts) = ev.last()?;
+        if !assign || *at < since_ns {
+            return None;
+        }
+        for p in parts {
+            let slot = owned.get_mut(*p as usize)?;
+            if *slot {
+                return None;
+            }
+            *slot = true;
+        }
+        latest = latest.max(*at);
+    }
+    owned.iter().all(|o| *o).then_some(latest)
+}
+
+fn group(args: &Args) -> i32 {
+    let topic = required(args, "topic").to_string();
+    let n: u64 = arg_num(args, "messages", 1_000_000);
+    let members: usize = arg_num(args, "members", 4);
+    let timeout = Duration::from_secs(arg_num(args, "timeout-secs", 45));
+    let idle_limit = Duration::from_secs(arg_num(args, "idle-secs", 10));
+    let origin = Instant::now();
+    let deadline = origin + timeout;
+    let group_id = args.get("group").cloned().unwrap_or_else(|| {
+        format!(
+            "runnel-bench-group-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0)
+        )
+    });
+    // The heartbeat interval the rebalance target is relative to: librdkafka's default unless
+    // overridden with --set.
+    let heartbeat_ms: u64 = args
+        .get("set")
+        .and_then(|s| {
+            s.split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| k.trim() == "heartbeat.interval.ms")
+                .and_then(|(_, v)| v.trim().parse().ok())
+        })
+        .unwrap_or(3000);
+
+    let nparts = {
+        let probe: BaseConsumer = consumer_config(args)
+            .set("statistics.interval.ms", "0")
+            .create()
+            .unwrap_or_else(|e| die(&format!("consumer: {e}")));
+        let parts = partitions_of(&probe, &topic);
+        parts.iter().copied().max().unwrap_or(0) as usize + 1
+    };
+
+    let shared = Arc::new(GroupShared {
+        origin,
+        client_errors: AtomicU64::new(0),
+        commit: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+    });
+    let mut states: Vec<Arc<MemberState>> = Vec::new();
+    let mut threads = Vec::new();
+    let spawn = |i: usize,
+                 states: &mut Vec<Arc<MemberState>>,
+                 threads: &mut Vec<std::thread::JoinHandle<()>>| {
+        let st = Arc::new(MemberState::default());
+        states.push(st.clone());
+        let (a, t, g, sh) = (
+            args.clone(),
+            topic.clone(),
+            group_id.clone(),
+            shared.clone(),
+        );
+        threads.push(std::thread::spawn(move || {
+            group_member(i, a, t, g, nparts, st, sh)
+        }));
+    };
+    for i in 0..members {
+        spawn(i, &mut states, &mut threads);
+    }
+    // Clients created (threads started): release them together. The group "starts" at the
+    // first subscribe().
+    std::thread::sleep(Duration::from_millis(200));
+    for st in &states {
+        st.go.store(true, Ordering::Release);
+    }
+    let total = |states: &[Arc<MemberState>], f: fn(&MemberState) -> &AtomicU64| -> u64 {
+        states.iter().map(|s| f(s).load(Ordering::Acquire)).sum()
+    };
+    let mut failure: Option<&str> = None;
+
+    // Phase 1: drain.
+    let mut last_total = 0u64;
+    let mut last_progress = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let got = total(&states, |s| &s.received);
+        let now = Instant::now();
+        if got >= n {
+            break;
+        }
+        if got > last_total {
+            last_total = got;
+            last_progress = now;
+        }
+        // Before the first message, allow for the initial rebalance delay and then some.
+        let limit = if got == 0 {
+            idle_limit + Duration::from_secs(10)
+        } else {
+            idle_limit
+        };
+        if now > deadline || now.duration_since(last_progress) > limit {
+            eprintln!(
+                "runnel-bench: group drain stopped after {got}/{n} messages ({})",
+                if now > deadline {
+                    "timeout"
+                } else {
+                    "no progress for the idle limit"
+                }
+            );
+            failure = Some(if got == 0 { "no-message" } else { "drain" });
+            break;
+        }
+    }
+    let start_ns = states
+        .iter()
+        .map(|s| s.subscribed_ns.load(Ordering::Acquire))
+        .filter(|t| *t > 0)
+        .min()
+        .unwrap_or(0);
+    let first_ns = states
+        .iter()
+        .map(|s| s.first_ns.load(Ordering::Acquire))
+        .filter(|t| *t > 0)
+        .min();
+    // Initial assignment complete: the latest of each member's first assignment.
+    let assigned_ns = states
+        .iter()
+        .map(|s| {
+            s.events
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|e| e.1 && !e.2.is_empty())
+                .map(|e| e.0)
+        })
+        .collect::<Option<Vec<u64>>>()
+        .and_then(|v| v.into_iter().max());
+
+    // Phase 2: commit positions, make sure the group is stable, let one more member join.
+    shared.commit.store(true, Ordering::Release);
+    let settle_by = (Instant::now() + Duration::from_secs(10)).min(deadline);
+    while Instant::now() < settle_by
+        && !(states.iter().all(|s| s.committed.load(Ordering::Acquire))
+            && group_settled(&states, nparts, 0).is_some())
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Drain figures are taken now (members flush their counts when poll() comes back empty).
+    std::thread::sleep(Duration::from_millis(100));
+    let received = total(&states, |s| &s.received);
+    let bytes = total(&states, |s| &s.bytes);
+    let gaps = total(&states, |s| &s.gaps);
+    let dups = total(&states, |s| &s.dups);
+    let member_msgs: Vec<String> = states
+        .iter()
+        .map(|s| s.received.load(Ordering::Acquire).to_string())
+        .collect();
+    let last_ns = states
+        .iter()
+        .map(|s| s.last_ns.load(Ordering::Acquire))
+        .max()
+        .unwrap_or(0);
+
+    let mut join_ns = None;
+    let mut rebalanced_ns = None;
+    let mut first_revoke_ns = None;
+    if group_settled(&states, nparts, 0).is_none() {
+        eprintln!("runnel-bench: group not stable before the fifth member's join; not measured");
+        failure.get_or_insert("unstable");
+    } else {
+        spawn(members, &mut states, &mut threads);
+        states[members].go.store(true, Ordering::Release);
+        // Bounded on its own (the drain may have used the overall timeout): the heartbeat
+        // interval plus 7 s.
+        let wait_until = Instant::now() + Duration::from_millis(heartbeat_ms + 7_000);
+        loop {
+            std::thread::sleep(Duration::from_millis(5));
+            let t5 = states[members].subscribed_ns.load(Ordering::Acquire);
+            if t5 > 0 && join_ns.is_none() {
+                join_ns = Some(t5);
+            }
+            if let Some(t5) = join_ns {
+                if let Some(at) = group_settled(&states, nparts, t5) {
+                    rebalanced_ns = Some(at);
+                    break;
+                }
+            }
+            if Instant::now() > wait_until {
+                eprintln!(
+                    "runnel-bench: the group did not settle within {:.1} s of the fifth member's subscribe",
+                    (shared.now_ns() - join_ns.unwrap_or(start_ns)) as f64 / 1e9
+                );
+                failure.get_or_insert("rebalance");
+                break;
+            }
+        }
+        if let Some(t5) = join_ns {
+            first_revoke_ns = states[..members]
+                .iter()
+                .filter_map(|s| {
+                    s.events
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .find(|e| !e.1 && e.0 >= t5)
+                        .map(|e| e.0)
+                })
+                .min();
+        }
+    }
+    // Messages read again after the join (from offsets not yet committed).
+    std::thread::sleep(Duration::from_millis(100));
+    let redelivered = total(&states, |s| &s.received).saturating_sub(received);
+    let errors = total(&states, |s| &s.errors);
+
+    let ms = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => fmt_f(a.saturating_sub(b) as f64 / 1e6),
+        _ => "nan".into(),
+    };
+    let start = (start_ns > 0).then_some(start_ns);
+    let secs = first_ns
+        .map(|f| last_ns.saturating_sub(f) as f64 / 1e9)
+        .unwrap_or(0.0);
+    let rate = if secs > 0.0 {
+        received as f64 / secs
+    } else {
+        0.0
+    };
+    println!(
+        "RESULT kind=group topic={topic} group={group_id} messages={n} members={members} partitions={nparts} \
+         received={received} payload_bytes={bytes} gaps={gaps} dups={dups} errors={errors} client_errors={} \
+         first_msg_ms={} assigned_ms={} drain_secs={} secs={secs:.3} msgs_per_s={rate:.0} mb_per_s={:.2} \
+         member_msgs={} heartbeat_ms={heartbeat_ms} rebalance_ms={} first_revoke_ms={} redelivered={redelivered} \
+         failed_phase={}",
+        shared.client_errors.load(Ordering::Relaxed),
+        ms(first_ns, start),
+        ms(assigned_ns, start),
+        if received > 0 {
+            fmt_f(last_ns.saturating_sub(start_ns) as f64 / 1e9)
+        } else {
+            "nan".into()
+        },
+        if secs > 0.0 { bytes as f64 / secs / 1e6 } else { 0.0 },
+        member_msgs.join("/"),
+        ms(rebalanced_ns, join_ns),
+        ms(first_revoke_ns, join_ns),
+        failure.unwrap_or("none"),
+    );
+    std::io::stdout().flush().ok();
+
+    // Close the members (LeaveGroup), without waiting more than 5 s for them.
+    shared.stop.store(true, Ordering::Release);
+    let close_by = Instant::now() + Duration::from_secs(5);
+    while threads.iter().any(|t| !t.is_finished()) && Instant::now() < close_by {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if threads.iter().any(|t| !t.is_finished()) {
+        eprintln!("runnel-bench: group members still closing after 5 s; exiting anyway");
+    }
+    if failure.is_none() && received >= n {
         0
     } else {
         1

@@ -105,6 +105,17 @@ fn completeness(r: &Row) -> Option<String> {
                 None
             }
         }
+        "group" => {
+            let got = num(r, "received").unwrap_or(0.0);
+            let (gaps, dups) = (num(r, "gaps").unwrap_or(0.0), num(r, "dups").unwrap_or(0.0));
+            if got < n {
+                Some(format!("received {got:.0}/{n:.0}"))
+            } else if gaps + dups > 0.0 {
+                Some(format!("{gaps:.0} offset gaps, {dups:.0} duplicates"))
+            } else {
+                None
+            }
+        }
         "latency" => {
             let (sent, got) = (
                 num(r, "sent").unwrap_or(0.0),
@@ -249,6 +260,10 @@ pub fn report(args: &Args) -> i32 {
     for s in &order {
         let r = &runnel[s];
         let kind = r.get("kind").map(|k| k.as_str()).unwrap_or("");
+        if kind == "group" {
+            group_rows(s, r, &mut rows, &mut notes);
+            continue;
+        }
         let mut row: Vec<String> = vec![s.clone(), r.get("runs").cloned().unwrap_or("1".into())];
         let mut ceiling_frac = None;
         let mut cpu_total_per_gb = None;
@@ -455,6 +470,14 @@ pub fn report(args: &Args) -> i32 {
     println!("flush/compaction), and is what the CPU target is checked against; produce p50/p99 is the acknowledgement");
     println!("latency under saturating load (queueing included), latency-* is end to end at a fixed rate.");
     println!("For lz4 rows GB counts uncompressed payload, as for the others (the wire carries less, see notes).");
+    if order
+        .iter()
+        .any(|s| runnel[s].get("kind").is_some_and(|k| k == "group"))
+    {
+        println!("group-* rows: subscribe() members of one group; the p50/p99 column holds the time measured instead:");
+        println!("\"1st msg\" from the first subscribe() to the first message (the broker's 3 s initial rebalance delay");
+        println!("included), \"rebal\" from the extra member's subscribe() until every member holds its new assignment.");
+    }
     // The ceiling's acknowledgement latency under the same load, for reading the p50/p99 column.
     let ceiling_ack: Vec<String> = order
         .iter()
@@ -495,4 +518,117 @@ pub fn report(args: &Args) -> i32 {
         }
     }
     0
+}
+
+/// A `kind=group` run becomes two rows: the group of N draining the topic (time to the first
+/// message, then throughput from the first to the last message), and one more member joining
+/// (time until every member holds its new assignment), each checked against its target.
+fn group_rows(s: &str, r: &Row, rows: &mut Vec<Vec<String>>, notes: &mut Vec<String>) {
+    let members = f(num(r, "members"), 0);
+    let first_ms = num(r, "first_msg_ms");
+    let rebalance_ms = num(r, "rebalance_ms");
+    let hb_ms = num(r, "heartbeat_ms").unwrap_or(3000.0);
+    let gb = num(r, "payload_bytes")
+        .map(|b| b / 1e9)
+        .filter(|g| *g > 0.0);
+    let cpu = num(r, "cpu_s");
+    let bg = num(r, "cpu_bg_s").unwrap_or(0.0);
+    let failed_phase = r
+        .get("failed_phase")
+        .filter(|p| p.as_str() != "none")
+        .cloned();
+    let verdict = |ok: Option<bool>, what: &str, incomplete: bool| {
+        let v = match ok {
+            Some(true) => "met".to_string(),
+            Some(false) => format!("MISSED ({what})"),
+            None => "unknown".to_string(),
+        };
+        if incomplete {
+            format!("{v}; INCOMPLETE")
+        } else {
+            v
+        }
+    };
+    let inc = completeness(r);
+    let dash = || "-".to_string();
+    rows.push(vec![
+        format!("{s} ({members} members)"),
+        r.get("runs").cloned().unwrap_or("1".into()),
+        f(num(r, "msgs_per_s"), 0),
+        dash(),
+        f(num(r, "mb_per_s"), 1),
+        format!("1st msg {}", f(first_ms, 0)),
+        "n/a".into(),
+        dash(),
+        f(cpu.zip(gb).map(|(c, g)| c / g), 2),
+        f(cpu.zip(gb).map(|(c, g)| (c + bg) / g), 2),
+        f(num(r, "peak_rss_kb").map(|k| k / 1024.0), 0),
+        "1st msg <4 s".into(),
+        verdict(
+            first_ms.map(|v| v < 4000.0),
+            "first message",
+            inc.is_some()
+                || failed_phase
+                    .as_deref()
+                    .is_some_and(|p| p != "rebalance" && p != "unstable"),
+        ),
+    ]);
+    rows.push(vec![
+        format!("{s} (+1 member joins)"),
+        r.get("runs").cloned().unwrap_or("1".into()),
+        dash(),
+        dash(),
+        dash(),
+        format!("rebal {}", f(rebalance_ms, 0)),
+        "n/a".into(),
+        dash(),
+        dash(),
+        dash(),
+        dash(),
+        format!(
+            "<=heartbeat.interval.ms+1 s ({:.1} s)",
+            (hb_ms + 1000.0) / 1000.0
+        ),
+        verdict(
+            rebalance_ms.map(|v| v <= hb_ms + 1000.0),
+            "rebalance",
+            failed_phase.is_some(),
+        ),
+    ]);
+    notes.push(format!(
+        "{s}: {} x {}-partition group: first message {} ms after the first subscribe() (all members assigned at {} ms); \
+         drained {} of {} messages {} s after subscribe(), {} s from first to last message ({} msgs/s), per member {}",
+        members,
+        f(num(r, "partitions"), 0),
+        f(first_ms, 0),
+        f(num(r, "assigned_ms"), 0),
+        f(num(r, "received"), 0),
+        f(num(r, "messages"), 0),
+        f(num(r, "drain_secs"), 2),
+        f(num(r, "secs"), 2),
+        f(num(r, "msgs_per_s"), 0),
+        r.get("member_msgs").cloned().unwrap_or("-".into()),
+    ));
+    notes.push(format!(
+        "{s}: extra member: first revocation {} ms and all {} members assigned {} ms after its subscribe() \
+         (heartbeat.interval.ms {:.0}); {} messages re-read after the join",
+        f(num(r, "first_revoke_ms"), 0),
+        num(r, "members").map(|m| format!("{:.0}", m + 1.0)).unwrap_or("-".into()),
+        f(rebalance_ms, 0),
+        hb_ms,
+        f(num(r, "redelivered"), 0),
+    ));
+    if let Some(i) = inc {
+        notes.push(format!("{s}: {i}"));
+    }
+    if let Some(p) = failed_phase {
+        notes.push(format!(
+            "{s}: the {p} phase did not complete (see the client's stderr)"
+        ));
+    }
+    for k in ["errors", "client_errors"] {
+        if num(r, k).is_some_and(|x| x > 0.0) {
+            notes.push(format!("{s}: {k}={}", r[k]));
+        }
+    }
 }

@@ -1,9 +1,7 @@
 """Idempotent producers: InitProducerId, duplicate batches acknowledged with
 their original offset and written once, sequence gaps and stale epochs
-refused, and producer state kept across a restart.
-
-Transactions are not supported yet: InitProducerId with a transactional id
-is refused with INVALID_REQUEST."""
+refused, and producer state kept across a restart. Transactions are in
+test_transactions.py."""
 
 import random
 import time
@@ -134,24 +132,25 @@ def test_init_producer_id_with_existing_id_gets_a_new_one(broker):
 
 
 @pytest.mark.parametrize("version", [0, 3])
-@pytest.mark.parametrize("txn_id", ["my-txn", ""])
-def test_init_producer_id_transactional_refused(broker, version, txn_id):
-    """Transactions are not supported yet: refused with a non-retriable error
-    (INVALID_REQUEST), no producer id."""
+def test_init_producer_id_empty_transactional_id_refused(broker, version):
+    """An empty transactional id is INVALID_REQUEST, as in Kafka (transactions
+    themselves are covered by test_transactions.py)."""
     with kw.KafkaConn.to(broker.bootstrap) as conn:
-        err, pid, epoch = init_producer_id(conn, version, transactional_id=txn_id)
+        err, pid, epoch = init_producer_id(conn, version, transactional_id="")
         # The connection keeps working.
         assert init_producer_id(conn, version)[0] == 0
     assert err == kw.INVALID_REQUEST
     assert (pid, epoch) == (-1, -1)
 
 
-def test_transactional_apis_not_advertised(broker):
+def test_transactional_apis_advertised(broker):
     with kw.KafkaConn.to(broker.bootstrap) as conn:
         _, apis = kw.parse_api_versions_v0(conn.request(kw.API_API_VERSIONS, 0))
     assert apis.get(API_INIT_PRODUCER_ID) == (0, 5)
-    for key in (24, 25, 26, 28, 65, 66):   # AddPartitions/AddOffsetsToTxn, EndTxn, ...
-        assert key not in apis, "transactional API %d advertised" % key
+    expected = {24: (0, 5), 25: (0, 4), 26: (0, 4), 28: (0, 4), 61: (0, 0), 65: (0, 0),
+                66: (0, 1)}
+    for key, versions in expected.items():
+        assert apis.get(key) == versions, "API %d" % key
 
 
 # ------------------------------------------------------------- real clients

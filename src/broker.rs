@@ -6,10 +6,11 @@ use std::time::Duration;
 use crate::config::ServerConfig;
 use crate::coordinator::group::GroupConfig;
 use crate::coordinator::offsets::OffsetStore;
+use crate::coordinator::txn::{TxnConfig, TxnCoordinator};
 use crate::coordinator::GroupCoordinator;
 use crate::metrics::Metrics;
-use crate::quotas::QuotaStore;
 use crate::network;
+use crate::quotas::QuotaStore;
 use crate::storage::catalog::Catalog;
 use crate::storage::db::Store;
 use crate::storage::writer::Writer;
@@ -23,6 +24,7 @@ pub struct Broker {
     pub metrics: Metrics,
     pub groups: Arc<GroupCoordinator>,
     pub quotas: QuotaStore,
+    pub txns: TxnCoordinator,
 }
 
 impl Broker {
@@ -62,7 +64,19 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         },
         Duration::from_secs(config.offsets_retention_minutes.saturating_mul(60)),
     ));
-    let quotas = QuotaStore::load(store.clone()).map_err(|e| format!("cannot load client quotas: {e}"))?;
+    let quotas =
+        QuotaStore::load(store.clone()).map_err(|e| format!("cannot load client quotas: {e}"))?;
+    let txns = TxnCoordinator::load(
+        store.clone(),
+        sync,
+        TxnConfig {
+            max_timeout_ms: config.transaction_max_timeout_ms,
+            id_expiration_ms: config.transactional_id_expiration_ms,
+        },
+        writer.active_txns().clone(),
+        &catalog,
+    )
+    .map_err(|e| format!("cannot load transactions: {e}"))?;
     let metrics = Metrics::new().map_err(|e| format!("cannot register metrics: {e}"))?;
     tracing::info!(
         dir = %config.log_dir.display(),
@@ -77,17 +91,29 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         metrics,
         groups: groups.clone(),
         quotas,
+        txns,
     });
+    // Transactions caught mid-commit or mid-abort complete before clients
+    // are served.
+    runtime.block_on(broker.txns.recover(&broker));
     {
         let _guard = runtime.enter();
         groups.spawn_ticker();
-        crate::storage::retention::spawn(
+        crate::coordinator::txn::spawn(
+            Arc::downgrade(&broker),
+            Duration::from_millis(broker.config.transaction_abort_check_interval_ms),
+        );
+        crate::storage::background::every(
             Arc::downgrade(&broker),
             Duration::from_millis(broker.config.retention_check_interval_ms),
+            "retention",
+            crate::storage::retention::pass,
         );
-        crate::storage::compaction::spawn(
+        crate::storage::background::every(
             Arc::downgrade(&broker),
             Duration::from_millis(broker.config.cleaner_backoff_ms),
+            "compaction",
+            crate::storage::compaction::pass,
         );
     }
     drop(groups);

@@ -280,8 +280,20 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             ElectLeadersRequest,
             partition_admin::elect_leaders
         ),
-        ApiKey::DescribeClientQuotas => call!(ctx, cid, body, DescribeClientQuotasRequest, client_quotas::describe),
-        ApiKey::AlterClientQuotas => call!(ctx, cid, body, AlterClientQuotasRequest, client_quotas::alter),
+        ApiKey::DescribeClientQuotas => call!(
+            ctx,
+            cid,
+            body,
+            DescribeClientQuotasRequest,
+            client_quotas::describe
+        ),
+        ApiKey::AlterClientQuotas => call!(
+            ctx,
+            cid,
+            body,
+            AlterClientQuotasRequest,
+            client_quotas::alter
+        ),
         ApiKey::DeleteRecords => {
             call!(ctx, cid, body, DeleteRecordsRequest, delete_records::handle)
         }
@@ -291,6 +303,49 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             body,
             InitProducerIdRequest,
             init_producer_id::handle
+        ),
+        ApiKey::AddPartitionsToTxn => call!(
+            ctx,
+            cid,
+            body,
+            AddPartitionsToTxnRequest,
+            add_partitions_to_txn::handle
+        ),
+        ApiKey::AddOffsetsToTxn => call!(
+            ctx,
+            cid,
+            body,
+            AddOffsetsToTxnRequest,
+            add_offsets_to_txn::handle
+        ),
+        ApiKey::EndTxn => call!(ctx, cid, body, EndTxnRequest, end_txn::handle),
+        ApiKey::TxnOffsetCommit => call!(
+            ctx,
+            cid,
+            body,
+            TxnOffsetCommitRequest,
+            txn_offset_commit::handle
+        ),
+        ApiKey::DescribeProducers => call!(
+            ctx,
+            cid,
+            body,
+            DescribeProducersRequest,
+            describe_producers::handle
+        ),
+        ApiKey::DescribeTransactions => call!(
+            ctx,
+            cid,
+            body,
+            DescribeTransactionsRequest,
+            describe_transactions::handle
+        ),
+        ApiKey::ListTransactions => call!(
+            ctx,
+            cid,
+            body,
+            ListTransactionsRequest,
+            list_transactions::handle
         ),
         other => {
             tracing::warn!(peer = %ctx.peer, api = ?other, "closing connection: API has no handler");

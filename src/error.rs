@@ -74,6 +74,24 @@ pub enum BrokerError {
     OutOfOrderSequence(String),
     #[error("{0}")]
     InvalidProducerEpoch(String),
+    #[error("{0}")]
+    InvalidTxnState(String),
+    #[error("The producer attempted to use a producer id which is not currently assigned to its transactional id")]
+    InvalidProducerIdMapping,
+    #[error("The transaction timeout is larger than the maximum value allowed by the broker (as configured by transaction.max.timeout.ms)")]
+    InvalidTransactionTimeout,
+    #[error("The producer attempted to update a transaction while another concurrent operation on the same transaction was ongoing")]
+    ConcurrentTransactions,
+    #[error(
+        "There is a newer producer with the same transactionalId which fences the current one"
+    )]
+    ProducerFenced,
+    #[error("The transactionalId could not be found")]
+    TransactionalIdNotFound,
+    #[error("There are unstable offsets that need to be cleared")]
+    UnstableOffsetCommit,
+    #[error("The broker did not attempt to execute this operation")]
+    OperationNotAttempted,
     #[error("storage error: {0}")]
     Storage(String),
     #[error("The broker is shutting down")]
@@ -117,6 +135,14 @@ impl BrokerError {
             ElectionNotNeeded => ResponseError::ElectionNotNeeded,
             OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
             InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+            InvalidTxnState(_) => ResponseError::InvalidTxnState,
+            InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+            InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
+            ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+            ProducerFenced => ResponseError::ProducerFenced,
+            TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
+            UnstableOffsetCommit => ResponseError::UnstableOffsetCommit,
+            OperationNotAttempted => ResponseError::OperationNotAttempted,
             Storage(_) => ResponseError::KafkaStorageError,
             ShuttingDown => ResponseError::BrokerNotAvailable,
         }

@@ -55,20 +55,29 @@ fn key(entity: &Entity) -> BrokerResult<Vec<u8>> {
 pub fn normalize(mut entity: Entity) -> BrokerResult<Entity> {
     entity.sort();
     if entity.is_empty() {
-        return Err(BrokerError::InvalidRequest("Quota entity must not be empty".into()));
+        return Err(BrokerError::InvalidRequest(
+            "Quota entity must not be empty".into(),
+        ));
     }
     for w in entity.windows(2) {
         if w[0].0 == w[1].0 {
-            return Err(BrokerError::InvalidRequest(format!("Duplicate quota entity type {}", w[0].0)));
+            return Err(BrokerError::InvalidRequest(format!(
+                "Duplicate quota entity type {}",
+                w[0].0
+            )));
         }
     }
     for (t, _) in &entity {
         if ![USER, CLIENT_ID, IP].contains(&t.as_str()) {
-            return Err(BrokerError::InvalidRequest(format!("Unknown quota entity type {t}")));
+            return Err(BrokerError::InvalidRequest(format!(
+                "Unknown quota entity type {t}"
+            )));
         }
     }
     if entity.iter().any(|(t, _)| t == IP) && entity.len() > 1 {
-        return Err(BrokerError::InvalidRequest("An ip quota entity cannot be combined with other types".into()));
+        return Err(BrokerError::InvalidRequest(
+            "An ip quota entity cannot be combined with other types".into(),
+        ));
     }
     Ok(entity)
 }
@@ -95,7 +104,9 @@ impl QuotaStore {
                     Ok(s) => {
                         entries.insert(k.to_vec(), s);
                     }
-                    Err(e) => tracing::warn!(error = %e, "skipping an unreadable client quota record"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping an unreadable client quota record")
+                    }
                 }
             }
         }
@@ -106,16 +117,25 @@ impl QuotaStore {
     }
 
     /// Applies set (`Some`) and remove (`None`) operations to one entity.
-    pub fn alter(&self, entity: Entity, ops: &[(String, Option<f64>)], validate_only: bool) -> BrokerResult<()> {
+    pub fn alter(
+        &self,
+        entity: Entity,
+        ops: &[(String, Option<f64>)],
+        validate_only: bool,
+    ) -> BrokerResult<()> {
         let entity = normalize(entity)?;
         let keys = allowed_keys(&entity);
         for (k, v) in ops {
             if !keys.contains(&k.as_str()) {
-                return Err(BrokerError::InvalidRequest(format!("Invalid quota configuration key {k}")));
+                return Err(BrokerError::InvalidRequest(format!(
+                    "Invalid quota configuration key {k}"
+                )));
             }
             if let Some(v) = v {
                 if !v.is_finite() || *v <= 0.0 {
-                    return Err(BrokerError::InvalidRequest(format!("Quota {k} must be a positive number, got {v}")));
+                    return Err(BrokerError::InvalidRequest(format!(
+                        "Quota {k} must be a positive number, got {v}"
+                    )));
                 }
             }
         }
@@ -128,7 +148,10 @@ impl QuotaStore {
             .entries
             .lock()
             .map_err(|_| BrokerError::Storage("quota store lock poisoned".into()))?;
-        let mut values = entries.get(&k).map(|s| s.values.clone()).unwrap_or_default();
+        let mut values = entries
+            .get(&k)
+            .map(|s| s.values.clone())
+            .unwrap_or_default();
         for (name, v) in ops {
             match v {
                 Some(v) => values.insert(name.clone(), *v),
@@ -140,7 +163,8 @@ impl QuotaStore {
             entries.remove(&k);
         } else {
             let stored = Stored { entity, values };
-            let json = serde_json::to_vec(&stored).map_err(|e| BrokerError::Storage(e.to_string()))?;
+            let json =
+                serde_json::to_vec(&stored).map_err(|e| BrokerError::Storage(e.to_string()))?;
             self.store.db.put_cf(meta, &k, json)?;
             entries.insert(k, stored);
         }
@@ -148,7 +172,11 @@ impl QuotaStore {
     }
 
     /// Entities matching every component (and, when `strict`, no other types).
-    pub fn describe(&self, components: &[(String, NameMatch)], strict: bool) -> BrokerResult<Vec<(Entity, BTreeMap<String, f64>)>> {
+    pub fn describe(
+        &self,
+        components: &[(String, NameMatch)],
+        strict: bool,
+    ) -> BrokerResult<Vec<(Entity, BTreeMap<String, f64>)>> {
         let entries = self
             .entries
             .lock()
@@ -183,20 +211,58 @@ mod tests {
         let user = |n: Option<&str>| vec![(USER.to_string(), n.map(str::to_string))];
         {
             let q = QuotaStore::load(Store::open(dir.path()).unwrap()).unwrap();
-            q.alter(user(Some("alice")), &[("producer_byte_rate".into(), Some(1024.0))], false).unwrap();
-            q.alter(user(None), &[("consumer_byte_rate".into(), Some(2048.0))], false).unwrap();
-            assert!(q.alter(user(Some("bob")), &[("bogus".into(), Some(1.0))], false).is_err());
+            q.alter(
+                user(Some("alice")),
+                &[("producer_byte_rate".into(), Some(1024.0))],
+                false,
+            )
+            .unwrap();
+            q.alter(
+                user(None),
+                &[("consumer_byte_rate".into(), Some(2048.0))],
+                false,
+            )
+            .unwrap();
             assert!(q
-                .alter(vec![(IP.into(), None), (USER.into(), None)], &[("connection_creation_rate".into(), Some(1.0))], false)
+                .alter(user(Some("bob")), &[("bogus".into(), Some(1.0))], false)
+                .is_err());
+            assert!(q
+                .alter(
+                    vec![(IP.into(), None), (USER.into(), None)],
+                    &[("connection_creation_rate".into(), Some(1.0))],
+                    false
+                )
                 .is_err());
         }
         let q = QuotaStore::load(Store::open(dir.path()).unwrap()).unwrap();
-        let alice = q.describe(&[(USER.into(), NameMatch::Exact("alice".into()))], false).unwrap();
+        let alice = q
+            .describe(&[(USER.into(), NameMatch::Exact("alice".into()))], false)
+            .unwrap();
         assert_eq!(alice.len(), 1);
         assert_eq!(alice[0].1.get("producer_byte_rate"), Some(&1024.0));
-        assert_eq!(q.describe(&[(USER.into(), NameMatch::Default)], true).unwrap().len(), 1);
-        assert_eq!(q.describe(&[(USER.into(), NameMatch::Any)], false).unwrap().len(), 2);
-        q.alter(user(Some("alice")), &[("producer_byte_rate".into(), None)], false).unwrap();
-        assert_eq!(q.describe(&[(USER.into(), NameMatch::Any)], false).unwrap().len(), 1);
+        assert_eq!(
+            q.describe(&[(USER.into(), NameMatch::Default)], true)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            q.describe(&[(USER.into(), NameMatch::Any)], false)
+                .unwrap()
+                .len(),
+            2
+        );
+        q.alter(
+            user(Some("alice")),
+            &[("producer_byte_rate".into(), None)],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            q.describe(&[(USER.into(), NameMatch::Any)], false)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -40,6 +40,13 @@ pub struct ServerConfig {
     pub retention_check_interval_ms: u64,
     /// `log.cleaner.backoff.ms`: pause between compaction passes.
     pub cleaner_backoff_ms: u64,
+    /// `transaction.max.timeout.ms`: the longest transaction timeout a producer may ask for.
+    pub transaction_max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: a transactional id idle this long is forgotten.
+    pub transactional_id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often
+    /// transactions past their timeout are looked for (and aborted).
+    pub transaction_abort_check_interval_ms: u64,
     /// `metrics.listener`: where `/metrics` is served (`None`: not served).
     pub metrics_listener: Option<String>,
     /// Every key/value the file and overrides set, as given, for DescribeConfigs.
@@ -241,6 +248,32 @@ impl BrokerConfig {
         if cleaner_backoff_ms < 1 {
             return Err("log.cleaner.backoff.ms must be >= 1".into());
         }
+        let transaction_max_timeout_ms = opt_num(
+            "transaction.max.timeout.ms",
+            get("transaction.max.timeout.ms"),
+            900_000i32,
+        )?;
+        if transaction_max_timeout_ms < 1 {
+            return Err("transaction.max.timeout.ms must be >= 1".into());
+        }
+        let transactional_id_expiration_ms = opt_num(
+            "transactional.id.expiration.ms",
+            get("transactional.id.expiration.ms"),
+            604_800_000i64,
+        )?;
+        if transactional_id_expiration_ms < 1 {
+            return Err("transactional.id.expiration.ms must be >= 1".into());
+        }
+        let transaction_abort_check_interval_ms = opt_num(
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            get("transaction.abort.timed.out.transaction.cleanup.interval.ms"),
+            10_000u64,
+        )?;
+        if transaction_abort_check_interval_ms < 1 {
+            return Err(
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms must be >= 1".into(),
+            );
+        }
         let metrics_listener = match get("metrics.listener").map(str::trim) {
             None | Some("") => None,
             Some(v) => Some(crate::metrics::http::parse_listener(v)?),
@@ -284,6 +317,9 @@ impl BrokerConfig {
                 offsets_retention_minutes,
                 retention_check_interval_ms,
                 cleaner_backoff_ms,
+                transaction_max_timeout_ms,
+                transactional_id_expiration_ms,
+                transaction_abort_check_interval_ms,
                 metrics_listener,
                 raw,
             },
@@ -325,6 +361,9 @@ fn is_understood(key: &str) -> bool {
         "log.retention.check.interval.ms",
         "metrics.listener",
         "log.cleaner.backoff.ms",
+        "transaction.max.timeout.ms",
+        "transactional.id.expiration.ms",
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
     ];
     KEYS.contains(&key) || topic::is_broker_default_key(key)
 }

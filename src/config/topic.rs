@@ -375,41 +375,50 @@ pub struct ResolvedConfig {
     pub def: &'static TopicConfigDef,
     pub value: String,
     pub source: ConfigSource,
-    /// (broker key, value) when the broker file set the default.
+    /// (broker key, value as written in the file) when the file set the default.
     pub broker_synonym: Option<(&'static str, String)>,
 }
 
-/// The broker-level default of a topic config: (value, the key that set it).
+/// A topic config's default from the broker file: the key that set it, the
+/// value as written there, and that value in the topic config's unit.
+struct BrokerDefault {
+    key: &'static str,
+    raw: String,
+    value: String,
+}
+
+/// `log.retention.{ms,minutes,hours}` in Kafka's order of precedence.
+const RETENTION_KEYS: &[(&str, i64)] = &[
+    ("log.retention.ms", 1),
+    ("log.retention.minutes", 60_000),
+    ("log.retention.hours", 3_600_000),
+];
+
 fn broker_default(
     def: &'static TopicConfigDef,
     raw: &BTreeMap<String, String>,
-) -> Option<(&'static str, String)> {
+) -> Option<BrokerDefault> {
     if def.name == "retention.ms" {
-        if let Some(v) = raw.get("log.retention.ms") {
-            return Some(("log.retention.ms", v.clone()));
-        }
-        if let Some(m) = raw
-            .get("log.retention.minutes")
-            .and_then(|v| v.parse::<i64>().ok())
-        {
-            return Some((
-                "log.retention.minutes",
-                (m.saturating_mul(60_000)).to_string(),
-            ));
-        }
-        if let Some(h) = raw
-            .get("log.retention.hours")
-            .and_then(|v| v.parse::<i64>().ok())
-        {
-            return Some((
-                "log.retention.hours",
-                (h.saturating_mul(3_600_000)).to_string(),
-            ));
-        }
-        return None;
+        return RETENTION_KEYS.iter().find_map(|&(key, unit)| {
+            let v = raw.get(key)?;
+            let n = v.trim().parse::<i64>().ok()?;
+            Some(BrokerDefault {
+                key,
+                raw: v.clone(),
+                value: if n < 0 {
+                    n.to_string()
+                } else {
+                    n.saturating_mul(unit).to_string()
+                },
+            })
+        });
     }
     let key = def.broker_key?;
-    raw.get(key).map(|v| (key, v.clone()))
+    raw.get(key).map(|v| BrokerDefault {
+        key,
+        raw: v.clone(),
+        value: v.clone(),
+    })
 }
 
 /// All topic configs with the effective value for a topic.
@@ -420,17 +429,17 @@ pub fn resolve_all(
     TOPIC_CONFIGS
         .iter()
         .map(|def| {
-            let broker_synonym = broker_default(def, broker_raw);
-            let (value, source) = match (overrides.get(def.name), &broker_synonym) {
+            let from_broker = broker_default(def, broker_raw);
+            let (value, source) = match (overrides.get(def.name), &from_broker) {
                 (Some(v), _) => (v.clone(), ConfigSource::DynamicTopic),
-                (None, Some((_, v))) => (v.clone(), ConfigSource::StaticBroker),
+                (None, Some(d)) => (d.value.clone(), ConfigSource::StaticBroker),
                 (None, None) => (def.default.to_string(), ConfigSource::Default),
             };
             ResolvedConfig {
                 def,
                 value,
                 source,
-                broker_synonym,
+                broker_synonym: from_broker.map(|d| (d.key, d.raw)),
             }
         })
         .collect()
@@ -446,7 +455,7 @@ pub fn effective_i64(
     overrides
         .get(name)
         .cloned()
-        .or_else(|| broker_default(def, broker_raw).map(|(_, v)| v))
+        .or_else(|| broker_default(def, broker_raw).map(|d| d.value))
         .unwrap_or_else(|| def.default.to_string())
         .trim()
         .parse()

@@ -79,7 +79,7 @@ pub struct JoinResponse {
 }
 
 impl JoinResponse {
-    fn error(e: BrokerError, member_id: &str) -> Self {
+    pub fn error(e: BrokerError, member_id: &str) -> Self {
         JoinResponse {
             error: Some(e),
             generation: -1,
@@ -102,7 +102,7 @@ pub struct SyncResponse {
 }
 
 impl SyncResponse {
-    fn error(e: BrokerError) -> Self {
+    pub fn error(e: BrokerError) -> Self {
         SyncResponse {
             error: Some(e),
             protocol_type: None,
@@ -758,6 +758,25 @@ impl Group {
             return Err(BrokerError::RebalanceInProgress);
         }
         if generation != self.generation {
+            return Err(BrokerError::IllegalGeneration);
+        }
+        Ok(())
+    }
+
+    /// Checks a transactional offset commit (TxnOffsetCommit v3+) as Kafka
+    /// does: a fenced static member, an unknown member id or a stale
+    /// generation is refused; a rebalance in progress is not.
+    pub fn validate_txn_commit(
+        &self,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), BrokerError> {
+        self.check_instance(member_id, instance_id)?;
+        if !member_id.is_empty() && !self.members.contains_key(member_id) {
+            return Err(BrokerError::UnknownMemberId);
+        }
+        if generation >= 0 && generation != self.generation {
             return Err(BrokerError::IllegalGeneration);
         }
         Ok(())

@@ -1,11 +1,13 @@
 //! The group coordinator: every consumer group on this node, their
 //! membership state machines (`group`) and committed offsets (`offsets`).
+//! The transaction coordinator (`txn`) lives alongside.
 //!
 //! Groups live behind one lock; no operation awaits while holding it. A
 //! ticker drives session timeouts, rebalance timeouts and the initial delay.
 
 pub mod group;
 pub mod offsets;
+pub mod txn;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -118,7 +120,7 @@ impl GroupCoordinator {
 
     pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinResponse {
         if group_id.is_empty() {
-            return error_join(BrokerError::InvalidGroupId, &req.member_id);
+            return JoinResponse::error(BrokerError::InvalidGroupId, &req.member_id);
         }
         let member_id = req.member_id.clone();
         let pending = match self.lock() {
@@ -126,13 +128,13 @@ impl GroupCoordinator {
                 .entry(group_id.to_string())
                 .or_insert_with(|| Group::new(group_id, Instant::now()))
                 .join(req, Instant::now(), &self.config),
-            Err(e) => return error_join(e, &member_id),
+            Err(e) => return JoinResponse::error(e, &member_id),
         };
         match pending {
             Pending::Now(r) => r,
             Pending::Later(rx) => rx
                 .await
-                .unwrap_or_else(|_| error_join(BrokerError::UnknownMemberId, &member_id)),
+                .unwrap_or_else(|_| JoinResponse::error(BrokerError::UnknownMemberId, &member_id)),
         }
     }
 
@@ -155,15 +157,15 @@ impl GroupCoordinator {
                     assignments,
                     Instant::now(),
                 ),
-                None => return error_sync(BrokerError::UnknownMemberId),
+                None => return SyncResponse::error(BrokerError::UnknownMemberId),
             },
-            Err(e) => return error_sync(e),
+            Err(e) => return SyncResponse::error(e),
         };
         match pending {
             Pending::Now(r) => r,
             Pending::Later(rx) => rx
                 .await
-                .unwrap_or_else(|_| error_sync(BrokerError::RebalanceInProgress)),
+                .unwrap_or_else(|_| SyncResponse::error(BrokerError::RebalanceInProgress)),
         }
     }
 
@@ -217,6 +219,26 @@ impl GroupCoordinator {
             }
         }
         self.offsets.commit(group_id, commits)
+    }
+
+    /// Membership checks for a transactional offset commit (the offsets
+    /// themselves wait for the transaction, see `txn`).
+    pub fn validate_txn_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> BrokerResult<()> {
+        if group_id.is_empty() {
+            return Err(BrokerError::InvalidGroupId);
+        }
+        let groups = self.lock()?;
+        match groups.get(group_id) {
+            Some(g) => g.validate_txn_commit(generation, member_id, instance_id),
+            None if !member_id.is_empty() => Err(BrokerError::UnknownMemberId),
+            None => Ok(()),
+        }
     }
 
     fn summary(&self, g: &Group) -> GroupSummary {
@@ -314,27 +336,5 @@ impl GroupCoordinator {
             }
         }
         Ok(topics)
-    }
-}
-
-fn error_join(e: BrokerError, member_id: &str) -> JoinResponse {
-    JoinResponse {
-        error: Some(e),
-        generation: -1,
-        protocol_type: None,
-        protocol_name: None,
-        leader: String::new(),
-        member_id: member_id.to_string(),
-        members: Vec::new(),
-        skip_assignment: false,
-    }
-}
-
-fn error_sync(e: BrokerError) -> SyncResponse {
-    SyncResponse {
-        error: Some(e),
-        protocol_type: None,
-        protocol_name: None,
-        assignment: Bytes::new(),
     }
 }

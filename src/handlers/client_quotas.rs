@@ -6,7 +6,8 @@ use kafka_protocol::messages::alter_client_quotas_response::{
 };
 use kafka_protocol::messages::describe_client_quotas_response::{EntityData, EntryData, ValueData};
 use kafka_protocol::messages::{
-    AlterClientQuotasRequest, AlterClientQuotasResponse, DescribeClientQuotasRequest, DescribeClientQuotasResponse,
+    AlterClientQuotasRequest, AlterClientQuotasResponse, DescribeClientQuotasRequest,
+    DescribeClientQuotasResponse,
 };
 
 use super::sb;
@@ -18,7 +19,10 @@ const MATCH_EXACT: i8 = 0;
 const MATCH_DEFAULT: i8 = 1;
 const MATCH_ANY: i8 = 2;
 
-pub async fn describe(ctx: &RequestContext, req: DescribeClientQuotasRequest) -> DescribeClientQuotasResponse {
+pub async fn describe(
+    ctx: &RequestContext,
+    req: DescribeClientQuotasRequest,
+) -> DescribeClientQuotasResponse {
     let b = &ctx.broker;
     let mut components = Vec::with_capacity(req.components.len());
     for c in &req.components {
@@ -45,7 +49,11 @@ pub async fn describe(ctx: &RequestContext, req: DescribeClientQuotasRequest) ->
                         .with_entity(
                             entity
                                 .into_iter()
-                                .map(|(t, n)| EntityData::default().with_entity_type(sb(t)).with_entity_name(n.map(sb)))
+                                .map(|(t, n)| {
+                                    EntityData::default()
+                                        .with_entity_type(sb(t))
+                                        .with_entity_name(n.map(sb))
+                                })
                                 .collect(),
                         )
                         .with_values(
@@ -66,7 +74,10 @@ pub async fn describe(ctx: &RequestContext, req: DescribeClientQuotasRequest) ->
     }
 }
 
-pub async fn alter(ctx: &RequestContext, req: AlterClientQuotasRequest) -> AlterClientQuotasResponse {
+pub async fn alter(
+    ctx: &RequestContext,
+    req: AlterClientQuotasRequest,
+) -> AlterClientQuotasResponse {
     let b = &ctx.broker;
     let entries = req
         .entries
@@ -75,7 +86,12 @@ pub async fn alter(ctx: &RequestContext, req: AlterClientQuotasRequest) -> Alter
             let entity = entry
                 .entity
                 .iter()
-                .map(|e| (e.entity_type.to_string(), e.entity_name.as_ref().map(|n| n.to_string())))
+                .map(|e| {
+                    (
+                        e.entity_type.to_string(),
+                        e.entity_name.as_ref().map(|n| n.to_string()),
+                    )
+                })
                 .collect();
             let ops: Vec<(String, Option<f64>)> = entry
                 .ops
@@ -86,7 +102,11 @@ pub async fn alter(ctx: &RequestContext, req: AlterClientQuotasRequest) -> Alter
                 entry
                     .entity
                     .into_iter()
-                    .map(|e| AlterEntity::default().with_entity_type(e.entity_type).with_entity_name(e.entity_name))
+                    .map(|e| {
+                        AlterEntity::default()
+                            .with_entity_type(e.entity_type)
+                            .with_entity_name(e.entity_name)
+                    })
                     .collect(),
             );
             match b.quotas.alter(entity, &ops, req.validate_only) {

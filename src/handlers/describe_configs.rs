@@ -47,14 +47,14 @@ fn wanted(res: &DescribeConfigsResource, name: &str) -> bool {
 
 fn entry(
     name: &str,
-    value: String,
+    value: Option<String>,
     source: ConfigSource,
     kind: ConfigType,
     read_only: bool,
 ) -> DescribeConfigsResourceResult {
     DescribeConfigsResourceResult::default()
         .with_name(sb(name))
-        .with_value(Some(sb(value)))
+        .with_value(value.map(sb))
         .with_read_only(read_only)
         .with_config_source(source as i8)
         .with_is_sensitive(false)
@@ -104,7 +104,7 @@ fn describe(
                             );
                         }
                     }
-                    entry(c.def.name, c.value, c.source, c.def.kind, false).with_synonyms(syn)
+                    entry(c.def.name, Some(c.value), c.source, c.def.kind, false).with_synonyms(syn)
                 })
                 .collect())
         }
@@ -136,58 +136,80 @@ fn describe(
 }
 
 /// The broker settings we report, with their effective values.
-fn broker_entries(c: &ServerConfig) -> Vec<(&'static str, String, ConfigType)> {
+fn broker_entries(c: &ServerConfig) -> Vec<(&'static str, Option<String>, ConfigType)> {
     let listener = |h: &str, p: u16| format!("PLAINTEXT://{h}:{p}");
     let mut out = vec![
-        ("node.id", c.node_id.to_string(), ConfigType::Int),
-        ("broker.id", c.node_id.to_string(), ConfigType::Int),
+        ("node.id", Some(c.node_id.to_string()), ConfigType::Int),
+        ("broker.id", Some(c.node_id.to_string()), ConfigType::Int),
         (
             "listeners",
-            listener(&c.listen_host, c.listen_port),
+            Some(listener(&c.listen_host, c.listen_port)),
             ConfigType::List,
         ),
         (
             "advertised.listeners",
-            listener(&c.advertised_host, c.advertised_port),
+            Some(listener(&c.advertised_host, c.advertised_port)),
             ConfigType::List,
         ),
         (
             "log.dirs",
-            c.log_dir.display().to_string(),
+            Some(c.log_dir.display().to_string()),
             ConfigType::List,
         ),
         (
             "num.partitions",
-            c.num_partitions.to_string(),
+            Some(c.num_partitions.to_string()),
             ConfigType::Int,
         ),
         (
             "default.replication.factor",
-            c.default_replication_factor.to_string(),
+            Some(c.default_replication_factor.to_string()),
             ConfigType::Int,
         ),
         (
             "auto.create.topics.enable",
-            c.auto_create_topics_enable.to_string(),
+            Some(c.auto_create_topics_enable.to_string()),
             ConfigType::Boolean,
         ),
         (
             "message.max.bytes",
-            c.message_max_bytes.to_string(),
+            Some(c.message_max_bytes.to_string()),
             ConfigType::Int,
         ),
         (
             "socket.request.max.bytes",
-            c.socket_request_max_bytes.to_string(),
+            Some(c.socket_request_max_bytes.to_string()),
             ConfigType::Int,
         ),
         (
             "log.flush.interval.messages",
-            c.flush_interval_messages.to_string(),
+            Some(c.flush_interval_messages.to_string()),
             ConfigType::Long,
         ),
     ];
-    // Topic defaults set at broker level (log.retention.ms, log.cleanup.policy, ...).
+    // Retention as Kafka reports it: hours has a default, the finer keys are
+    // unset (null) unless the file sets them.
+    out.push((
+        "log.retention.hours",
+        Some(
+            c.raw
+                .get("log.retention.hours")
+                .cloned()
+                .unwrap_or_else(|| "168".into()),
+        ),
+        ConfigType::Int,
+    ));
+    out.push((
+        "log.retention.minutes",
+        c.raw.get("log.retention.minutes").cloned(),
+        ConfigType::Int,
+    ));
+    out.push((
+        "log.retention.ms",
+        c.raw.get("log.retention.ms").cloned(),
+        ConfigType::Long,
+    ));
+    // Other topic defaults set at broker level (log.cleanup.policy, ...).
     for d in crate::config::topic::TOPIC_CONFIGS {
         if let Some(key) = d.broker_key {
             if out.iter().any(|(k, ..)| *k == key) {
@@ -198,7 +220,7 @@ fn broker_entries(c: &ServerConfig) -> Vec<(&'static str, String, ConfigType)> {
                 .get(key)
                 .cloned()
                 .unwrap_or_else(|| d.default.to_string());
-            out.push((key, v, d.kind));
+            out.push((key, Some(v), d.kind));
         }
     }
     out

@@ -2,14 +2,20 @@
 //! per partition and per response, with long-poll until `min_bytes` arrive or
 //! `max_wait_ms` passes. Fetch sessions are declined (session id 0), which
 //! every client handles by sending full fetches.
+//!
+//! read_committed (isolation level 1) reads stop at the last stable offset,
+//! and the response lists the aborted transactions overlapping what it
+//! returns, so clients drop those records (and never show control batches).
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -176,10 +182,12 @@ fn collect(
                             return pd.with_error_code(e.code()).with_high_watermark(-1);
                         }
                     };
+                    // The LSO first: it never passes the high watermark read after it.
+                    let lso = p.last_stable_offset();
                     let hw = p.high_watermark();
                     pd = pd
                         .with_high_watermark(hw)
-                        .with_last_stable_offset(hw)
+                        .with_last_stable_offset(lso.min(hw))
                         .with_log_start_offset(p.log_start_offset());
                     // The first batch is always returned whole; after that the response limit applies.
                     let room = if total == 0 {
@@ -190,10 +198,22 @@ fn collect(
                     if room == 0 {
                         return pd.with_records(Some(Bytes::new()));
                     }
-                    match p.read(&b.store, w.offset, room) {
+                    match p.read_upto(&b.store, w.offset, room, read_committed) {
                         Ok(r) => {
                             total += r.len();
                             topic_bytes += r.len() as u64;
+                            if let (true, Some(end)) = (read_committed, r.end_offset()) {
+                                let aborted = p
+                                    .aborted_between(w.offset, end)
+                                    .into_iter()
+                                    .map(|a| {
+                                        AbortedTransaction::default()
+                                            .with_producer_id(ProducerId(a.producer_id))
+                                            .with_first_offset(a.first_offset)
+                                    })
+                                    .collect();
+                                pd = pd.with_aborted_transactions(Some(aborted));
+                            }
                             pd.with_records(Some(r.into_bytes()))
                         }
                         Err(e) => {

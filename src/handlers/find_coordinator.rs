@@ -1,5 +1,6 @@
-//! FindCoordinator (10): this node coordinates every group (and, later,
-//! every transactional id). v4+ batches keys.
+//! FindCoordinator (10): this node coordinates every group and every
+//! transactional id. v4+ batches keys. Other key types (share groups) have
+//! no coordinator here.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -9,15 +10,15 @@ use crate::dispatch::RequestContext;
 use crate::error::BrokerError;
 
 const KEY_GROUP: i8 = 0;
+const KEY_TRANSACTION: i8 = 1;
 
 pub async fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let b = &ctx.broker;
     let node = BrokerId(b.config.node_id);
     let host = sb(b.config.advertised_host.clone());
     let port = i32::from(b.config.advertised_port);
-    // Transactions are not served yet: only group keys have a coordinator.
     let check = |key_type: i8| {
-        if key_type == KEY_GROUP {
+        if key_type == KEY_GROUP || key_type == KEY_TRANSACTION {
             Ok(())
         } else {
             Err(BrokerError::CoordinatorNotAvailable)

@@ -1,4 +1,4 @@
-//! InitProducerId (22): producer ids for idempotent producers.
+//! InitProducerId (22): producer ids for idempotent and transactional producers.
 //!
 //! Without a transactional id, Kafka hands out a fresh producer id with epoch 0
 //! every time, whatever producer id and epoch the request carries (v3+ sends
@@ -9,49 +9,59 @@
 //! `transaction_timeout_ms` only matters with a transactional id, so it is
 //! not checked.
 //!
-//! Transactions are not implemented yet. A request with a transactional id
-//! (empty or not) is answered INVALID_REQUEST, which clients treat as fatal:
-//! the Java producer's `initTransactions()` fails at once ("Unexpected error in
-//! InitProducerIdResponse ... See the broker logs"), where a retriable
-//! COORDINATOR_NOT_AVAILABLE would keep it waiting until `max.block.ms`. The
-//! broker log says why.
+//! With a transactional id the transaction coordinator answers (see
+//! `coordinator::txn`): the timeout is checked against
+//! `transaction.max.timeout.ms`, a new id gets a producer id and epoch 0, an
+//! existing one has its ongoing transaction aborted and its epoch bumped (a
+//! new producer id once epochs run out), which fences the previous producer.
+//! An empty transactional id is INVALID_REQUEST, as in Kafka.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
+use super::txn_error_code;
 use crate::dispatch::RequestContext;
-use crate::error::BrokerError;
+
+/// PRODUCER_FENCED exists from v4; older versions get INVALID_PRODUCER_EPOCH.
+const FENCED_FROM_VERSION: i16 = 4;
 
 pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let b = &ctx.broker;
     let result = match &req.transactional_id {
         Some(txn_id) => {
-            tracing::warn!(
-                peer = %ctx.peer,
-                client_id = ctx.client(),
-                transactional_id = %txn_id.0.as_str(),
-                "InitProducerId refused: transactions are not supported by this broker yet"
-            );
-            Err(BrokerError::InvalidRequest(
-                "Transactions are not supported by this broker".into(),
-            ))
+            // KIP-360 (v3+): the producer id and epoch the client had, if any.
+            let expected = (ctx.api_version >= 3 && req.producer_id.0 >= 0)
+                .then_some((req.producer_id.0, req.producer_epoch));
+            b.txns
+                .init_producer_id(b, txn_id.0.as_str(), req.transaction_timeout_ms, expected)
+                .await
         }
-        None => b.catalog.allocate_producer_id(),
+        None => b.catalog.allocate_producer_id().map(|id| (id, 0)),
     };
     let resp = InitProducerIdResponse::default().with_throttle_time_ms(0);
     match result {
-        Ok(id) => {
+        Ok((id, epoch)) => {
             tracing::debug!(
                 peer = %ctx.peer,
                 client_id = ctx.client(),
                 producer_id = id,
+                epoch,
                 previous_producer_id = req.producer_id.0,
                 "producer id allocated"
             );
-            resp.with_producer_id(ProducerId(id)).with_producer_epoch(0)
+            resp.with_producer_id(ProducerId(id))
+                .with_producer_epoch(epoch)
         }
         Err(e) => {
-            b.metrics.error("InitProducerId", e.code());
-            resp.with_error_code(e.code())
+            let code = txn_error_code(&e, ctx.api_version, FENCED_FROM_VERSION);
+            b.metrics.error("InitProducerId", code);
+            tracing::info!(
+                peer = %ctx.peer,
+                client_id = ctx.client(),
+                transactional_id = req.transactional_id.as_ref().map(|t| t.0.as_str()),
+                error = %e,
+                "InitProducerId refused"
+            );
+            resp.with_error_code(code)
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
         }

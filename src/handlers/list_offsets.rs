@@ -1,5 +1,7 @@
 //! ListOffsets (2): earliest (-2), latest (-1), max timestamp (-3), earliest
-//! local (-4), and the first offset at or after a timestamp.
+//! local (-4), and the first offset at or after a timestamp. Under
+//! read_committed (isolation level 1, v2+) latest is the last stable offset
+//! and lookups never answer an offset at or past it.
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -20,6 +22,7 @@ const LATEST_TIERED: i64 = -5;
 
 pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let b = &ctx.broker;
+    let committed = ctx.api_version >= 2 && req.isolation_level == 1;
     let topics = req
         .topics
         .into_iter()
@@ -36,7 +39,7 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
                         .ok_or(BrokerError::UnknownTopicOrPartition)
                         .and_then(|part| {
                             check_leader_epoch(p.current_leader_epoch)?;
-                            lookup(ctx, part, p.timestamp)
+                            lookup(ctx, part, p.timestamp, committed)
                         });
                     match result {
                         Ok((offset, ts)) => {
@@ -61,11 +64,21 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
 }
 
 /// (offset, timestamp) for one partition; -1/-1 when no record matches.
-fn lookup(ctx: &RequestContext, p: &Partition, ts: i64) -> BrokerResult<(i64, i64)> {
+fn lookup(
+    ctx: &RequestContext,
+    p: &Partition,
+    ts: i64,
+    committed: bool,
+) -> BrokerResult<(i64, i64)> {
     let store = &ctx.broker.store;
+    // What a consumer of this isolation level can read up to.
+    let fetchable = if committed {
+        p.last_stable_offset().min(p.high_watermark())
+    } else {
+        p.high_watermark()
+    };
     let found = match ts {
-        // Without transactions the last stable offset equals the high watermark.
-        LATEST | LATEST_TIERED => return Ok((p.high_watermark(), -1)),
+        LATEST | LATEST_TIERED => return Ok((fetchable, -1)),
         EARLIEST | EARLIEST_LOCAL => return Ok((p.log_start_offset(), -1)),
         MAX_TIMESTAMP => time_lookup::max_timestamp(p, store)?,
         t if t >= 0 => time_lookup::first_at_or_after(p, store, t)?,
@@ -75,5 +88,7 @@ fn lookup(ctx: &RequestContext, p: &Partition, ts: i64) -> BrokerResult<(i64, i6
             )))
         }
     };
-    Ok(found.unwrap_or((-1, -1)))
+    Ok(found
+        .filter(|(offset, _)| *offset < fetchable)
+        .unwrap_or((-1, -1)))
 }

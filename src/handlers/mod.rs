@@ -1,6 +1,8 @@
 //! One module per Kafka API. Each validates its input, maps failures to Kafka
 //! error codes through `BrokerError`, logs with `tracing` and counts errors.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod client_quotas;
@@ -13,7 +15,10 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_topic_partitions;
+pub mod describe_transactions;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -22,6 +27,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -30,6 +36,7 @@ pub mod offset_for_leader_epoch;
 pub mod partition_admin;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::StrBytes;
@@ -49,6 +56,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::Heartbeat, 0, 4),
@@ -109,6 +123,17 @@ pub fn auto_create(broker: &Broker, name: &str) -> BrokerResult<Arc<Topic>> {
             .get(name.as_str())
             .ok_or(BrokerError::UnknownTopicOrPartition),
         Err(e) => Err(e),
+    }
+}
+
+/// The wire code of a transaction error: PRODUCER_FENCED exists only from
+/// `fenced_from` on; older versions get INVALID_PRODUCER_EPOCH (KIP-588).
+pub fn txn_error_code(e: &BrokerError, version: i16, fenced_from: i16) -> i16 {
+    match e {
+        BrokerError::ProducerFenced if version < fenced_from => {
+            kafka_protocol::error::ResponseError::InvalidProducerEpoch.code()
+        }
+        e => e.code(),
     }
 }
 

@@ -1,5 +1,7 @@
 //! OffsetFetch (9): a group's committed offsets, for named partitions or all
-//! of them; one group (v1–7) or several (v8+).
+//! of them; one group (v1–7) or several (v8+). With `require_stable` (v7+),
+//! a partition with a transactional offset commit still pending answers
+//! UNSTABLE_OFFSET_COMMIT, and the client asks again.
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -10,6 +12,7 @@ use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicNam
 use super::sb;
 use crate::coordinator::offsets::Committed;
 use crate::dispatch::RequestContext;
+use crate::error::BrokerError;
 
 /// (topic, [(partition, committed)]) for what was asked (`None`: everything committed).
 type Found = Vec<(String, Vec<(i32, Option<Committed>)>)>;
@@ -46,6 +49,29 @@ fn unpack(c: Option<Committed>) -> (i64, i32, String) {
     })
 }
 
+/// With `require_stable`, partitions with a pending transactional commit
+/// answer UNSTABLE_OFFSET_COMMIT (and no offset) instead.
+fn stabilise(ctx: &RequestContext, group: &str, found: &mut Found) -> Vec<Vec<i16>> {
+    found
+        .iter_mut()
+        .map(|(topic, parts)| {
+            parts
+                .iter_mut()
+                .map(|(p, c)| {
+                    if ctx.broker.txns.has_pending_offset(group, topic, *p) {
+                        *c = None;
+                        let code = BrokerError::UnstableOffsetCommit.code();
+                        ctx.broker.metrics.error("OffsetFetch", code);
+                        code
+                    } else {
+                        0
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetchResponse {
     if ctx.api_version >= 8 {
         let groups = req
@@ -57,21 +83,35 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let topics = lookup(ctx, g.group_id.0.as_str(), wanted)
+                let mut found = lookup(ctx, g.group_id.0.as_str(), wanted);
+                let codes = if req.require_stable {
+                    stabilise(ctx, g.group_id.0.as_str(), &mut found)
+                } else {
+                    Vec::new()
+                };
+                let topics = found
                     .into_iter()
-                    .map(|(t, parts)| {
+                    .enumerate()
+                    .map(|(ti, (t, parts))| {
                         OffsetFetchResponseTopics::default()
                             .with_name(TopicName(sb(t)))
                             .with_partitions(
                                 parts
                                     .into_iter()
-                                    .map(|(p, c)| {
+                                    .enumerate()
+                                    .map(|(pi, (p, c))| {
                                         let (o, e, m) = unpack(c);
+                                        let code = codes
+                                            .get(ti)
+                                            .and_then(|c| c.get(pi))
+                                            .copied()
+                                            .unwrap_or(0);
                                         OffsetFetchResponsePartitions::default()
                                             .with_partition_index(p)
                                             .with_committed_offset(o)
                                             .with_committed_leader_epoch(e)
                                             .with_metadata(Some(sb(m)))
+                                            .with_error_code(code)
                                     })
                                     .collect(),
                             )
@@ -90,20 +130,30 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
             .collect()
     });
     let with_epoch = ctx.api_version >= 5;
-    let topics = lookup(ctx, req.group_id.0.as_str(), wanted)
+    let mut found = lookup(ctx, req.group_id.0.as_str(), wanted);
+    let codes = if ctx.api_version >= 7 && req.require_stable {
+        stabilise(ctx, req.group_id.0.as_str(), &mut found)
+    } else {
+        Vec::new()
+    };
+    let topics = found
         .into_iter()
-        .map(|(t, parts)| {
+        .enumerate()
+        .map(|(ti, (t, parts))| {
             OffsetFetchResponseTopic::default()
                 .with_name(TopicName(sb(t)))
                 .with_partitions(
                     parts
                         .into_iter()
-                        .map(|(p, c)| {
+                        .enumerate()
+                        .map(|(pi, (p, c))| {
                             let (o, e, m) = unpack(c);
+                            let code = codes.get(ti).and_then(|c| c.get(pi)).copied().unwrap_or(0);
                             let r = OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(o)
-                                .with_metadata(Some(sb(m)));
+                                .with_metadata(Some(sb(m)))
+                                .with_error_code(code);
                             if with_epoch {
                                 r.with_committed_leader_epoch(e)
                             } else {

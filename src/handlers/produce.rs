@@ -64,6 +64,17 @@ impl TopicRules {
             .ok_or_else(|| BrokerError::InvalidRecord("Produce request has null records".into()))?;
         let mut batches = split_and_validate(records, self.max_batch)?;
         for v in batches.iter_mut() {
+            // Only the transaction coordinator writes markers.
+            if v.header.is_control() {
+                return Err(BrokerError::InvalidRecord(
+                    "Control batches cannot be produced by clients".into(),
+                ));
+            }
+            if v.header.attributes & 0x10 != 0 && !v.header.has_producer_id() {
+                return Err(BrokerError::InvalidRecord(
+                    "A transactional batch must carry a producer id".into(),
+                ));
+            }
             if self.compacted {
                 require_keys(&v.bytes)?;
             }

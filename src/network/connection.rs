@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -103,12 +103,26 @@ async fn read_frame(rd: &mut OwnedReadHalf, max: usize) -> Result<Option<Bytes>,
             max,
         });
     }
-    let mut buf = BytesMut::zeroed(size_usize);
-    match tokio::time::timeout(IDLE_LIMIT, rd.read_exact(&mut buf)).await {
-        Err(_) => Err(FrameError::Idle(IDLE_LIMIT)),
-        Ok(Err(e)) => Err(e.into()),
-        Ok(Ok(_)) => Ok(Some(buf.freeze())),
+    // Read straight into spare capacity: zeroing a large produce frame first
+    // would cost a pass over every byte for nothing.
+    let mut buf = BytesMut::with_capacity(size_usize);
+    while buf.len() < size_usize {
+        let want = size_usize - buf.len();
+        let mut limited = (&mut buf).limit(want);
+        match tokio::time::timeout(IDLE_LIMIT, rd.read_buf(&mut limited)).await {
+            Err(_) => return Err(FrameError::Idle(IDLE_LIMIT)),
+            Ok(Err(e)) => return Err(e.into()),
+            Ok(Ok(0)) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed inside a frame",
+                )
+                .into())
+            }
+            Ok(Ok(_)) => {}
+        }
     }
+    Ok(Some(buf.freeze()))
 }
 
 async fn write_loop(

@@ -188,6 +188,59 @@ pub fn require_keys(batch: &Bytes) -> Result<(), BrokerError> {
     Ok(())
 }
 
+/// Encodes records as one v2 batch (or several, where the records' producer
+/// fields or sequences differ) with the given codec.
+pub fn encode_records(
+    records: &[kafka_protocol::records::Record],
+    compression: kafka_protocol::records::Compression,
+) -> Result<Bytes, String> {
+    let mut out = BytesMut::new();
+    kafka_protocol::records::RecordBatchEncoder::encode(
+        &mut out,
+        records,
+        &kafka_protocol::records::RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(out.freeze())
+}
+
+/// The same batch with no records: its base offset and last offset delta
+/// (so the offsets it spanned), producer fields and timestamps kept, no codec.
+pub fn empty_batch(batch: &[u8]) -> Result<Bytes, String> {
+    if batch.len() < HEADER_LEN {
+        return Err("batch shorter than its header".into());
+    }
+    let mut b = BytesMut::from(&batch[..HEADER_LEN]);
+    let body_len = (HEADER_LEN - LOG_OVERHEAD) as i32;
+    b[8..12].copy_from_slice(&body_len.to_be_bytes());
+    let attributes = i16::from_be_bytes([b[ATTRIBUTES_AT], b[ATTRIBUTES_AT + 1]]) & !0x07;
+    b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    b[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&0i32.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_FROM..]);
+    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(b.freeze())
+}
+
+/// The batch with its last offset moved to `last_offset` (never before its
+/// last record), CRC recomputed. Compaction keeps each rewritten batch
+/// spanning the offsets the original did, as Kafka does, so a consumer
+/// always advances past removed records, also at the end of the log.
+pub fn with_last_offset(batch: &[u8], last_offset: i64) -> Result<Bytes, String> {
+    let h = read_header(batch).ok_or("batch shorter than its header")?;
+    let delta = i32::try_from(last_offset - h.base_offset).map_err(|_| "offset span too large")?;
+    if delta < h.last_offset_delta {
+        return Err("cannot move the last offset before the last record".into());
+    }
+    let mut b = BytesMut::from(batch);
+    b[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&delta.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_FROM..]);
+    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(b.freeze())
+}
+
 /// The codec bits of the attributes (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
 pub fn codec_of(header: &BatchHeader) -> i16 {
     header.attributes & 0x07
@@ -205,17 +258,8 @@ pub fn recompress(
     let mut b = v.bytes.clone();
     let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut b)
         .map_err(|e| BrokerError::CorruptMessage(format!("Cannot decode record batch: {e}")))?;
-    let mut out = BytesMut::new();
-    kafka_protocol::records::RecordBatchEncoder::encode(
-        &mut out,
-        &set.records,
-        &kafka_protocol::records::RecordEncodeOptions {
-            version: 2,
-            compression: target,
-        },
-    )
-    .map_err(|e| BrokerError::InvalidRecord(format!("Cannot re-encode record batch: {e}")))?;
-    let bytes = out.freeze();
+    let bytes = encode_records(&set.records, target)
+        .map_err(|e| BrokerError::InvalidRecord(format!("Cannot re-encode record batch: {e}")))?;
     let header = read_header(&bytes)
         .ok_or_else(|| BrokerError::InvalidRecord("re-encoded batch is empty".into()))?;
     Ok(ValidBatch { bytes, header })
@@ -288,17 +332,7 @@ pub mod tests {
                 headers: Default::default(),
             })
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression,
-            },
-        )
-        .expect("encode test batch");
-        buf.freeze()
+        encode_records(&records, compression).expect("encode test batch")
     }
 
     #[test]

@@ -9,18 +9,15 @@
 //! at or above the high watermark, so they never touch what a pass rewrites.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-};
+use bytes::Bytes;
+use kafka_protocol::records::{Record, RecordBatchDecoder};
 use rocksdb::WriteBatch;
 
-use super::batch::read_header;
+use super::batch::{empty_batch, encode_records, read_header, with_last_offset};
 use super::catalog::Catalog;
-use super::db::{log_key, IndexEntry, Store, CF_IDX, CF_LOG, CF_META};
+use super::db::{log_key, IndexEntry, ProducerFields, Store, TxnFields, CF_IDX, CF_LOG, CF_META};
 use super::partition::Partition;
 use crate::config::topic::effective_i64;
 use crate::error::{BrokerError, BrokerResult};
@@ -31,6 +28,23 @@ fn cleaned_key(uid: u64) -> Vec<u8> {
     let mut k = b"cleaned/".to_vec();
     k.extend_from_slice(&uid.to_be_bytes());
     k
+}
+
+/// The cleaned prefix's end and the time its oldest kept tombstone expires.
+fn encode_cleaned(clean_point: i64, tombstone_deadline: i64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&clean_point.to_be_bytes());
+    v[8..].copy_from_slice(&tombstone_deadline.to_be_bytes());
+    v
+}
+
+fn decode_cleaned(v: &[u8]) -> (i64, i64) {
+    let at = |i: usize| {
+        v.get(i..i + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(i64::from_be_bytes)
+    };
+    (at(0).unwrap_or(0), at(8).unwrap_or(i64::MAX))
 }
 
 /// Settings for one partition's pass, from topic configs and broker defaults.
@@ -68,17 +82,21 @@ pub fn compact_partition(
     now: i64,
 ) -> BrokerResult<Option<PassStats>> {
     let meta = store.cf(CF_META)?;
-    let cleaned_to = store
+    let (cleaned_to, tombstone_deadline) = store
         .db
         .get_cf(meta, cleaned_key(p.uid))?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-        .map_or(0, i64::from_be_bytes);
+        .map_or((0, i64::MAX), |v| decode_cleaned(&v));
     let entries = p.index_entries(store)?;
-    // Only batches old enough (min.compaction.lag.ms) may be cleaned.
+    // Only batches old enough (min.compaction.lag.ms) may be cleaned, and
+    // only below the last stable offset (open transactions are undecided).
     let lag_cutoff = now.saturating_sub(policy.min_lag_ms);
+    let stable = p.last_stable_offset();
+    let log_end_base = entries.last().map(|(b, _)| *b);
     let cleanable: Vec<(i64, IndexEntry)> = entries
         .iter()
-        .take_while(|(_, e)| e.max_timestamp <= lag_cutoff)
+        .take_while(|(b, e)| {
+            e.max_timestamp <= lag_cutoff && b + i64::from(e.last_offset_delta) < stable
+        })
         .copied()
         .collect();
     let Some((last_base, last)) = cleanable.last().copied() else {
@@ -95,14 +113,31 @@ pub fn compact_partition(
         .iter()
         .find(|(b, _)| *b >= cleaned_to)
         .is_some_and(|(_, e)| now.saturating_sub(e.max_timestamp) > policy.max_lag_ms);
+    // Tombstones kept by an earlier pass are due for removal now.
+    let tombstones_due = now >= tombstone_deadline;
     let ratio = if total == 0 {
         0.0
     } else {
         dirty as f64 / total as f64
     };
-    if dirty == 0 || (ratio < policy.min_dirty_ratio && !overdue) {
+    if !tombstones_due && (dirty == 0 || (ratio < policy.min_dirty_ratio && !overdue)) {
         return Ok(None);
     }
+
+    // Records of aborted transactions are never read committed and must not
+    // shadow the committed values of their keys: they go, as in Kafka.
+    let aborted_txns = p.aborted_between(0, clean_point);
+    let aborted = |bytes: &[u8]| {
+        read_header(bytes).is_some_and(|h| {
+            h.attributes & 0x10 != 0
+                && !h.is_control()
+                && aborted_txns.iter().any(|a| {
+                    a.producer_id == h.producer_id
+                        && a.first_offset <= h.base_offset
+                        && h.base_offset < a.last_offset
+                })
+        })
+    };
 
     // Pass 1: the latest offset of every key.
     let mut latest: HashMap<Bytes, i64> = HashMap::new();
@@ -111,7 +146,7 @@ pub fn compact_partition(
         let Some(bytes) = p.batch_at(store, *base)? else {
             continue;
         };
-        if !is_control(&bytes) {
+        if !is_control(&bytes) && !aborted(&bytes) {
             for r in decode(&bytes)?.records {
                 if let Some(k) = r.key {
                     latest.insert(k, r.offset);
@@ -126,6 +161,8 @@ pub fn compact_partition(
     let (log, idx) = (store.cf(CF_LOG)?, store.cf(CF_IDX)?);
     let mut wb = WriteBatch::default();
     let mut stats = PassStats::default();
+    // When the youngest tombstone kept by this pass may go.
+    let mut next_deadline = i64::MAX;
     for (base, bytes) in batches {
         stats.bytes_before += bytes.len() as u64;
         if is_control(&bytes) {
@@ -134,15 +171,21 @@ pub fn compact_partition(
         }
         let set = decode(&bytes)?;
         let before = set.records.len();
+        let dropped = aborted(&bytes);
         let survivors: Vec<Record> = set
             .records
             .into_iter()
+            .filter(|_| !dropped)
             .filter(|r| match &r.key {
                 Some(k) => latest.get(k) == Some(&r.offset),
                 None => false,
             })
             .filter(|r| r.value.is_some() || r.timestamp >= tombstone_cutoff)
             .collect();
+        for r in survivors.iter().filter(|r| r.value.is_none()) {
+            next_deadline =
+                next_deadline.min(r.timestamp.saturating_add(policy.delete_retention_ms));
+        }
         if survivors.len() == before {
             stats.bytes_after += bytes.len() as u64;
             continue;
@@ -151,15 +194,34 @@ pub fn compact_partition(
         stats.batches_rewritten += 1;
         wb.delete_cf(log, log_key(p.uid, base));
         wb.delete_cf(idx, log_key(p.uid, base));
-        if survivors.is_empty() {
+        let original_last = read_header(&bytes).map_or(base, |h| h.last_offset());
+        let rebuilt = if !survivors.is_empty() {
+            let b = rebuild(survivors, set.compression)?;
+            with_last_offset(&b, original_last).map_err(BrokerError::Storage)?
+        } else if Some(base) == log_end_base {
+            // The log's last batch keeps its header with no records, so
+            // consumers still see where the log ends and reach the high
+            // watermark (Kafka keeps its active segment for the same reason).
+            empty_batch(&bytes).map_err(BrokerError::Storage)?
+        } else {
             continue;
-        }
-        let rebuilt = rebuild(survivors, set.compression)?;
+        };
         let Some(h) = read_header(&rebuilt) else {
             return Err(BrokerError::Storage("rebuilt batch has no header".into()));
         };
         let key = log_key(p.uid, h.base_offset);
         wb.put_cf(log, key, &rebuilt);
+        // Keep the producer and transaction fields, which recovery rebuilds
+        // producer and transaction state from.
+        let producer = h.has_producer_id().then_some(ProducerFields {
+            producer_id: h.producer_id,
+            producer_epoch: h.producer_epoch,
+            base_sequence: h.base_sequence,
+        });
+        let txn = TxnFields {
+            attributes: h.attributes,
+            control_type: -1,
+        };
         wb.put_cf(
             idx,
             key,
@@ -168,11 +230,15 @@ pub fn compact_partition(
                 last_offset_delta: h.last_offset_delta,
                 size: u32::try_from(rebuilt.len()).unwrap_or(u32::MAX),
             }
-            .encode(),
+            .encode_full(producer, Some(txn)),
         );
         stats.bytes_after += rebuilt.len() as u64;
     }
-    wb.put_cf(meta, cleaned_key(p.uid), clean_point.to_be_bytes());
+    wb.put_cf(
+        meta,
+        cleaned_key(p.uid),
+        encode_cleaned(clean_point, next_deadline),
+    );
     store.db.write(wb)?;
     p.drop_cached_below(clean_point);
     p.adjust_size(stats.bytes_before, stats.bytes_after);
@@ -206,17 +272,8 @@ fn rebuild(
                 .wrapping_add(i32::try_from(r.offset - first.0).unwrap_or(0));
         }
     }
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .map_err(|e| BrokerError::Storage(format!("cannot encode a compacted batch: {e}")))?;
-    Ok(buf.freeze())
+    encode_records(&records, compression)
+        .map_err(|e| BrokerError::Storage(format!("cannot encode a compacted batch: {e}")))
 }
 
 fn policy_for(configs: &BTreeMap<String, String>, raw: &BTreeMap<String, String>) -> Policy {
@@ -266,23 +323,9 @@ pub fn run_once(store: &Arc<Store>, catalog: &Catalog, raw: &BTreeMap<String, St
     }
 }
 
-/// Runs the cleaner every `log.cleaner.backoff.ms` until the broker is gone.
-pub fn spawn(broker: Weak<crate::broker::Broker>, every: Duration) {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval.tick().await;
-        loop {
-            interval.tick().await;
-            let Some(b) = broker.upgrade() else { break };
-            let done =
-                tokio::task::spawn_blocking(move || run_once(&b.store, &b.catalog, &b.config.raw))
-                    .await;
-            if let Err(e) = done {
-                tracing::error!(error = %e, "compaction pass panicked");
-            }
-        }
-    });
+/// One pass, as the background runner calls it.
+pub fn pass(b: &crate::broker::Broker) {
+    run_once(&b.store, &b.catalog, &b.config.raw);
 }
 
 #[cfg(test)]
@@ -313,17 +356,7 @@ mod tests {
                 headers: Default::default(),
             })
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &recs,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::Lz4,
-            },
-        )
-        .unwrap();
-        buf.freeze()
+        encode_records(&recs, Compression::Lz4).unwrap()
     }
 
     #[tokio::test]
@@ -342,7 +375,9 @@ mod tests {
             1000,
         );
         let b2 = batch(&[("a", Some("2")), ("c", None)], 2000);
-        for b in [b1, b2] {
+        // A later batch that survives as is.
+        let b3 = batch(&[("z", Some("1"))], 3000);
+        for b in [b1, b2, b3] {
             let batches = split_and_validate(&b, 1 << 20).unwrap();
             let done = writer
                 .submit(vec![PartitionAppend {
@@ -372,7 +407,14 @@ mod tests {
                 ));
             }
         }
-        assert_eq!(survivors, vec![(1, "b".to_string()), (3, "a".to_string())]);
+        assert_eq!(
+            survivors,
+            vec![
+                (1, "b".to_string()),
+                (3, "a".to_string()),
+                (5, "z".to_string())
+            ]
+        );
         // Nothing more to do the second time.
         assert!(compact_partition(&store, &p, &policy, 10_000)
             .unwrap()

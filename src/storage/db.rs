@@ -6,8 +6,10 @@
 //!   contains an offset with `seek_for_prev`.
 //! - `idx` CF: same key → `max_timestamp (i64 BE) ++ last_offset_delta (i32 BE) ++
 //!   batch size (u32 BE)`, followed for idempotent batches by `producer_id (i64 BE) ++
-//!   producer_epoch (i16 BE) ++ base_sequence (i32 BE)`: lets recovery, producer
-//!   state and timestamp lookups avoid reading batches (see `IndexEntry`).
+//!   producer_epoch (i16 BE) ++ base_sequence (i32 BE)`, and for transactional
+//!   data and control batches by `attributes (i16 BE) ++ control type (i8)`:
+//!   lets recovery, producer and transaction state and timestamp lookups
+//!   avoid reading batches (see `IndexEntry`).
 //! - `meta` CF: catalog records (`topic/<name>`, counters such as
 //!   `counter/partition_uid` and `counter/producer_id`, cluster id).
 //!
@@ -105,10 +107,13 @@ pub fn parse_log_key(k: &[u8]) -> Option<(u64, i64)> {
 
 /// The per-batch summary stored in the `idx` CF.
 ///
-/// Two encodings, told apart by length: 16 bytes (`max_timestamp`,
-/// `last_offset_delta`, `size`) for batches without a producer id, and 30
+/// Three encodings, told apart by length: 16 bytes (`max_timestamp`,
+/// `last_offset_delta`, `size`) for batches without a producer id, 30
 /// bytes that add the batch's `ProducerFields` for idempotent batches, so
-/// producer state can be rebuilt at start-up without reading the batches.
+/// producer state can be rebuilt at start-up without reading the batches,
+/// and 33 bytes for transactional data and control batches, which add the
+/// batch attributes (i16 BE) and the control record type (i8: 0 abort,
+/// 1 commit, -1 for data), so open and aborted transactions can be rebuilt too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexEntry {
     pub max_timestamp: i64,
@@ -125,12 +130,32 @@ pub struct ProducerFields {
     pub base_sequence: i32,
 }
 
+/// What a transactional or control batch adds after its `ProducerFields`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnFields {
+    /// The batch attributes (transactional 0x10, control 0x20).
+    pub attributes: i16,
+    /// For a transaction marker: 0 abort, 1 commit; -1 for data batches.
+    pub control_type: i8,
+}
+
+impl TxnFields {
+    pub fn is_control(&self) -> bool {
+        self.attributes & 0x20 != 0
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
+}
+
 const INDEX_LEN: usize = 16;
 const INDEX_LEN_PRODUCER: usize = 30;
+const INDEX_LEN_TXN: usize = 33;
 
 /// An encoded index value (no heap allocation).
 pub struct EncodedIndex {
-    buf: [u8; INDEX_LEN_PRODUCER],
+    buf: [u8; INDEX_LEN_TXN],
     len: usize,
 }
 
@@ -163,7 +188,7 @@ impl IndexEntry {
 
     /// The index value, with the producer fields when there are any.
     pub fn encode_with(&self, producer: Option<ProducerFields>) -> EncodedIndex {
-        let mut buf = [0u8; INDEX_LEN_PRODUCER];
+        let mut buf = [0u8; INDEX_LEN_TXN];
         buf[..INDEX_LEN].copy_from_slice(&self.encode());
         let Some(p) = producer else {
             return EncodedIndex {
@@ -180,9 +205,28 @@ impl IndexEntry {
         }
     }
 
-    /// Reads either encoding.
+    /// The index value of any batch: transactional data and control batches
+    /// (with a producer id) also keep their attributes and marker type.
+    pub fn encode_full(
+        &self,
+        producer: Option<ProducerFields>,
+        txn: Option<TxnFields>,
+    ) -> EncodedIndex {
+        let mut e = self.encode_with(producer);
+        match (producer, txn) {
+            (Some(_), Some(t)) if t.is_control() || t.is_transactional() => {
+                e.buf[30..32].copy_from_slice(&t.attributes.to_be_bytes());
+                e.buf[32] = t.control_type.to_be_bytes()[0];
+                e.len = INDEX_LEN_TXN;
+                e
+            }
+            _ => e,
+        }
+    }
+
+    /// Reads any of the encodings.
     pub fn decode(v: &[u8]) -> Option<Self> {
-        if v.len() != INDEX_LEN && v.len() != INDEX_LEN_PRODUCER {
+        if v.len() != INDEX_LEN && v.len() != INDEX_LEN_PRODUCER && v.len() != INDEX_LEN_TXN {
             return None;
         }
         Some(IndexEntry {
@@ -194,13 +238,25 @@ impl IndexEntry {
 
     /// The producer fields of an index value, if it has them.
     pub fn decode_producer(v: &[u8]) -> Option<ProducerFields> {
-        if v.len() != INDEX_LEN_PRODUCER {
+        if v.len() != INDEX_LEN_PRODUCER && v.len() != INDEX_LEN_TXN {
             return None;
         }
         Some(ProducerFields {
             producer_id: i64_at(v, 16),
             producer_epoch: i16::from_be_bytes([v[24], v[25]]),
             base_sequence: i32_at(v, 26),
+        })
+    }
+
+    /// The transaction fields of an index value, if it has them (older
+    /// formats never describe transactional batches: they were refused).
+    pub fn decode_txn(v: &[u8]) -> Option<TxnFields> {
+        if v.len() != INDEX_LEN_TXN {
+            return None;
+        }
+        Some(TxnFields {
+            attributes: i16::from_be_bytes([v[30], v[31]]),
+            control_type: i8::from_be_bytes([v[32]]),
         })
     }
 }
@@ -236,6 +292,40 @@ mod tests {
         assert_eq!(with.as_ref().len(), 30);
         assert_eq!(IndexEntry::decode(with.as_ref()), Some(e));
         assert_eq!(IndexEntry::decode_producer(with.as_ref()), Some(p));
+    }
+
+    #[test]
+    fn index_entry_keeps_transaction_fields() {
+        let e = IndexEntry {
+            max_timestamp: 5,
+            last_offset_delta: 0,
+            size: 80,
+        };
+        let p = ProducerFields {
+            producer_id: 9,
+            producer_epoch: 2,
+            base_sequence: -1,
+        };
+        let marker = TxnFields {
+            attributes: 0x30,
+            control_type: 1,
+        };
+        let v = e.encode_full(Some(p), Some(marker));
+        assert_eq!(v.as_ref().len(), 33);
+        assert_eq!(IndexEntry::decode(v.as_ref()), Some(e));
+        assert_eq!(IndexEntry::decode_producer(v.as_ref()), Some(p));
+        assert_eq!(IndexEntry::decode_txn(v.as_ref()), Some(marker));
+        assert!(IndexEntry::decode_txn(v.as_ref()).unwrap().is_control());
+        // Plain idempotent batches keep the 30-byte format.
+        let plain = TxnFields {
+            attributes: 0,
+            control_type: -1,
+        };
+        let v = e.encode_full(Some(p), Some(plain));
+        assert_eq!(v.as_ref().len(), 30);
+        assert_eq!(IndexEntry::decode_txn(v.as_ref()), None);
+        // Without a producer id there is nothing to describe.
+        assert_eq!(e.encode_full(None, Some(marker)).as_ref().len(), 16);
     }
 
     #[test]

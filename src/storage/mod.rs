@@ -5,8 +5,10 @@
 //! - `partition`: one partition's offsets, tail cache and reads.
 //! - `producers`: idempotent producers' sequence state per partition.
 //! - `catalog`: topics, their IDs, partitions and configs.
+//! - `txns`: open and aborted transactions per partition, transaction markers.
 //! - `writer`: the single append path with group commit.
 
+pub mod background;
 pub mod batch;
 pub mod catalog;
 pub mod compaction;
@@ -16,4 +18,5 @@ pub mod partition;
 pub mod producers;
 pub mod retention;
 pub mod time_lookup;
+pub mod txns;
 pub mod writer;

@@ -1,9 +1,10 @@
 //! One partition's live state: offsets, the in-memory tail of recent batches,
 //! waiters for new data, and reads of batch ranges.
 //!
-//! Only the writer thread changes `next_offset` and the producer state; it
-//! publishes the high watermark after each durable write, so readers never
-//! see unacknowledged data and never take a lock shared with other partitions.
+//! Only the writer thread changes `next_offset`, the producer state and the
+//! transaction state; it publishes the high watermark and the last stable
+//! offset after each durable write, so readers never see unacknowledged data
+//! and never take a lock shared with other partitions.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use super::db::{
     log_key, log_start_key, parse_log_key, IndexEntry, Store, CF_IDX, CF_LOG, CF_META,
 };
 use super::producers::{last_sequence, ProducerStates};
+use super::txns::{AbortedTxn, PartitionTxns, CONTROL_COMMIT};
 use crate::error::{BrokerError, BrokerResult};
 use crate::types::PartitionId;
 
@@ -41,6 +43,8 @@ pub struct Partition {
     pub uid: u64,
     next_offset: AtomicI64,
     high_watermark: AtomicI64,
+    /// The last stable offset: read_committed readers stop here.
+    last_stable: AtomicI64,
     log_start: AtomicI64,
     /// Bytes of stored batches (for metrics and DescribeLogDirs).
     size: AtomicU64,
@@ -50,7 +54,11 @@ pub struct Partition {
     /// Idempotent producers' sequence state. Only the writer thread (and
     /// recovery, before it starts) touches it, so the lock is never contended.
     producers: Mutex<ProducerStates>,
-    /// Woken whenever the high watermark moves (long-poll fetches wait here).
+    /// Open and aborted transactions. Changed by the writer thread only;
+    /// fetches read the aborted ones.
+    txns: Mutex<PartitionTxns>,
+    /// Woken whenever the high watermark or the last stable offset moves
+    /// (long-poll fetches wait here).
     pub appended: Notify,
 }
 
@@ -63,6 +71,8 @@ pub struct ReadResult {
     single: Option<Bytes>,
     joined: BytesMut,
     pub batches: usize,
+    /// The offset after the last batch returned (0 when none was).
+    end: i64,
 }
 
 impl ReadResult {
@@ -70,7 +80,19 @@ impl ReadResult {
         self.single.as_ref().map_or(0, Bytes::len) + self.joined.len()
     }
 
+    /// The offset after the last batch returned, if any was.
+    pub fn end_offset(&self) -> Option<i64> {
+        (self.batches > 0).then_some(self.end)
+    }
+
+    fn note_end(&mut self, batch: &[u8]) {
+        if let Some(h) = read_header(batch) {
+            self.end = h.last_offset() + 1;
+        }
+    }
+
     fn push_shared(&mut self, batch: &Bytes) {
+        self.note_end(batch);
         match (self.batches, self.single.take()) {
             (0, _) => self.single = Some(batch.clone()),
             (_, Some(first)) => {
@@ -83,6 +105,7 @@ impl ReadResult {
     }
 
     fn push_slice(&mut self, batch: &[u8]) {
+        self.note_end(batch);
         if let Some(first) = self.single.take() {
             self.joined.extend_from_slice(&first);
         }
@@ -106,12 +129,14 @@ impl Partition {
             uid,
             next_offset: AtomicI64::new(0),
             high_watermark: AtomicI64::new(0),
+            last_stable: AtomicI64::new(0),
             log_start: AtomicI64::new(0),
             size: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
             tail: Mutex::new(TailCache::default()),
             tail_limit,
             producers: Mutex::new(ProducerStates::default()),
+            txns: Mutex::new(PartitionTxns::default()),
             appended: Notify::new(),
         }
     }
@@ -161,11 +186,15 @@ impl Partition {
             .sum();
         self.size.store(size, Ordering::Relaxed);
         self.recover_producers(store)?;
+        let lso = self.txns().lso(next);
+        self.last_stable.store(lso, Ordering::SeqCst);
         Ok(())
     }
 
     /// Rebuilds idempotent producers' state by replaying the index in offset
     /// order: each producer ends up with its latest epoch and last batches.
+    /// Transactional batches and markers rebuild the open and aborted
+    /// transactions the same way.
     ///
     /// Cost: this reads every index entry of the partition (about 40 bytes per
     /// batch, without touching the batches), so start-up time grows with the
@@ -179,6 +208,7 @@ impl Partition {
         let mut it = store.db.raw_iterator_cf_opt(&idx, opts);
         it.seek(log_key(self.uid, 0));
         let mut states = ProducerStates::default();
+        let mut txns = PartitionTxns::default();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             let Some((uid, base)) = parse_log_key(k) else {
                 break;
@@ -187,14 +217,29 @@ impl Partition {
                 break;
             }
             let producer = IndexEntry::decode_producer(v).filter(|p| p.producer_id >= 0);
+            let txn = IndexEntry::decode_txn(v);
             if let (Some(e), Some(p)) = (IndexEntry::decode(v), producer) {
-                let last = last_sequence(p.base_sequence, e.last_offset_delta);
-                states.record(p.producer_id, p.producer_epoch, p.base_sequence, last, base);
+                match txn {
+                    Some(t) if t.is_control() => {
+                        states.fence(p.producer_id, p.producer_epoch);
+                        let commit = i16::from(t.control_type) == CONTROL_COMMIT;
+                        txns.on_marker(p.producer_id, base, commit);
+                    }
+                    _ => {
+                        let last = last_sequence(p.base_sequence, e.last_offset_delta);
+                        states.record(p.producer_id, p.producer_epoch, p.base_sequence, last, base);
+                        if txn.is_some_and(|t| t.is_transactional()) {
+                            txns.on_data(p.producer_id, base);
+                        }
+                    }
+                }
             }
             it.next();
         }
         it.status()?;
+        txns.drop_before(self.log_start_offset());
         *self.producers() = states;
+        *self.txns() = txns;
         Ok(())
     }
 
@@ -207,8 +252,38 @@ impl Partition {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Writer thread (and readers of the aborted list): the transaction state.
+    pub(crate) fn txns(&self) -> MutexGuard<'_, PartitionTxns> {
+        // Every change is a single map or vector operation: a poisoned lock
+        // still holds a consistent state.
+        self.txns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// The last stable offset: the first offset of the oldest open
+    /// transaction, or the high watermark when none is open.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.last_stable.load(Ordering::Acquire)
+    }
+
+    /// Aborted transactions a read_committed fetch of `[from, to)` reports.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.txns().aborted_between(from, to)
+    }
+
+    /// Where this producer's open transaction began here, if it has one.
+    pub fn open_txn_start(&self, producer_id: i64) -> Option<i64> {
+        self.txns().open_start(producer_id)
+    }
+
+    /// Every producer this partition knows: (id, epoch, last sequence).
+    pub fn producer_snapshot(&self) -> Vec<(i64, i16, i32)> {
+        self.producers().snapshot()
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -259,19 +334,38 @@ impl Partition {
             }
         }
         self.high_watermark.store(new_hw, Ordering::Release);
+        // The transaction state already reflects the whole durable group.
+        let lso = self.txns().lso(new_hw);
+        self.last_stable.store(lso, Ordering::Release);
         self.appended.notify_waiters();
     }
 
     /// Reads whole batches from the one containing `offset` up to the high
     /// watermark, stopping once `max_bytes` is reached; the first batch is
     /// returned even if it alone is larger.
-    pub fn read(&self, store: &Store, offset: i64, max_bytes: usize) -> BrokerResult<ReadResult> {
+    ///
+    /// With `committed` (read_committed) the read stops at the last stable
+    /// offset instead: an offset between it and the high watermark reads
+    /// nothing yet.
+    pub fn read_upto(
+        &self,
+        store: &Store,
+        offset: i64,
+        max_bytes: usize,
+        committed: bool,
+    ) -> BrokerResult<ReadResult> {
         let hw = self.high_watermark();
         if offset < self.log_start_offset() || offset > hw {
             return Err(BrokerError::OffsetOutOfRange);
         }
         let mut out = ReadResult::default();
-        if offset == hw {
+        // A transaction's batches start at the LSO, so it is a batch boundary.
+        let hw = if committed {
+            self.last_stable_offset().min(hw)
+        } else {
+            hw
+        };
+        if offset >= hw {
             return Ok(out);
         }
         if self.read_from_tail(offset, hw, max_bytes, &mut out) {
@@ -410,6 +504,7 @@ impl Partition {
         wb.put_cf(meta, log_start_key(self.uid), new_start.to_be_bytes());
         store.db.write(wb)?;
         self.log_start.fetch_max(new_start, Ordering::AcqRel);
+        self.txns().drop_before(new_start);
         let _ = self
             .size
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {

@@ -202,6 +202,38 @@ impl ProducerStates {
         }
     }
 
+    /// A transaction marker of `producer_id` at `epoch` was appended: the
+    /// partition now knows that epoch (a marker written after the coordinator
+    /// bumped it fences older epochs here too). Markers carry no sequence,
+    /// so a newer epoch starts with no batches. Returns the replaced state.
+    pub fn fence(&mut self, producer_id: i64, epoch: i16) -> Option<ProducerEntry> {
+        match self.entries.get_mut(&producer_id) {
+            Some(e) => {
+                let previous = *e;
+                if epoch > e.epoch {
+                    e.epoch = epoch;
+                    e.len = 0;
+                }
+                Some(previous)
+            }
+            None => {
+                self.entries.insert(producer_id, ProducerEntry::new(epoch));
+                None
+            }
+        }
+    }
+
+    /// Every producer: (producer id, epoch, last sequence or -1).
+    pub fn snapshot(&self) -> Vec<(i64, i16, i32)> {
+        let mut out: Vec<(i64, i16, i32)> = self
+            .entries
+            .iter()
+            .map(|(id, e)| (*id, e.epoch, e.last_seq().unwrap_or(-1)))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -331,6 +363,31 @@ mod tests {
         assert!(matches!(
             append(&mut s, &mut next, 0, 0, 1),
             Err(BrokerError::OutOfOrderSequence(_))
+        ));
+    }
+
+    #[test]
+    fn markers_fence_older_epochs() {
+        let (mut s, mut next) = (ProducerStates::default(), 0);
+        append(&mut s, &mut next, 0, 0, 3).unwrap();
+        // Same epoch: the transaction's sequence continues after the marker.
+        s.fence(PID, 0);
+        assert_eq!(append(&mut s, &mut next, 0, 3, 1).unwrap(), 3);
+        // A marker with a bumped epoch fences the old one.
+        let before = s.fence(PID, 1);
+        assert!(matches!(
+            append(&mut s, &mut next, 0, 4, 1),
+            Err(BrokerError::InvalidProducerEpoch(_))
+        ));
+        assert_eq!(append(&mut s, &mut next, 1, 0, 1).unwrap(), 4);
+        assert_eq!(s.snapshot(), vec![(PID, 1, 0)]);
+        s.restore(PID, before);
+        assert_eq!(s.get(PID).unwrap().epoch, 0);
+        // A marker for an unknown producer creates its state.
+        assert!(s.fence(PID + 1, 4).is_none());
+        assert!(matches!(
+            s.check(PID + 1, 3, 0, 0),
+            Err(BrokerError::InvalidProducerEpoch(_))
         ));
     }
 

@@ -2,8 +2,7 @@
 //! partition), run in the background every `log.retention.check.interval.ms`.
 //! Whole batches are removed from the head and the log start offset advances.
 
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use super::catalog::Catalog;
 use super::db::Store;
@@ -89,24 +88,9 @@ pub fn run_once(
     }
 }
 
-/// Runs retention until the broker is gone.
-pub fn spawn(broker: Weak<crate::broker::Broker>, every: Duration) {
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval.tick().await;
-        loop {
-            interval.tick().await;
-            let Some(b) = broker.upgrade() else { break };
-            let done = tokio::task::spawn_blocking(move || {
-                run_once(&b.store, &b.catalog, &b.config.raw);
-            })
-            .await;
-            if let Err(e) = done {
-                tracing::error!(error = %e, "retention pass panicked");
-            }
-        }
-    });
+/// One pass, as the background runner calls it.
+pub fn pass(b: &crate::broker::Broker) {
+    run_once(&b.store, &b.catalog, &b.config.raw);
 }
 
 #[cfg(test)]

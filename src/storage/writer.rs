@@ -11,6 +11,13 @@
 //! partition's producer state, because only this thread knows what is already
 //! written or queued ahead in the same group: duplicates are acknowledged with
 //! their original offset, gaps and stale epochs refused, neither taking offsets.
+//!
+//! Transactions: a transactional batch is appended only while its producer's
+//! transaction is ongoing and includes the partition (`ActiveTxns`, kept by
+//! the transaction coordinator), and opens the producer's transaction on the
+//! partition; markers (control batches, written by the coordinator through
+//! this same queue so they land after the transaction's data) close it. Both
+//! move the partition's last stable offset, published with the high watermark.
 
 use std::sync::Arc;
 use std::thread;
@@ -20,10 +27,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{with_base_offset, ValidBatch};
 use super::db::{
-    log_key, log_start_key, IndexEntry, ProducerFields, Store, CF_IDX, CF_LOG, CF_META,
+    log_key, log_start_key, IndexEntry, ProducerFields, Store, TxnFields, CF_IDX, CF_LOG, CF_META,
 };
 use super::partition::Partition;
 use super::producers::{last_sequence, Decision, ProducerEntry};
+use super::txns::{control_type, ActiveTxns, TxnChange, CONTROL_COMMIT};
 use crate::error::{BrokerError, BrokerResult};
 
 /// Batches for one partition within an append request.
@@ -52,6 +60,8 @@ enum Command {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Command>,
+    /// Which producers may write transactional batches where (see `ActiveTxns`).
+    active: Arc<ActiveTxns>,
 }
 
 /// Most bytes gathered into one RocksDB write.
@@ -65,10 +75,17 @@ impl Writer {
         sync: bool,
     ) -> std::io::Result<(Writer, thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(1024);
+        let active = Arc::new(ActiveTxns::default());
+        let gate = active.clone();
         let handle = thread::Builder::new()
             .name("runnel-writer".into())
-            .spawn(move || run(store, rx, sync))?;
-        Ok((Writer { tx }, handle))
+            .spawn(move || run(store, rx, sync, gate))?;
+        Ok((Writer { tx, active }, handle))
+    }
+
+    /// The transactional producers' gates the writer checks batches against.
+    pub fn active_txns(&self) -> &Arc<ActiveTxns> {
+        &self.active
     }
 
     /// Queues an append; the returned future resolves once the data is
@@ -123,7 +140,7 @@ impl Writer {
     }
 }
 
-fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>, sync: bool) {
+fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>, sync: bool, active: Arc<ActiveTxns>) {
     let mut opts = WriteOptions::default();
     opts.set_sync(sync);
     let mut pending: Vec<Command> = Vec::new();
@@ -155,12 +172,12 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>, sync: bool) {
                     partitions,
                     reply,
                 } => {
-                    write_group(&store, &opts, std::mem::take(&mut group));
+                    write_group(&store, &opts, &active, std::mem::take(&mut group));
                     let _ = reply.send(delete_topic(&store, &opts, &meta_key, &partitions));
                 }
             }
         }
-        write_group(&store, &opts, group);
+        write_group(&store, &opts, &active, group);
     }
     tracing::debug!("writer thread stopped");
 }
@@ -173,6 +190,9 @@ type Group = Vec<(
 /// A producer's state before this group changed it: restored if the write fails.
 type ProducerUndo = (Arc<Partition>, i64, Option<ProducerEntry>);
 
+/// A transaction state change of this group: undone if the write fails.
+type TxnUndo = (Arc<Partition>, TxnChange);
+
 /// One batch placed in the write: where it goes and what to publish after.
 struct Placed {
     partition: Arc<Partition>,
@@ -181,7 +201,7 @@ struct Placed {
     bytes: bytes::Bytes,
 }
 
-fn write_group(store: &Store, opts: &WriteOptions, group: Group) {
+fn write_group(store: &Store, opts: &WriteOptions, active: &ActiveTxns, group: Group) {
     if group.is_empty() {
         return;
     }
@@ -201,6 +221,8 @@ fn write_group(store: &Store, opts: &WriteOptions, group: Group) {
     // Producer states changed in this group, oldest first (stays empty, and
     // unallocated, without idempotent batches).
     let mut producer_undo: Vec<ProducerUndo> = Vec::new();
+    // Transactions opened or closed in this group, oldest first.
+    let mut txn_undo: Vec<TxnUndo> = Vec::new();
 
     for (entries, _) in &group {
         let mut per_request = Vec::with_capacity(entries.len());
@@ -211,7 +233,7 @@ fn write_group(store: &Store, opts: &WriteOptions, group: Group) {
                 continue;
             }
             if entry.batches.iter().any(|b| b.header.has_producer_id()) {
-                match check_producer(entry, &mut producer_undo) {
+                match check_producer(entry, active, &mut producer_undo) {
                     Ok(Decision::Append) => {}
                     Ok(Decision::Duplicate(base)) => {
                         per_request.push(Ok(base));
@@ -242,8 +264,9 @@ fn write_group(store: &Store, opts: &WriteOptions, group: Group) {
                     producer_epoch: b.header.producer_epoch,
                     base_sequence: b.header.base_sequence,
                 });
+                let txn = producer.and_then(|_| track_txn(p, b, base, &mut txn_undo));
                 wb.put_cf(&log, key, &bytes);
-                wb.put_cf(&idx, key, summary.encode_with(producer));
+                wb.put_cf(&idx, key, summary.encode_full(producer, txn));
                 p.set_next_offset(next);
                 placed.push(Placed {
                     partition: p.clone(),
@@ -267,6 +290,9 @@ fn write_group(store: &Store, opts: &WriteOptions, group: Group) {
         for (p, producer_id, previous) in producer_undo.into_iter().rev() {
             p.producers().restore(producer_id, previous);
         }
+        for (p, change) in txn_undo.into_iter().rev() {
+            p.txns().undo(change);
+        }
         fail_all(group, &err);
         return;
     }
@@ -280,10 +306,50 @@ fn write_group(store: &Store, opts: &WriteOptions, group: Group) {
     }
 }
 
+/// Records what a batch with a producer id, placed at `base`, does to the
+/// partition's transactions; returns the fields its index entry keeps.
+fn track_txn(
+    p: &Arc<Partition>,
+    b: &ValidBatch,
+    base: i64,
+    undo: &mut Vec<TxnUndo>,
+) -> Option<TxnFields> {
+    let h = &b.header;
+    let transactional = h.attributes & 0x10 != 0;
+    if h.is_control() {
+        let kind = control_type(&b.bytes).unwrap_or(-1);
+        let commit = kind == CONTROL_COMMIT;
+        if let Some(change) = p.txns().on_marker(h.producer_id, base, commit) {
+            undo.push((p.clone(), change));
+        }
+        return Some(TxnFields {
+            attributes: h.attributes,
+            control_type: i8::try_from(kind).unwrap_or(-1),
+        });
+    }
+    if !transactional {
+        return None;
+    }
+    if let Some(change) = p.txns().on_data(h.producer_id, base) {
+        undo.push((p.clone(), change));
+    }
+    Some(TxnFields {
+        attributes: h.attributes,
+        control_type: -1,
+    })
+}
+
 /// Checks an entry holding an idempotent batch against its producer's state.
 /// If it is to be appended, records it (at the partition's next offset) and
-/// remembers the previous state in `undo`.
-fn check_producer(entry: &PartitionAppend, undo: &mut Vec<ProducerUndo>) -> BrokerResult<Decision> {
+/// remembers the previous state in `undo`. A transactional batch must belong
+/// to its producer's ongoing transaction; a marker (only the transaction
+/// coordinator writes control batches) has no sequence and only moves the
+/// producer's epoch.
+fn check_producer(
+    entry: &PartitionAppend,
+    active: &ActiveTxns,
+    undo: &mut Vec<ProducerUndo>,
+) -> BrokerResult<Decision> {
     let p = &entry.partition;
     // As in Kafka, a produce request carries one batch per partition; with
     // several, a retry could be a partial duplicate, so refuse it outright.
@@ -295,6 +361,24 @@ fn check_producer(entry: &PartitionAppend, undo: &mut Vec<ProducerUndo>) -> Brok
         )));
     };
     let h = &b.header;
+    if h.is_control() {
+        let previous = p.producers().fence(h.producer_id, h.producer_epoch);
+        undo.push((p.clone(), h.producer_id, previous));
+        return Ok(Decision::Append);
+    }
+    if h.attributes & 0x10 != 0 {
+        if let Err(e) = active.verify(h.producer_id, h.producer_epoch, p.uid) {
+            tracing::info!(
+                topic = %p.topic,
+                partition = p.id.get(),
+                producer_id = h.producer_id,
+                epoch = h.producer_epoch,
+                error = %e,
+                "transactional batch refused"
+            );
+            return Err(e);
+        }
+    }
     let last = last_sequence(h.base_sequence, h.last_offset_delta);
     let mut states = p.producers();
     match states.check(h.producer_id, h.producer_epoch, h.base_sequence, last) {
@@ -498,6 +582,159 @@ mod tests {
         assert!(matches!(out[2], Err(BrokerError::OutOfOrderSequence(_))));
         assert_eq!(out[3].as_ref().ok(), Some(&8));
         assert_eq!(t.partitions[0].high_watermark(), 9);
+        drop(writer);
+        handle.join().unwrap();
+    }
+
+    /// A transactional batch of `n` records from producer `pid`.
+    fn txn_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> ValidBatch {
+        use kafka_protocol::records::{
+            Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: true,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: pid,
+                producer_epoch: epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: seq + i as i32,
+                timestamp: 1000,
+                key: None,
+                value: Some(bytes::Bytes::from_static(b"v")),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        split_and_validate(&buf.freeze(), 1 << 20)
+            .unwrap()
+            .remove(0)
+    }
+
+    fn marker(pid: i64, epoch: i16, commit: bool) -> ValidBatch {
+        crate::storage::txns::control_batch(pid, epoch, commit, 0, 1000).unwrap()
+    }
+
+    fn open_gate(writer: &Writer, pid: i64, epoch: i16, uid: u64) {
+        writer.active_txns().set(
+            pid,
+            crate::storage::txns::TxnGate {
+                epoch,
+                ongoing: true,
+                partitions: [uid].into_iter().collect(),
+            },
+        );
+    }
+
+    #[test]
+    fn transactions_hold_the_lso_and_survive_restarts() {
+        const A: i64 = 500;
+        const B: i64 = 501;
+        const C: i64 = 502;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, catalog) = open(dir.path());
+        let t = topic(&catalog);
+        let p = t.partitions[0].clone();
+        let (writer, handle) = Writer::start(store.clone(), false).unwrap();
+        // Without an ongoing transaction a transactional batch is refused.
+        let out = append_all(&writer, &t, vec![vec![txn_batch(A, 0, 0, 2)]]);
+        assert!(matches!(out[0], Err(BrokerError::InvalidTxnState(_))));
+        open_gate(&writer, A, 0, p.uid);
+        open_gate(&writer, B, 0, p.uid);
+        let out = append_all(
+            &writer,
+            &t,
+            vec![
+                vec![batch(-1, -1, 0, 2)],   // 0..=1
+                vec![txn_batch(A, 0, 0, 2)], // 2..=3, opens A
+                vec![txn_batch(B, 0, 0, 1)], // 4, opens B
+                vec![batch(-1, -1, 0, 1)],   // 5
+                vec![txn_batch(A, 0, 2, 1)], // 6, still A
+                vec![txn_batch(A, 1, 0, 1)], // wrong epoch
+            ],
+        );
+        assert_eq!(out[1].as_ref().ok(), Some(&2));
+        assert!(matches!(out[5], Err(BrokerError::InvalidProducerEpoch(_))));
+        assert_eq!((p.high_watermark(), p.last_stable_offset()), (7, 2));
+        // read_committed stops at the LSO.
+        let r = p.read_upto(&store, 0, 1 << 20, true).unwrap();
+        assert_eq!(r.end_offset(), Some(2));
+        assert_eq!(p.read_upto(&store, 2, 1 << 20, true).unwrap().batches, 0);
+        assert_eq!(
+            p.read_upto(&store, 0, 1 << 20, false).unwrap().end_offset(),
+            Some(7)
+        );
+        // Commit A (7): B still holds the LSO at 4.
+        let out = append_all(&writer, &t, vec![vec![marker(A, 0, true)]]);
+        assert_eq!(out[0].as_ref().ok(), Some(&7));
+        assert_eq!(p.last_stable_offset(), 4);
+        // Abort B with a bumped epoch (8): everything is stable, B is fenced.
+        append_all(&writer, &t, vec![vec![marker(B, 1, false)]]);
+        assert_eq!(p.last_stable_offset(), 9);
+        let aborted = p.aborted_between(0, 9);
+        assert_eq!(aborted.len(), 1);
+        assert_eq!(
+            (
+                aborted[0].producer_id,
+                aborted[0].first_offset,
+                aborted[0].last_offset
+            ),
+            (B, 4, 8)
+        );
+        assert!(p.aborted_between(9, 20).is_empty());
+        open_gate(&writer, B, 0, p.uid);
+        let out = append_all(&writer, &t, vec![vec![txn_batch(B, 0, 1, 1)]]);
+        assert!(matches!(out[0], Err(BrokerError::InvalidProducerEpoch(_))));
+        // A opens another transaction (9) in the same epoch, sequence continuing.
+        let out = append_all(&writer, &t, vec![vec![txn_batch(A, 0, 3, 1)]]);
+        assert_eq!(out[0].as_ref().ok(), Some(&9));
+        assert_eq!((p.high_watermark(), p.last_stable_offset()), (10, 9));
+        drop(writer);
+        handle.join().unwrap();
+        drop(p);
+        drop(t);
+        drop(catalog);
+        drop(store);
+
+        // After a restart the open and aborted transactions are rebuilt from the index.
+        let (store, catalog) = open(dir.path());
+        let t = topic(&catalog);
+        let p = t.partitions[0].clone();
+        assert_eq!((p.high_watermark(), p.last_stable_offset()), (10, 9));
+        assert_eq!(p.open_txn_start(A), Some(9));
+        assert_eq!(p.aborted_between(0, 10).len(), 1);
+        let (writer, handle) = Writer::start(store.clone(), false).unwrap();
+        // The fence survived too.
+        open_gate(&writer, B, 0, p.uid);
+        let out = append_all(&writer, &t, vec![vec![txn_batch(B, 0, 1, 1)]]);
+        assert!(matches!(out[0], Err(BrokerError::InvalidProducerEpoch(_))));
+        // A marker for a producer without an open transaction changes nothing.
+        append_all(&writer, &t, vec![vec![marker(C, 0, false)]]);
+        assert_eq!(p.last_stable_offset(), 9);
+        assert_eq!(p.aborted_between(0, 20).len(), 1);
+        // Abort A: its batch at 9 is reported to read_committed fetches from 9.
+        append_all(&writer, &t, vec![vec![marker(A, 0, false)]]);
+        assert_eq!(p.last_stable_offset(), 12);
+        let r = p.read_upto(&store, 9, 1 << 20, true).unwrap();
+        assert_eq!(r.end_offset(), Some(12));
+        let aborted: Vec<i64> = p
+            .aborted_between(9, 12)
+            .iter()
+            .map(|a| a.first_offset)
+            .collect();
+        assert_eq!(aborted, vec![9]);
         drop(writer);
         handle.join().unwrap();
     }

@@ -1,0 +1,122 @@
+//! TxnOffsetCommit (28): offsets a transactional producer commits for a
+//! consumer group. They stay pending (invisible to OffsetFetch, which
+//! answers UNSTABLE_OFFSET_COMMIT when asked for stable offsets) until the
+//! transaction commits, and are dropped if it aborts. From v3 the group
+//! membership (member id, generation, instance id) is checked as Kafka does.
+
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
+
+use crate::coordinator::txn::PendingOffset;
+use crate::dispatch::RequestContext;
+use crate::error::{BrokerError, BrokerResult};
+use crate::types::now_ms;
+
+/// TxnOffsetCommit has no PRODUCER_FENCED version: fenced producers get
+/// INVALID_PRODUCER_EPOCH, which clients treat the same way.
+fn code(e: &BrokerError) -> i16 {
+    match e {
+        BrokerError::ProducerFenced => BrokerError::InvalidProducerEpoch(String::new()).code(),
+        e => e.code(),
+    }
+}
+
+pub async fn handle(ctx: &RequestContext, req: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
+    let b = &ctx.broker;
+    let id = req.transactional_id.0.as_str();
+    let group = req.group_id.0.as_str();
+    let max_meta = b.config.offset_metadata_max_bytes;
+    let now = now_ms();
+    // Per partition: the offset to hold, or the error to answer.
+    let mut plan: Vec<(usize, i32, BrokerResult<PendingOffset>)> = Vec::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let topic = b.catalog.get(t.name.0.as_str());
+        for p in &t.partitions {
+            let metadata = p
+                .committed_metadata
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            let r = if topic
+                .as_ref()
+                .and_then(|t| t.partition(p.partition_index))
+                .is_none()
+            {
+                Err(BrokerError::UnknownTopicOrPartition)
+            } else if metadata.len() > max_meta {
+                Err(BrokerError::OffsetMetadataTooLarge(format!(
+                    "Offset metadata is {} bytes; offset.metadata.max.bytes is {max_meta}",
+                    metadata.len()
+                )))
+            } else {
+                Ok(PendingOffset {
+                    group: group.to_string(),
+                    topic: t.name.0.to_string(),
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata,
+                    commit_ms: now,
+                })
+            };
+            plan.push((ti, p.partition_index, r));
+        }
+    }
+    let offsets: Vec<PendingOffset> = plan
+        .iter()
+        .filter_map(|(_, _, r)| r.as_ref().ok().cloned())
+        .collect();
+    let membership = if ctx.api_version >= 3 {
+        b.groups.validate_txn_commit(
+            group,
+            req.generation_id,
+            req.member_id.as_str(),
+            req.group_instance_id.as_deref(),
+        )
+    } else if group.is_empty() {
+        Err(BrokerError::InvalidGroupId)
+    } else {
+        Ok(())
+    };
+    let result = match membership {
+        Err(e) => Err(e),
+        Ok(()) if offsets.is_empty() => Ok(()),
+        Ok(()) => {
+            b.txns
+                .commit_offsets(id, req.producer_id.0, req.producer_epoch, group, offsets)
+                .await
+        }
+    };
+    if let Err(e) = &result {
+        tracing::info!(peer = %ctx.peer, transactional_id = id, group, error = %e, "TxnOffsetCommit refused");
+    }
+    let topics = req
+        .topics
+        .iter()
+        .enumerate()
+        .map(|(ti, t)| {
+            let partitions = plan
+                .iter()
+                .filter(|(i, ..)| *i == ti)
+                .map(|(_, p, r)| {
+                    let c = match (r, &result) {
+                        (Err(e), _) | (Ok(_), Err(e)) => code(e),
+                        (Ok(_), Ok(())) => 0,
+                    };
+                    b.metrics.error("TxnOffsetCommit", c);
+                    TxnOffsetCommitResponsePartition::default()
+                        .with_partition_index(*p)
+                        .with_error_code(c)
+                })
+                .collect();
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    TxnOffsetCommitResponse::default()
+        .with_throttle_time_ms(0)
+        .with_topics(topics)
+}

@@ -296,9 +296,7 @@ pub fn with_base_offset(batch: &[u8], base_offset: i64) -> Bytes {
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, TimestampType};
 
     /// Builds a real v2 batch with `n` records using the protocol crate's encoder.
     pub fn make_batch(n: usize, base_ts: i64, compression: Compression) -> Bytes {

@@ -3,9 +3,12 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := target/release/runnel
-APT_PACKAGES := libclang-dev kcat prometheus
+# Debian packages: libclang for the rocksdb crate's bindgen (every build);
+# kcat and prometheus only for their compat tests.
+BUILD_PACKAGES := libclang-dev
+TEST_PACKAGES := kcat prometheus
 
-.PHONY: run build test deps apt-deps py-deps unit compat bench clean fmt lint
+.PHONY: run build test deps apt-deps apt-test-deps apt-install py-deps unit compat bench clean fmt lint
 
 run: apt-deps build
 	$(BIN) --config config/server.properties
@@ -13,9 +16,15 @@ run: apt-deps build
 build: apt-deps
 	cargo build --release
 
-# Debian packages: libclang for the rocksdb crate's bindgen, kcat for its compat test.
 apt-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(BUILD_PACKAGES)"
+
+apt-test-deps:
+	@$(MAKE) --no-print-directory apt-install PACKAGES="$(BUILD_PACKAGES) $(TEST_PACKAGES)"
+
+# Installs whichever of $(PACKAGES) are missing (apt-get update first, as on a fresh machine).
+apt-install:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -29,12 +38,12 @@ $(VENV)/.installed: compat-tests/requirements.txt
 	$(VENV)/bin/pip install -q -r compat-tests/requirements.txt
 	touch $@
 
-deps: apt-deps py-deps
+deps: apt-test-deps py-deps
 
 unit: apt-deps
 	cargo test --release
 
-compat: build py-deps
+compat: build apt-test-deps py-deps
 	RUNNEL_BIN=$(abspath $(BIN)) $(VENV)/bin/pytest -q compat-tests
 
 test: deps

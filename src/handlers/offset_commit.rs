@@ -11,6 +11,26 @@ use crate::dispatch::RequestContext;
 use crate::error::BrokerError;
 use crate::types::now_ms;
 
+/// What OffsetCommit and TxnOffsetCommit both check per partition: it
+/// exists, and its metadata fits `offset.metadata.max.bytes`.
+pub fn check_offset(
+    topic: Option<&crate::storage::catalog::Topic>,
+    partition: i32,
+    metadata: &str,
+    max_meta: usize,
+) -> Result<(), BrokerError> {
+    if topic.and_then(|t| t.partition(partition)).is_none() {
+        return Err(BrokerError::UnknownTopicOrPartition);
+    }
+    if metadata.len() > max_meta {
+        return Err(BrokerError::OffsetMetadataTooLarge(format!(
+            "Offset metadata is {} bytes; offset.metadata.max.bytes is {max_meta}",
+            metadata.len()
+        )));
+    }
+    Ok(())
+}
+
 pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let b = &ctx.broker;
     let group = req.group_id.0.to_string();
@@ -25,25 +45,14 @@ pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
                 .as_ref()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            let r = if topic
-                .as_ref()
-                .and_then(|t| t.partition(p.partition_index))
-                .is_none()
-            {
-                Err(BrokerError::UnknownTopicOrPartition)
-            } else if meta.len() > max_meta {
-                Err(BrokerError::OffsetMetadataTooLarge(format!(
-                    "Offset metadata is {} bytes; offset.metadata.max.bytes is {max_meta}",
-                    meta.len()
-                )))
-            } else {
-                Ok(Committed {
+            let r = check_offset(topic.as_deref(), p.partition_index, &meta, max_meta).map(|()| {
+                Committed {
                     offset: p.committed_offset,
                     leader_epoch: p.committed_leader_epoch,
                     metadata: meta,
                     commit_ms: now_ms(),
-                })
-            };
+                }
+            });
             plan.push((ti, p.partition_index, r));
         }
     }

@@ -9,6 +9,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
+use super::offset_commit::check_offset;
 use crate::coordinator::txn::PendingOffset;
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
@@ -39,28 +40,18 @@ pub async fn handle(ctx: &RequestContext, req: TxnOffsetCommitRequest) -> TxnOff
                 .as_ref()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            let r = if topic
-                .as_ref()
-                .and_then(|t| t.partition(p.partition_index))
-                .is_none()
-            {
-                Err(BrokerError::UnknownTopicOrPartition)
-            } else if metadata.len() > max_meta {
-                Err(BrokerError::OffsetMetadataTooLarge(format!(
-                    "Offset metadata is {} bytes; offset.metadata.max.bytes is {max_meta}",
-                    metadata.len()
-                )))
-            } else {
-                Ok(PendingOffset {
-                    group: group.to_string(),
-                    topic: t.name.0.to_string(),
-                    partition: p.partition_index,
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata,
-                    commit_ms: now,
-                })
-            };
+            let r =
+                check_offset(topic.as_deref(), p.partition_index, &metadata, max_meta).map(|()| {
+                    PendingOffset {
+                        group: group.to_string(),
+                        topic: t.name.0.to_string(),
+                        partition: p.partition_index,
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata,
+                        commit_ms: now,
+                    }
+                });
             plan.push((ti, p.partition_index, r));
         }
     }

@@ -10,6 +10,7 @@
 #   BENCH_LATENCY_RATE=10000  BENCH_LATENCY_SECONDS=10  BENCH_LATENCY_PARTITIONS=6
 #   BENCH_IDLE_TOPICS=1000  BENCH_IDLE_CONNS=500
 #   BENCH_GROUP_MEMBERS=4  BENCH_GROUP_PARTITIONS=8  BENCH_GROUP_TIMEOUT_S=45   consumer-group scenario
+#   BENCH_TXN_COUNT=2000  BENCH_TXN_SECONDS=25  BENCH_IDEM_MESSAGES=200000   exactly-once scenarios
 #   BENCH_SKIP_NULLBROKER=1   no ceiling run;  NULLBROKER_SRC=path to the nullbroker's source
 #   BENCH_KEEP=1              keep the broker data directories afterwards (logs and results always stay)
 #   BENCH_BUILD_RUNNEL=0      benchmark the existing target/release/runnel without rebuilding it
@@ -32,6 +33,9 @@ CLIENT_TIMEOUT=${BENCH_CLIENT_TIMEOUT_S:-120}
 GROUP_MEMBERS=${BENCH_GROUP_MEMBERS:-4}
 GROUP_PARTS=${BENCH_GROUP_PARTITIONS:-8}
 GROUP_TIMEOUT=${BENCH_GROUP_TIMEOUT_S:-45}
+TXN_COUNT=${BENCH_TXN_COUNT:-2000}
+TXN_SECS=${BENCH_TXN_SECONDS:-25}
+IDEM_MESSAGES=${BENCH_IDEM_MESSAGES:-200000}
 
 RUNNEL=$ROOT/target/release/runnel
 TOOL=$ROOT/bench/target/release/runnel-bench
@@ -260,6 +264,22 @@ measure runnel "group-p$GROUP_PARTS" -- group --topic group --messages "$MESSAGE
 "$TOOL" create-topics --brokers "$BROKER_ADDR" --topics latency --partitions "$LAT_PARTS" >/dev/null
 measure runnel "latency-$((LAT_RATE / 1000))k" -- latency --topic latency --rate "$LAT_RATE" --seconds "$LAT_SECS" \
     --size "$SIZE" --acks 1 --linger-ms 1
+# Exactly-once (Runnel only: the nullbroker has no transactions). 100-record transactions of 1 KB
+# records over 4 partitions, TXN_COUNT of them or TXN_SECS, whichever ends first; then plain
+# produce of 1 KB records to 4 partitions with acks=all, enable.idempotence off and on alternating,
+# REPEAT runs each, for the idempotence overhead.
+IDEM_TOPICS=$(for ((r = 1; r <= REPEAT; r++)); do printf 'idem-off-r%d,idem-on-r%d,' "$r" "$r"; done)
+"$TOOL" create-topics --brokers "$BROKER_ADDR" --topics "txn,$IDEM_TOPICS" --partitions 4 >/dev/null \
+    || log "runnel: create-topics failed for the exactly-once topics"
+measure runnel "txn-p4-100x1KB" -- txn --topic txn --transactions "$TXN_COUNT" --per-txn 100 --size 1024 \
+    --seconds "$TXN_SECS" --timeout-secs 30
+for ((r = 1; r <= REPEAT; r++)); do
+    for idem in off on; do
+        measure runnel "idem-p4-$idem" -- produce --topic "idem-$idem-r$r" --messages "$IDEM_MESSAGES" --size 1024 \
+            --acks all --compression none --linger-ms 5 --timeout-secs "$CLIENT_TIMEOUT" \
+            --set "enable.idempotence=$([ "$idem" = on ] && echo true || echo false)"
+    done
+done
 RUNNEL_CPU_TOTAL=$(secs "$(ticks "$BROKER_PID")")
 stop_broker runnel-throughput
 
@@ -295,6 +315,7 @@ echo "Runnel benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-pa
 echo "$(nproc) cores, load average before: $LOAD_BEFORE; client: $("$TOOL" version); $MESSAGES x $SIZE-byte messages, $REPEAT runs per throughput scenario (median shown)"
 echo "producer: linger.ms=5, other librdkafka defaults; consumer: assign() from the beginning, batch reads, fetch.queue.backoff.ms=10"
 echo "group: $GROUP_MEMBERS subscribe() consumers (threads, poll()) on $GROUP_PARTS partitions, then one more joins; librdkafka group defaults"
+echo "exactly-once: up to $TXN_COUNT transactions (or ${TXN_SECS} s) of 100 x 1 KB records over 4 partitions; idempotence on/off: $IDEM_MESSAGES x 1 KB, 4 partitions, acks=all"
 echo
 "$TOOL" report --results "$RESULTS"
 echo

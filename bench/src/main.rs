@@ -12,6 +12,8 @@
 //!   latency  --topic T --rate 10000 --seconds 10 [--size 100] [--acks 1] [--linger-ms 1]
 //!   group    --topic T --messages N [--members 4] [--timeout-secs 45] [--group ID]
 //!            (a subscribe() group drains the topic, then one more member joins: rebalance time)
+//!   txn      --topic T [--transactions 2000] [--per-txn 100] [--size 1024] [--seconds 30]
+//!            [--linger-ms 5] [--timeout-secs 30]  (transactional producer: begin, N sends, commit)
 //!   Any client subcommand also takes --set k=v,k=v (further librdkafka properties, applied last).
 //!   idle-conns --count 500 --seconds S      (raw TCP, one ApiVersions each, then held idle)
 //!   ping     [--timeout-secs 30]            (waits until the broker answers ApiVersions)
@@ -34,7 +36,9 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
+};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 type Args = HashMap<String, String>;
@@ -86,7 +90,7 @@ fn required<'a>(args: &'a Args, key: &str) -> &'a str {
 fn main() {
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = raw.first().cloned() else {
-        eprintln!("usage: runnel-bench <create-topics|produce|consume|latency|group|idle-conns|ping|report> [--key value ...]");
+        eprintln!("usage: runnel-bench <create-topics|produce|consume|latency|group|txn|idle-conns|ping|report> [--key value ...]");
         std::process::exit(2);
     };
     let args = parse_args(&raw[1..]);
@@ -96,6 +100,7 @@ fn main() {
         "consume" => consume(&args),
         "latency" => latency(&args),
         "group" => group(&args),
+        "txn" => txn(&args),
         "idle-conns" => idle_conns(&args),
         "ping" => ping(&args),
         "free-port" => {
@@ -511,6 +516,208 @@ fn produce(args: &Args) -> i32 {
         fmt_f(percentile_ms(&d.latencies_us, 100.0)),
     );
     if delivered == n {
+        0
+    } else {
+        1
+    }
+}
+
+/// `txn`: the transactional producer. After init_transactions(), each transaction is
+/// begin_transaction(), `--per-txn` sends (spread round-robin over every partition of the topic,
+/// so each transaction touches all of them), commit_transaction(). Runs `--transactions`
+/// transactions or until `--seconds` have passed, whichever comes first; a transaction that fails
+/// is aborted (or the run stops if the error is fatal).
+fn txn(args: &Args) -> i32 {
+    let topic = required(args, "topic").to_string();
+    let planned: u64 = arg_num(args, "transactions", 2_000);
+    let per_txn: u64 = arg_num(args, "per-txn", 100);
+    let size: usize = arg_num(args, "size", 1024);
+    let linger = arg(args, "linger-ms", "5");
+    let max_run = Duration::from_secs_f64(arg_num(args, "seconds", 30.0));
+    let op_timeout = Duration::from_secs(arg_num(args, "timeout-secs", 30));
+    let txn_id = args.get("transactional-id").cloned().unwrap_or_else(|| {
+        format!(
+            "runnel-bench-txn-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0)
+        )
+    });
+
+    let mut cfg = base_config(args);
+    cfg.set("transactional.id", &txn_id)
+        .set("linger.ms", linger);
+    let ctx = BenchContext::new(Instant::now());
+    // A ThreadedProducer: its thread serves delivery reports as they arrive. The crate's
+    // commit_transaction() flushes first, and its flush polls in 100 ms slices whenever anything
+    // is outstanding, which would add up to 100 ms to every commit; so each transaction is
+    // flushed natively first (below) and commit_transaction() then finds nothing left to flush.
+    let producer: ThreadedProducer<BenchContext> = with_extra(&mut cfg, args)
+        .create_with_context(ctx)
+        .unwrap_or_else(|e| die(&format!("producer: {e}")));
+    let ctx = producer.context().clone();
+    let acked = |ctx: &BenchContext| {
+        let d = ctx.delivery.lock().unwrap();
+        d.delivered + d.failed
+    };
+
+    let parts: Vec<i32> = {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let found = producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                .ok()
+                .and_then(|md| {
+                    md.topics()
+                        .iter()
+                        .find(|t| t.name() == topic && t.error().is_none())
+                        .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<i32>>())
+                })
+                .filter(|p| !p.is_empty());
+            if let Some(p) = found {
+                break p;
+            }
+            if Instant::now() > deadline {
+                die(&format!("topic {topic}: no partitions in metadata"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    let init_started = Instant::now();
+    if let Err(e) = producer.init_transactions(op_timeout) {
+        eprintln!("runnel-bench: init_transactions: {e}");
+        println!(
+            "RESULT kind=txn topic={topic} transactions={planned} per_txn={per_txn} size={size} partitions={} \
+             committed=0 aborted=0 delivered=0 failed=0 client_errors={} secs=0 txns_per_s=0 msgs_per_s=0 mb_per_s=0 \
+             payload_bytes=0 stopped_by=init",
+            parts.len(),
+            ctx.client_errors.load(Ordering::Relaxed)
+        );
+        return 1;
+    }
+    let init_ms = init_started.elapsed().as_secs_f64() * 1e3;
+
+    let mut maker = PayloadMaker::new(size);
+    let started = Instant::now();
+    let stop_at = started + max_run;
+    let (mut committed, mut aborted, mut seq) = (0u64, 0u64, 0u64);
+    let mut send_errors = 0u64;
+    let mut commit_us: Vec<u32> = Vec::with_capacity(planned as usize);
+    let mut txn_us: Vec<u32> = Vec::with_capacity(planned as usize);
+    let mut stopped_by = "count";
+    let mut last_commit_at = started;
+    let to_us = |d: Duration| d.as_micros().min(u32::MAX as u128) as u32;
+    while committed + aborted < planned {
+        if Instant::now() >= stop_at {
+            stopped_by = "time";
+            break;
+        }
+        let t_begin = Instant::now();
+        if let Err(e) = producer.begin_transaction() {
+            eprintln!("runnel-bench: begin_transaction: {e}");
+            stopped_by = "error";
+            break;
+        }
+        let mut ok = true;
+        for i in 0..per_txn {
+            let payload = maker.make(ctx.now_ns(), seq);
+            let part = parts[(i % parts.len() as u64) as usize];
+            let mut rec: BaseRecord<'_, (), [u8]> =
+                BaseRecord::to(&topic).payload(payload).partition(part);
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        std::thread::sleep(Duration::from_millis(1));
+                        rec = r;
+                    }
+                    Err((e, _)) => {
+                        send_errors += 1;
+                        if send_errors <= 3 {
+                            eprintln!("runnel-bench: send: {e}");
+                        }
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if !ok {
+                break;
+            }
+            seq += 1;
+        }
+        // Flush this transaction's messages: librdkafka's own rd_kafka_flush() sends at once
+        // (ignoring linger.ms, as rd_kafka_commit_transaction()'s internal flush does) and waits
+        // until the producer thread has served every delivery report.
+        if ok {
+            let rc = unsafe {
+                rdkafka::bindings::rd_kafka_flush(
+                    producer.client().native_ptr(),
+                    op_timeout.as_millis() as i32,
+                )
+            };
+            if rc != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+                || acked(&ctx) < seq
+            {
+                eprintln!("runnel-bench: flush before commit: {rc:?}");
+            }
+        }
+        let t_commit = Instant::now();
+        let result = if ok {
+            producer.commit_transaction(op_timeout)
+        } else {
+            Err(KafkaError::Canceled)
+        };
+        match result {
+            Ok(()) => {
+                committed += 1;
+                last_commit_at = Instant::now();
+                commit_us.push(to_us(last_commit_at - t_commit));
+                txn_us.push(to_us(last_commit_at - t_begin));
+            }
+            Err(e) => {
+                if aborted < 3 {
+                    eprintln!("runnel-bench: transaction {}: {e}", committed + aborted);
+                }
+                let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
+                if fatal || producer.abort_transaction(op_timeout).is_err() {
+                    stopped_by = "error";
+                    break;
+                }
+                aborted += 1;
+            }
+        }
+    }
+    let secs = (last_commit_at - started).as_secs_f64();
+    let d = ctx.delivery.lock().unwrap();
+    let msgs = committed * per_txn;
+    let payload_bytes = msgs * size as u64;
+    let per_s = |x: f64| if secs > 0.0 { x / secs } else { 0.0 };
+    commit_us.sort_unstable();
+    txn_us.sort_unstable();
+    println!(
+        "RESULT kind=txn topic={topic} transactions={planned} per_txn={per_txn} size={size} partitions={} linger_ms={linger} \
+         committed={committed} aborted={aborted} delivered={} failed={} send_errors={send_errors} client_errors={} \
+         init_ms={init_ms:.1} secs={secs:.3} txns_per_s={:.1} msgs_per_s={:.0} mb_per_s={:.2} payload_bytes={payload_bytes} \
+         commit_p50_ms={} commit_p99_ms={} txn_p50_ms={} txn_p99_ms={} max_secs={} stopped_by={stopped_by}",
+        parts.len(),
+        d.delivered,
+        d.failed,
+        ctx.client_errors.load(Ordering::Relaxed),
+        per_s(committed as f64),
+        per_s(msgs as f64),
+        per_s(payload_bytes as f64) / 1e6,
+        fmt_f(percentile_ms(&commit_us, 50.0)),
+        fmt_f(percentile_ms(&commit_us, 99.0)),
+        fmt_f(percentile_ms(&txn_us, 50.0)),
+        fmt_f(percentile_ms(&txn_us, 99.0)),
+        max_run.as_secs_f64(),
+    );
+    if aborted == 0 && stopped_by != "error" && committed > 0 {
         0
     } else {
         1

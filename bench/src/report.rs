@@ -116,6 +116,19 @@ fn completeness(r: &Row) -> Option<String> {
                 None
             }
         }
+        "txn" => {
+            let committed = num(r, "committed").unwrap_or(0.0);
+            let planned = num(r, "transactions").unwrap_or(0.0);
+            let aborted = num(r, "aborted").unwrap_or(0.0);
+            let stopped = r.get("stopped_by").map(|s| s.as_str()).unwrap_or("");
+            if committed == 0.0 || aborted > 0.0 || stopped == "error" || stopped == "init" {
+                Some(format!(
+                    "{committed:.0} committed, {aborted:.0} aborted of {planned:.0} (stopped by {stopped})"
+                ))
+            } else {
+                None
+            }
+        }
         "latency" => {
             let (sent, got) = (
                 num(r, "sent").unwrap_or(0.0),
@@ -262,6 +275,10 @@ pub fn report(args: &Args) -> i32 {
         let kind = r.get("kind").map(|k| k.as_str()).unwrap_or("");
         if kind == "group" {
             group_rows(s, r, &mut rows, &mut notes);
+            continue;
+        }
+        if kind == "txn" {
+            txn_row(s, r, &mut rows, &mut notes);
             continue;
         }
         let mut row: Vec<String> = vec![s.clone(), r.get("runs").cloned().unwrap_or("1".into())];
@@ -435,6 +452,11 @@ pub fn report(args: &Args) -> i32 {
         row.push(ttext);
         row.push(verdict);
         rows.push(row);
+        if let Some(base) = s.strip_prefix("idem-").and_then(|b| b.strip_suffix("-on")) {
+            if let Some(off) = runnel.get(&format!("idem-{base}-off")) {
+                idem_overhead_row(base, r, off, &mut rows, &mut notes);
+            }
+        }
     }
 
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -477,6 +499,17 @@ pub fn report(args: &Args) -> i32 {
         println!("group-* rows: subscribe() members of one group; the p50/p99 column holds the time measured instead:");
         println!("\"1st msg\" from the first subscribe() to the first message (the broker's 3 s initial rebalance delay");
         println!("included), \"rebal\" from the extra member's subscribe() until every member holds its new assignment.");
+    }
+    if order
+        .iter()
+        .any(|s| runnel[s].get("kind").is_some_and(|k| k == "txn"))
+    {
+        println!("txn-* row: transactional producer, msgs/s and MB/s count committed records (first begin to last commit);");
+        println!("transactions/s is in the result column (no target), p50/p99 is begin_transaction() to commit_transaction().");
+    }
+    if order.iter().any(|s| s.starts_with("idem-")) {
+        println!("idem-* rows: plain produce with enable.idempotence=false/true, runs alternating; the overhead row compares");
+        println!("the median runs (msgs/s column: change of the idempotent run, target: a loss under 5%).");
     }
     // The ceiling's acknowledgement latency under the same load, for reading the p50/p99 column.
     let ceiling_ack: Vec<String> = order
@@ -631,4 +664,134 @@ fn group_rows(s: &str, r: &Row, rows: &mut Vec<Vec<String>>, notes: &mut Vec<Str
             notes.push(format!("{s}: {k}={}", r[k]));
         }
     }
+}
+
+/// A `kind=txn` run: committed records per second and MB/s, transactions per second in the
+/// result column (the issue sets no target for it), begin-to-commit latency in the p50/p99 column.
+fn txn_row(s: &str, r: &Row, rows: &mut Vec<Vec<String>>, notes: &mut Vec<String>) {
+    let gb = num(r, "payload_bytes")
+        .map(|b| b / 1e9)
+        .filter(|g| *g > 0.0);
+    let cpu = num(r, "cpu_s");
+    let bg = num(r, "cpu_bg_s").unwrap_or(0.0);
+    let inc = completeness(r);
+    let mut result = format!("{} txn/s", f(num(r, "txns_per_s"), 1));
+    if inc.is_some() {
+        result.push_str("; INCOMPLETE");
+    }
+    rows.push(vec![
+        s.to_string(),
+        r.get("runs").cloned().unwrap_or("1".into()),
+        f(num(r, "msgs_per_s"), 0),
+        "-".into(),
+        f(num(r, "mb_per_s"), 1),
+        format!(
+            "{}/{} txn",
+            f(num(r, "txn_p50_ms"), 1),
+            f(num(r, "txn_p99_ms"), 1)
+        ),
+        "n/a".into(),
+        "-".into(),
+        f(cpu.zip(gb).map(|(c, g)| c / g), 2),
+        f(cpu.zip(gb).map(|(c, g)| (c + bg) / g), 2),
+        f(num(r, "peak_rss_kb").map(|k| k / 1024.0), 0),
+        "- (txn/s reported)".into(),
+        result,
+    ]);
+    notes.push(format!(
+        "{s}: {} of {} transactions x {} records x {} B over {} partitions committed in {} s (at most {} s); \
+         {} txn/s, {} MB/s; commit_transaction() p50/p99 {}/{} ms; init_transactions() {} ms; stopped by {}",
+        f(num(r, "committed"), 0),
+        f(num(r, "transactions"), 0),
+        f(num(r, "per_txn"), 0),
+        f(num(r, "size"), 0),
+        f(num(r, "partitions"), 0),
+        f(num(r, "secs"), 2),
+        f(num(r, "max_secs"), 0),
+        f(num(r, "txns_per_s"), 1),
+        f(num(r, "mb_per_s"), 1),
+        f(num(r, "commit_p50_ms"), 2),
+        f(num(r, "commit_p99_ms"), 2),
+        f(num(r, "init_ms"), 0),
+        r.get("stopped_by").map(|s| s.as_str()).unwrap_or("-"),
+    ));
+    if let Some(i) = inc {
+        notes.push(format!("{s}: {i}"));
+    }
+    for k in ["failed", "send_errors", "client_errors"] {
+        if num(r, k).is_some_and(|x| x > 0.0) {
+            notes.push(format!("{s}: {k}={}", r[k]));
+        }
+    }
+}
+
+/// The idempotence overhead: the median idempotent run against the median plain one (same
+/// records, partitions and acks=all), checked against a throughput loss under 5%.
+fn idem_overhead_row(
+    base: &str,
+    on: &Row,
+    off: &Row,
+    rows: &mut Vec<Vec<String>>,
+    notes: &mut Vec<String>,
+) {
+    let (r_on, r_off) = (num(on, "msgs_per_s"), num(off, "msgs_per_s"));
+    let change = r_on
+        .zip(r_off.filter(|x| *x > 0.0))
+        .map(|(a, b)| a / b - 1.0);
+    let cpu_gb = |r: &Row| {
+        let gb = num(r, "payload_bytes")
+            .map(|b| b / 1e9)
+            .filter(|g| *g > 0.0)?;
+        Some((num(r, "cpu_s")? + num(r, "cpu_bg_s").unwrap_or(0.0)) / gb)
+    };
+    let incomplete = completeness(on).is_some() || completeness(off).is_some();
+    let mut verdict = match change {
+        Some(c) if c > -0.05 => "met".to_string(),
+        Some(_) => "MISSED (idempotence overhead)".to_string(),
+        None => "unknown".to_string(),
+    };
+    if incomplete {
+        verdict.push_str("; INCOMPLETE");
+    }
+    rows.push(vec![
+        format!("idem-{base} overhead (on vs off)"),
+        format!(
+            "{}+{}",
+            off.get("runs").map(|s| s.as_str()).unwrap_or("1"),
+            on.get("runs").map(|s| s.as_str()).unwrap_or("1")
+        ),
+        change
+            .map(|c| format!("{:+.1}%", c * 100.0))
+            .unwrap_or("-".into()),
+        "-".into(),
+        "-".into(),
+        "-".into(),
+        "n/a".into(),
+        "-".into(),
+        "-".into(),
+        cpu_gb(on)
+            .zip(cpu_gb(off))
+            .map(|(a, b)| format!("{:+.2}", a - b))
+            .unwrap_or("-".into()),
+        "-".into(),
+        "loss <5%".into(),
+        verdict,
+    ]);
+    let range = |r: &Row| match (num(r, "min_rate"), num(r, "max_rate")) {
+        (Some(a), Some(b)) => format!(" ({a:.0}..{b:.0})"),
+        _ => String::new(),
+    };
+    notes.push(format!(
+        "idem-{base}: enable.idempotence=true {} msgs/s{} vs false {} msgs/s{} (median runs; min..max), \
+         a change of {}; broker CPU +bg {} vs {} s/GB",
+        f(r_on, 0),
+        range(on),
+        f(r_off, 0),
+        range(off),
+        change
+            .map(|c| format!("{:+.1}%", c * 100.0))
+            .unwrap_or("-".into()),
+        f(cpu_gb(on), 2),
+        f(cpu_gb(off), 2),
+    ));
 }

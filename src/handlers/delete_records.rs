@@ -21,10 +21,7 @@ pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRe
                 .into_iter()
                 .map(|p| {
                     let r = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
-                    let result = topic
-                        .as_ref()
-                        .and_then(|t| t.partition(p.partition_index))
-                        .ok_or(BrokerError::UnknownTopicOrPartition)
+                    let result = super::partition_of(topic.as_ref(), p.partition_index)
                         .and_then(|part| {
                             let target = if p.offset == -1 { part.high_watermark() } else { p.offset };
                             if target < 0 || target > part.high_watermark() {

@@ -33,10 +33,7 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
                 .into_iter()
                 .map(|p| {
                     let r = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-                    let result = topic
-                        .as_ref()
-                        .and_then(|t| t.partition(p.partition_index))
-                        .ok_or(BrokerError::UnknownTopicOrPartition)
+                    let result = super::partition_of(topic.as_ref(), p.partition_index)
                         .and_then(|part| {
                             check_leader_epoch(p.current_leader_epoch)?;
                             lookup(ctx, part, p.timestamp, committed)

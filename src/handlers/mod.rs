@@ -137,6 +137,17 @@ pub fn txn_error_code(e: &BrokerError, version: i16, fenced_from: i16) -> i16 {
     }
 }
 
+/// A partition of a topic the request named, or UNKNOWN_TOPIC_OR_PARTITION
+/// when either is missing: the lookup every per-partition handler starts with.
+pub fn partition_of(
+    topic: Option<&Arc<Topic>>,
+    index: i32,
+) -> BrokerResult<&Arc<crate::storage::partition::Partition>> {
+    topic
+        .and_then(|t| t.partition(index))
+        .ok_or(BrokerError::UnknownTopicOrPartition)
+}
+
 /// Our leader epoch is always 0 on one node: newer epochs are unknown to us,
 /// older ones are fenced, -1 skips the check.
 pub fn check_leader_epoch(requested: i32) -> BrokerResult<()> {

@@ -8,7 +8,6 @@ use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoch
 
 use super::check_leader_epoch;
 use crate::dispatch::RequestContext;
-use crate::error::BrokerError;
 
 pub async fn handle(
     ctx: &RequestContext,
@@ -25,11 +24,8 @@ pub async fn handle(
                 .into_iter()
                 .map(|p| {
                     let r = EpochEndOffset::default().with_partition(p.partition);
-                    let result = topic
-                        .as_ref()
-                        .and_then(|t| t.partition(p.partition))
-                        .ok_or(BrokerError::UnknownTopicOrPartition)
-                        .and_then(|part| {
+                    let result =
+                        super::partition_of(topic.as_ref(), p.partition).and_then(|part| {
                             check_leader_epoch(p.current_leader_epoch)?;
                             Ok(part)
                         });

@@ -41,30 +41,35 @@ pub async fn describe(
         components.push((c.entity_type.to_string(), m));
     }
     match b.quotas.describe(&components, req.strict) {
-        Ok(found) => DescribeClientQuotasResponse::default().with_entries(Some(
-            found
-                .into_iter()
-                .map(|(entity, values)| {
-                    EntryData::default()
-                        .with_entity(
-                            entity
-                                .into_iter()
-                                .map(|(t, n)| {
-                                    EntityData::default()
-                                        .with_entity_type(sb(t))
-                                        .with_entity_name(n.map(sb))
-                                })
-                                .collect(),
-                        )
-                        .with_values(
-                            values
-                                .into_iter()
-                                .map(|(k, v)| ValueData::default().with_key(sb(k)).with_value(v))
-                                .collect(),
-                        )
-                })
-                .collect(),
-        )),
+        Ok(found) => DescribeClientQuotasResponse::default()
+            // The crate defaults this to ""; Kafka sends null on success.
+            .with_error_message(None)
+            .with_entries(Some(
+                found
+                    .into_iter()
+                    .map(|(entity, values)| {
+                        EntryData::default()
+                            .with_entity(
+                                entity
+                                    .into_iter()
+                                    .map(|(t, n)| {
+                                        EntityData::default()
+                                            .with_entity_type(sb(t))
+                                            .with_entity_name(n.map(sb))
+                                    })
+                                    .collect(),
+                            )
+                            .with_values(
+                                values
+                                    .into_iter()
+                                    .map(|(k, v)| {
+                                        ValueData::default().with_key(sb(k)).with_value(v)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            )),
         Err(e) => {
             b.metrics.error("DescribeClientQuotas", e.code());
             DescribeClientQuotasResponse::default()
@@ -110,7 +115,7 @@ pub async fn alter(
                     .collect(),
             );
             match b.quotas.alter(entity, &ops, req.validate_only) {
-                Ok(()) => r,
+                Ok(()) => r.with_error_message(None),
                 Err(e) => {
                     b.metrics.error("AlterClientQuotas", e.code());
                     tracing::info!(peer = %ctx.peer, error = %e, "AlterClientQuotas rejected");

@@ -11,6 +11,10 @@
 #   BENCH_IDLE_TOPICS=1000  BENCH_IDLE_CONNS=500
 #   BENCH_GROUP_MEMBERS=4  BENCH_GROUP_PARTITIONS=8  BENCH_GROUP_TIMEOUT_S=45   consumer-group scenario
 #   BENCH_TXN_COUNT=2000  BENCH_TXN_SECONDS=25  BENCH_IDEM_MESSAGES=200000   exactly-once scenarios
+#   BENCH_COMPACT_BYTES=1073741824  BENCH_COMPACT_RATE_MBPS=20  BENCH_COMPACT_TIMEOUT_S=180   log compaction
+#   BENCH_SKIP_COMPACTION=1   no log-compaction scenario
+#   BENCH_ONLY=throughput,idle,compaction   run only these phases (default: all; throughput includes
+#                             the nullbroker ceiling, the group, latency and exactly-once scenarios)
 #   BENCH_SKIP_NULLBROKER=1   no ceiling run;  NULLBROKER_SRC=path to the nullbroker's source
 #   BENCH_KEEP=1              keep the broker data directories afterwards (logs and results always stay)
 #   BENCH_BUILD_RUNNEL=0      benchmark the existing target/release/runnel without rebuilding it
@@ -36,6 +40,16 @@ GROUP_TIMEOUT=${BENCH_GROUP_TIMEOUT_S:-45}
 TXN_COUNT=${BENCH_TXN_COUNT:-2000}
 TXN_SECS=${BENCH_TXN_SECONDS:-25}
 IDEM_MESSAGES=${BENCH_IDEM_MESSAGES:-200000}
+COMPACT_BYTES=${BENCH_COMPACT_BYTES:-1073741824}
+COMPACT_RATE=${BENCH_COMPACT_RATE_MBPS:-20}
+COMPACT_TIMEOUT=${BENCH_COMPACT_TIMEOUT_S:-180}
+ONLY=${BENCH_ONLY:-}
+for phase in ${ONLY//,/ }; do
+    case $phase in throughput | idle | compaction) ;; *) echo "BENCH_ONLY: unknown phase $phase (throughput, idle, compaction)" >&2; exit 2 ;; esac
+done
+phase_on() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+RUN_COMPACTION=0
+if phase_on compaction && [ "${BENCH_SKIP_COMPACTION:-0}" != 1 ]; then RUN_COMPACTION=1; fi
 
 RUNNEL=$ROOT/target/release/runnel
 TOOL=$ROOT/bench/target/release/runnel-bench
@@ -72,7 +86,7 @@ cleanup() {
     if [ "${BENCH_KEEP:-0}" = 1 ]; then
         log "work directory kept: $WORK"
     else
-        rm -rf "$WORK"/runnel-data "$WORK"/idle-data "$WORK"/runnel
+        rm -rf "$WORK"/runnel-data "$WORK"/idle-data "$WORK"/compaction-data "$WORK"/runnel
     fi
 }
 trap cleanup EXIT
@@ -91,7 +105,9 @@ log "building the load generator (bench/, librdkafka from source on first build)
 cargo build --release --quiet --manifest-path bench/Cargo.toml --target-dir bench/target \
     || { log "bench tool build failed"; exit 1; }
 HAVE_NULL=0
-if [ "${BENCH_SKIP_NULLBROKER:-0}" != 1 ] && [ -f "$NULLBROKER_SRC/Cargo.toml" ]; then
+if ! phase_on throughput; then
+    log "no nullbroker: BENCH_ONLY=$ONLY has no throughput phase"
+elif [ "${BENCH_SKIP_NULLBROKER:-0}" != 1 ] && [ -f "$NULLBROKER_SRC/Cargo.toml" ]; then
     log "building the nullbroker from $NULLBROKER_SRC"
     if cargo build --release --quiet --manifest-path "$NULLBROKER_SRC/Cargo.toml" \
         --target-dir bench/target/nullbroker; then
@@ -134,19 +150,27 @@ settle() {
     echo $(($(ticks "$pid") - start))
 }
 
-start_runnel() { # DATA_DIR LOG
-    local port
+# start_runnel DATA_DIR LOG [RUNNEL ARGS...]: a fresh Runnel on free ports (Kafka listener and its
+# metrics listener, so neither collides with a Runnel on the default 9092/9404); sets BROKER_ADDR,
+# BROKER_PID and METRICS_URL. Further arguments (e.g. --override key=value) go to the broker.
+start_runnel() {
+    local port mport data=$1 logf=$2
+    shift 2
     port=$("$TOOL" free-port)
+    mport=$("$TOOL" free-port)
+    while [ "$mport" = "$port" ]; do mport=$("$TOOL" free-port); done
     BROKER_ADDR=127.0.0.1:$port
+    METRICS_URL=http://127.0.0.1:$mport/metrics
     "$RUNNEL" --config config/server.properties \
         --override "listeners=PLAINTEXT://$BROKER_ADDR" \
         --override "advertised.listeners=PLAINTEXT://$BROKER_ADDR" \
-        --override "log.dirs=$1" >"$2" 2>&1 &
+        --override "log.dirs=$data" \
+        --override "metrics.listener=http://127.0.0.1:$mport" "$@" >"$logf" 2>&1 &
     BROKER_PID=$!
     if ! "$TOOL" ping --brokers "$BROKER_ADDR" --timeout-secs 30; then
-        log "runnel did not come up; its log:"; tail -20 "$2" >&2; exit 1
+        log "runnel did not come up; its log:"; tail -20 "$logf" >&2; exit 1
     fi
-    log "runnel pid $BROKER_PID on $BROKER_ADDR (data $1)"
+    log "runnel pid $BROKER_PID on $BROKER_ADDR, metrics $METRICS_URL (data $data)"
 }
 
 start_nullbroker() {
@@ -184,6 +208,10 @@ measure() {
     echo "$line target=$target scenario=$scenario exit=$rc cpu_s=$(secs $((t1 - t0))) cpu_bg_s=$(secs "$bg") peak_rss_kb=${hwm:-0}" >>"$RESULTS"
     local rate
     rate=$(grep -oE '(msgs_per_s|achieved_rate)=[0-9]+' <<<"$line" | head -1)
+    case $scenario in
+        compaction-*) rate=$(grep -oE ' (compaction_wall_s|pass_s|produce_mbps|p99_ms)=[^ ]+' <<<"$line" | paste -sd' ' -) ;;
+    esac
+
     log "$target $scenario: ${rate:-no rate} broker cpu $(secs $((t1 - t0)))s +$(secs "$bg")s bg, peak rss ${hwm:-?} kB"
 }
 
@@ -241,88 +269,118 @@ if [ "$HAVE_NULL" = 1 ]; then
     stop_broker nullbroker
 fi
 
-log "=== runnel: throughput and latency"
-start_runnel "$WORK/runnel-data" "$WORK/runnel.log"
+if phase_on throughput; then
+    log "=== runnel: throughput and latency"
+    start_runnel "$WORK/runnel-data" "$WORK/runnel.log"
 
-produce_phase runnel
-for spec in "${CONSUME_SCENARIOS[@]}"; do
-    read -r p comp <<<"$spec"
+    produce_phase runnel
+    for spec in "${CONSUME_SCENARIOS[@]}"; do
+        read -r p comp <<<"$spec"
+        for ((r = 1; r <= REPEAT; r++)); do
+            measure runnel "consume-$p-$comp" -- consume --topic "produce-$p-acks1-$comp-r$r" --messages "$MESSAGES" \
+                --timeout-secs "$CLIENT_TIMEOUT"
+        done
+    done
+    # Consumer group (Runnel only: the nullbroker has no group coordinator). One run: seed a topic with
+    # the produce subcommand, then GROUP_MEMBERS subscribe() consumers drain it and one more joins.
+    "$TOOL" create-topics --brokers "$BROKER_ADDR" --topics group --partitions "$GROUP_PARTS" >/dev/null \
+        || log "runnel: create-topics failed for group"
+    "$TOOL" produce --brokers "$BROKER_ADDR" --topic group --messages "$MESSAGES" --size "$SIZE" --acks 1 \
+        --linger-ms 5 --timeout-secs "$CLIENT_TIMEOUT" >/dev/null 2> >(sed "s/^/  [runnel group seed] /" | tee -a "$CLIENT_LOG" >&2) \
+        || log "runnel: seeding the group topic failed"
+    measure runnel "group-p$GROUP_PARTS" -- group --topic group --messages "$MESSAGES" --members "$GROUP_MEMBERS" \
+        --timeout-secs "$GROUP_TIMEOUT"
+    "$TOOL" create-topics --brokers "$BROKER_ADDR" --topics latency --partitions "$LAT_PARTS" >/dev/null
+    measure runnel "latency-$((LAT_RATE / 1000))k" -- latency --topic latency --rate "$LAT_RATE" --seconds "$LAT_SECS" \
+        --size "$SIZE" --acks 1 --linger-ms 1
+    # Exactly-once (Runnel only: the nullbroker has no transactions). 100-record transactions of 1 KB
+    # records over 4 partitions, TXN_COUNT of them or TXN_SECS, whichever ends first; then plain
+    # produce of 1 KB records to 4 partitions with acks=all, enable.idempotence off and on alternating,
+    # REPEAT runs each, for the idempotence overhead.
+    IDEM_TOPICS=$(for ((r = 1; r <= REPEAT; r++)); do printf 'idem-off-r%d,idem-on-r%d,' "$r" "$r"; done)
+    "$TOOL" create-topics --brokers "$BROKER_ADDR" --topics "txn,$IDEM_TOPICS" --partitions 4 >/dev/null \
+        || log "runnel: create-topics failed for the exactly-once topics"
+    measure runnel "txn-p4-100x1KB" -- txn --topic txn --transactions "$TXN_COUNT" --per-txn 100 --size 1024 \
+        --seconds "$TXN_SECS" --timeout-secs 30
     for ((r = 1; r <= REPEAT; r++)); do
-        measure runnel "consume-$p-$comp" -- consume --topic "produce-$p-acks1-$comp-r$r" --messages "$MESSAGES" \
-            --timeout-secs "$CLIENT_TIMEOUT"
+        for idem in off on; do
+            measure runnel "idem-p4-$idem" -- produce --topic "idem-$idem-r$r" --messages "$IDEM_MESSAGES" --size 1024 \
+                --acks all --compression none --linger-ms 5 --timeout-secs "$CLIENT_TIMEOUT" \
+                --set "enable.idempotence=$([ "$idem" = on ] && echo true || echo false)"
+        done
     done
-done
-# Consumer group (Runnel only: the nullbroker has no group coordinator). One run: seed a topic with
-# the produce subcommand, then GROUP_MEMBERS subscribe() consumers drain it and one more joins.
-"$TOOL" create-topics --brokers "$BROKER_ADDR" --topics group --partitions "$GROUP_PARTS" >/dev/null \
-    || log "runnel: create-topics failed for group"
-"$TOOL" produce --brokers "$BROKER_ADDR" --topic group --messages "$MESSAGES" --size "$SIZE" --acks 1 \
-    --linger-ms 5 --timeout-secs "$CLIENT_TIMEOUT" >/dev/null 2> >(sed "s/^/  [runnel group seed] /" | tee -a "$CLIENT_LOG" >&2) \
-    || log "runnel: seeding the group topic failed"
-measure runnel "group-p$GROUP_PARTS" -- group --topic group --messages "$MESSAGES" --members "$GROUP_MEMBERS" \
-    --timeout-secs "$GROUP_TIMEOUT"
-"$TOOL" create-topics --brokers "$BROKER_ADDR" --topics latency --partitions "$LAT_PARTS" >/dev/null
-measure runnel "latency-$((LAT_RATE / 1000))k" -- latency --topic latency --rate "$LAT_RATE" --seconds "$LAT_SECS" \
-    --size "$SIZE" --acks 1 --linger-ms 1
-# Exactly-once (Runnel only: the nullbroker has no transactions). 100-record transactions of 1 KB
-# records over 4 partitions, TXN_COUNT of them or TXN_SECS, whichever ends first; then plain
-# produce of 1 KB records to 4 partitions with acks=all, enable.idempotence off and on alternating,
-# REPEAT runs each, for the idempotence overhead.
-IDEM_TOPICS=$(for ((r = 1; r <= REPEAT; r++)); do printf 'idem-off-r%d,idem-on-r%d,' "$r" "$r"; done)
-"$TOOL" create-topics --brokers "$BROKER_ADDR" --topics "txn,$IDEM_TOPICS" --partitions 4 >/dev/null \
-    || log "runnel: create-topics failed for the exactly-once topics"
-measure runnel "txn-p4-100x1KB" -- txn --topic txn --transactions "$TXN_COUNT" --per-txn 100 --size 1024 \
-    --seconds "$TXN_SECS" --timeout-secs 30
-for ((r = 1; r <= REPEAT; r++)); do
-    for idem in off on; do
-        measure runnel "idem-p4-$idem" -- produce --topic "idem-$idem-r$r" --messages "$IDEM_MESSAGES" --size 1024 \
-            --acks all --compression none --linger-ms 5 --timeout-secs "$CLIENT_TIMEOUT" \
-            --set "enable.idempotence=$([ "$idem" = on ] && echo true || echo false)"
-    done
-done
-RUNNEL_CPU_TOTAL=$(secs "$(ticks "$BROKER_PID")")
-stop_broker runnel-throughput
+    RUNNEL_CPU_TOTAL=$(secs "$(ticks "$BROKER_PID")")
+    stop_broker runnel-throughput
+fi
 
-log "=== runnel: idle memory"
-start_runnel "$WORK/idle-data" "$WORK/runnel-idle.log"
-sleep 2
-rss0=$(status_kb "$BROKER_PID" VmRSS)
-echo "RESULT kind=idle target=runnel scenario=idle-empty rss_kb=$rss0" >>"$RESULTS"
-out=$("$TOOL" create-topics --brokers "$BROKER_ADDR" --prefix idle- --count "$IDLE_TOPICS" --partitions 1 \
-    2> >(tee -a "$CLIENT_LOG" >&2))
-log "$(grep '^RESULT' <<<"$out")"
-sleep 5
-rss1=$(status_kb "$BROKER_PID" VmRSS)
-echo "$(grep '^RESULT' <<<"$out" | sed 's/kind=create-topics/kind=idle/') target=runnel scenario=idle-$IDLE_TOPICS-topics rss_kb=$rss1 base_rss_kb=$rss0" >>"$RESULTS"
-log "idle rss: empty $rss0 kB, with $IDLE_TOPICS topics $rss1 kB"
+if phase_on idle; then
+    log "=== runnel: idle memory"
+    start_runnel "$WORK/idle-data" "$WORK/runnel-idle.log"
+    sleep 2
+    rss0=$(status_kb "$BROKER_PID" VmRSS)
+    echo "RESULT kind=idle target=runnel scenario=idle-empty rss_kb=$rss0" >>"$RESULTS"
+    out=$("$TOOL" create-topics --brokers "$BROKER_ADDR" --prefix idle- --count "$IDLE_TOPICS" --partitions 1 \
+        2> >(tee -a "$CLIENT_LOG" >&2))
+    log "$(grep '^RESULT' <<<"$out")"
+    sleep 5
+    rss1=$(status_kb "$BROKER_PID" VmRSS)
+    echo "$(grep '^RESULT' <<<"$out" | sed 's/kind=create-topics/kind=idle/') target=runnel scenario=idle-$IDLE_TOPICS-topics rss_kb=$rss1 base_rss_kb=$rss0" >>"$RESULTS"
+    log "idle rss: empty $rss0 kB, with $IDLE_TOPICS topics $rss1 kB"
 
-CONN_OUT=$WORK/idle-conns.out
-"$TOOL" idle-conns --brokers "$BROKER_ADDR" --count "$IDLE_CONNS" --seconds 8 >"$CONN_OUT" 2> >(tee -a "$CLIENT_LOG" >&2) &
-CONN_PID=$!
-for _ in $(seq 1 300); do grep -q '^READY' "$CONN_OUT" && break; kill -0 $CONN_PID 2>/dev/null || break; sleep 0.1; done
-sleep 2
-rss2=$(status_kb "$BROKER_PID" VmRSS)
-wait $CONN_PID
-rss3=$(status_kb "$BROKER_PID" VmRSS)
-line=$(grep '^RESULT' "$CONN_OUT" | tail -1)
-echo "${line:-RESULT kind=idle-conns} target=runnel scenario=idle-$IDLE_CONNS-conns rss_kb=$rss2 base_rss_kb=$rss1 rss_after_close_kb=$rss3" >>"$RESULTS"
-log "idle rss: with $IDLE_CONNS connections $rss2 kB (before $rss1 kB, after closing $rss3 kB)"
-stop_broker runnel-idle
+    CONN_OUT=$WORK/idle-conns.out
+    "$TOOL" idle-conns --brokers "$BROKER_ADDR" --count "$IDLE_CONNS" --seconds 8 >"$CONN_OUT" 2> >(tee -a "$CLIENT_LOG" >&2) &
+    CONN_PID=$!
+    for _ in $(seq 1 300); do grep -q '^READY' "$CONN_OUT" && break; kill -0 $CONN_PID 2>/dev/null || break; sleep 0.1; done
+    sleep 2
+    rss2=$(status_kb "$BROKER_PID" VmRSS)
+    wait $CONN_PID
+    rss3=$(status_kb "$BROKER_PID" VmRSS)
+    line=$(grep '^RESULT' "$CONN_OUT" | tail -1)
+    echo "${line:-RESULT kind=idle-conns} target=runnel scenario=idle-$IDLE_CONNS-conns rss_kb=$rss2 base_rss_kb=$rss1 rss_after_close_kb=$rss3" >>"$RESULTS"
+    log "idle rss: with $IDLE_CONNS connections $rss2 kB (before $rss1 kB, after closing $rss3 kB)"
+    stop_broker runnel-idle
+fi
+
+# Log compaction (Runnel only: the nullbroker stores nothing), on a fresh Runnel whose cleaner
+# wakes every second (log.cleaner.backoff.ms=1000, instead of 15 s) so the pass starts promptly
+# after the switch. One run: fill one partition with COMPACT_BYTES of 1 KB values over 10,000 keys
+# (cleanup.policy=delete, no retention), start a producer paced at COMPACT_RATE MB/s, switch the
+# topic to cleanup.policy=compact and wait (watching /metrics) until the cleaner counts its pass.
+if [ "$RUN_COMPACTION" = 1 ]; then
+    log "=== runnel: log compaction"
+    start_runnel "$WORK/compaction-data" "$WORK/runnel-compaction.log" --override log.cleaner.backoff.ms=1000
+    COMPACT_LABEL=$(awk -v b="$COMPACT_BYTES" 'BEGIN { if (b >= 1073741824) printf "%gGB", b / 1073741824; else printf "%.0fMB", b / 1048576 }')
+    measure runnel "compaction-$COMPACT_LABEL" -- compaction --topic compaction --fill-bytes "$COMPACT_BYTES" \
+        --value-size 1024 --keys 10000 --rate-mbps "$COMPACT_RATE" --metrics-url "$METRICS_URL" \
+        --timeout-s "$COMPACT_TIMEOUT" --broker-pid "$BROKER_PID" --clk-tck "$CLK_TCK"
+    stop_broker runnel-compaction
+fi
 
 # ---------------------------------------------------------------------------------------------
 echo
 echo "Runnel benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted src changes'), runnel binary built $RUNNEL_BUILT"
-echo "$(nproc) cores, load average before: $LOAD_BEFORE; client: $("$TOOL" version); $MESSAGES x $SIZE-byte messages, $REPEAT runs per throughput scenario (median shown)"
-echo "producer: linger.ms=5, other librdkafka defaults; consumer: assign() from the beginning, batch reads, fetch.queue.backoff.ms=10"
-echo "group: $GROUP_MEMBERS subscribe() consumers (threads, poll()) on $GROUP_PARTS partitions, then one more joins; librdkafka group defaults"
-echo "exactly-once: up to $TXN_COUNT transactions (or ${TXN_SECS} s) of 100 x 1 KB records over 4 partitions; idempotence on/off: $IDEM_MESSAGES x 1 KB, 4 partitions, acks=all"
+echo "$(nproc) cores, load average before: $LOAD_BEFORE; client: $("$TOOL" version)${ONLY:+; phases: $ONLY}"
+if phase_on throughput; then
+    echo "$MESSAGES x $SIZE-byte messages, $REPEAT runs per throughput scenario (median shown)"
+    echo "producer: linger.ms=5, other librdkafka defaults; consumer: assign() from the beginning, batch reads, fetch.queue.backoff.ms=10"
+    echo "group: $GROUP_MEMBERS subscribe() consumers (threads, poll()) on $GROUP_PARTS partitions, then one more joins; librdkafka group defaults"
+    echo "exactly-once: up to $TXN_COUNT transactions (or ${TXN_SECS} s) of 100 x 1 KB records over 4 partitions; idempotence on/off: $IDEM_MESSAGES x 1 KB, 4 partitions, acks=all"
+fi
+if [ "$RUN_COMPACTION" = 1 ]; then
+    echo "compaction: $COMPACT_BYTES bytes of 1 KB values over 10,000 keys in 1 partition, then cleanup.policy=compact while producing at $COMPACT_RATE MB/s (acks=1, linger.ms=5); broker log.cleaner.backoff.ms=1000"
+fi
 echo
 "$TOOL" report --results "$RESULTS"
 echo
-echo "Runnel's total CPU over the throughput phase: ${RUNNEL_CPU_TOTAL}s."
+[ -n "${RUNNEL_CPU_TOTAL:-}" ] && echo "Runnel's total CPU over the throughput phase: ${RUNNEL_CPU_TOTAL}s."
 NOTES=$WORK/notes.txt
 [ -f "$NOTES" ] && sed 's/^NOTE /  - /' "$NOTES"
-for f in "$WORK/runnel.log" "$WORK/runnel-idle.log"; do
+if [ -f "$WORK/runnel-compaction.log" ]; then
+    n=$(grep -c ' compacted' "$WORK/runnel-compaction.log")
+    echo "Compaction broker log: $n 'compacted' lines$([ "$n" -gt 0 ] && echo ', first ones:')"
+    sed 's/\x1b\[[0-9;]*m//g' "$WORK/runnel-compaction.log" | grep ' compacted' | head -3 | cut -c1-300 | sed 's/^/    /'
+fi
+for f in "$WORK/runnel.log" "$WORK/runnel-idle.log" "$WORK/runnel-compaction.log"; do
     [ -f "$f" ] || continue
     n=$(sed 's/\x1b\[[0-9;]*m//g' "$f" | grep -cE ' (WARN|ERROR) ')
     echo "Broker log $(basename "$f"): $n WARN/ERROR lines$([ "$n" -gt 0 ] && echo ', first ones:')"

@@ -362,3 +362,45 @@ def test_fatal_error_never_raised_by_sequence_checks(broker):
     assert p.flush(60) == 0
     assert [e for e in errors if e.fatal() or e.code() != KafkaError._TRANSPORT] == []
     assert high_watermark(broker.bootstrap, topic) == 3000
+
+
+# ------------------------------------------------------------- expiry
+
+
+def test_idle_producer_state_expires(make_broker):
+    """producer.id.expiration.ms: a producer idle that long is forgotten on
+    the partition (DescribeProducers no longer lists it; a retry of its old
+    batch is then a new batch, as in Kafka), while an active one is kept."""
+    from test_transactions import describe_producers
+
+    b = make_broker({"producer.id.expiration.ms": "3000",
+                     "producer.id.expiration.check.interval.ms": "200"})
+    topic = create_topic(admin_client(b.bootstrap), unique_topic("idem-expire"), partitions=1)
+    idle, active = random_pid(), random_pid()
+    with kw.KafkaConn.to(b.bootstrap) as conn:
+        assert produce(conn, topic, idem_batch(idle, 0, 0, [b"i0"])) == (0, 0)
+        assert produce(conn, topic, idem_batch(active, 0, 0, [b"a0"])) == (0, 1)
+        listed = {p["producer_id"]: p for p in describe_producers(conn, topic, 0)["producers"]}
+        assert set(listed) == {idle, active}
+        # Last append time is reported, in broker time.
+        assert abs(listed[idle]["last_timestamp"] - time.time() * 1000) < 60_000
+        # Within the window a retry is a duplicate.
+        assert produce(conn, topic, idem_batch(idle, 0, 0, [b"i0"])) == (0, 0)
+        seq, deadline = 1, time.time() + 20
+        while time.time() < deadline:
+            # Keep `active` busy; wait for `idle` to be forgotten.
+            assert produce(conn, topic, idem_batch(active, 0, seq, [b"a"]))[0] == 0
+            seq += 1
+            listed = {p["producer_id"] for p in describe_producers(conn, topic, 0)["producers"]}
+            if idle not in listed:
+                break
+            time.sleep(0.25)
+        assert idle not in listed, "idle producer state never expired"
+        assert active in listed
+        # The forgotten producer's old batch is no longer recognised: it is
+        # written again (Kafka behaves the same after expiry).
+        err, base = produce(conn, topic, idem_batch(idle, 0, 0, [b"i0"]))
+        assert err == 0 and base > 1
+        # The active producer's sequence checks still hold.
+        assert produce(conn, topic, idem_batch(active, 0, seq + 5, [b"gap"]))[0] == \
+            OUT_OF_ORDER_SEQUENCE_NUMBER

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::dynamic::DynamicConfigs;
 use crate::config::ServerConfig;
 use crate::coordinator::group::GroupConfig;
 use crate::coordinator::offsets::OffsetStore;
@@ -18,6 +19,8 @@ use crate::storage::writer::Writer;
 /// State shared by all connections.
 pub struct Broker {
     pub config: ServerConfig,
+    /// Broker configs changed at runtime, layered over `config`.
+    pub broker_configs: DynamicConfigs,
     pub store: Arc<Store>,
     pub catalog: Catalog,
     pub writer: Writer,
@@ -77,6 +80,8 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         &catalog,
     )
     .map_err(|e| format!("cannot load transactions: {e}"))?;
+    let broker_configs = DynamicConfigs::load(store.clone(), config.raw.clone())
+        .map_err(|e| format!("cannot load dynamic broker configs: {e}"))?;
     let metrics = Metrics::new().map_err(|e| format!("cannot register metrics: {e}"))?;
     tracing::info!(
         dir = %config.log_dir.display(),
@@ -85,6 +90,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
     );
     let broker = Arc::new(Broker {
         config,
+        broker_configs,
         store: store.clone(),
         catalog,
         writer,
@@ -114,6 +120,12 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
             Duration::from_millis(broker.config.cleaner_backoff_ms),
             "compaction",
             crate::storage::compaction::pass,
+        );
+        crate::storage::background::every(
+            Arc::downgrade(&broker),
+            Duration::from_millis(broker.config.producer_id_expiration_check_interval_ms),
+            "producer expiry",
+            crate::storage::producer_expiry::pass,
         );
     }
     drop(groups);

@@ -14,6 +14,11 @@
 //!            (a subscribe() group drains the topic, then one more member joins: rebalance time)
 //!   txn      --topic T [--transactions 2000] [--per-txn 100] [--size 1024] [--seconds 30]
 //!            [--linger-ms 5] [--timeout-secs 30]  (transactional producer: begin, N sends, commit)
+//!   compaction [--topic compaction] [--fill-bytes 1073741824] [--value-size 1024] [--keys 10000]
+//!            [--rate-mbps 20] [--metrics-url http://127.0.0.1:9404/metrics] [--timeout-s 180]
+//!            [--broker-pid PID --clk-tck 100]  (Runnel only: fill one partition with keyed
+//!            records, then switch it to cleanup.policy=compact while a producer writes at a fixed
+//!            rate; times the first cleaner pass from /metrics and the producer's ack latency)
 //!   Any client subcommand also takes --set k=v,k=v (further librdkafka properties, applied last).
 //!   idle-conns --count 500 --seconds S      (raw TCP, one ApiVersions each, then held idle)
 //!   ping     [--timeout-secs 30]            (waits until the broker answers ApiVersions)
@@ -30,7 +35,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -90,7 +97,7 @@ fn required<'a>(args: &'a Args, key: &str) -> &'a str {
 fn main() {
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = raw.first().cloned() else {
-        eprintln!("usage: runnel-bench <create-topics|produce|consume|latency|group|txn|idle-conns|ping|report> [--key value ...]");
+        eprintln!("usage: runnel-bench <create-topics|produce|consume|latency|group|txn|compaction|idle-conns|ping|report> [--key value ...]");
         std::process::exit(2);
     };
     let args = parse_args(&raw[1..]);
@@ -101,6 +108,7 @@ fn main() {
         "latency" => latency(&args),
         "group" => group(&args),
         "txn" => txn(&args),
+        "compaction" => compaction(&args),
         "idle-conns" => idle_conns(&args),
         "ping" => ping(&args),
         "free-port" => {
@@ -134,6 +142,9 @@ struct BenchContext {
     rx_bytes: AtomicU64,
     stats_seen: AtomicU64,
     delivery: Mutex<DeliveryStats>,
+    /// Also keep each delivered message's send time (`DeliveryStats::sent_ns`), for scenarios
+    /// that split the latencies into time windows.
+    keep_send_times: bool,
 }
 
 #[derive(Default)]
@@ -143,6 +154,9 @@ struct DeliveryStats {
     first_failure: Option<String>,
     last_ack_ns: u64,
     latencies_us: Vec<u32>,
+    /// Send time (ns since the context's start) of each entry of `latencies_us`, when the
+    /// context keeps them.
+    sent_ns: Vec<u64>,
 }
 
 impl BenchContext {
@@ -154,7 +168,13 @@ impl BenchContext {
             rx_bytes: AtomicU64::new(0),
             stats_seen: AtomicU64::new(0),
             delivery: Mutex::new(DeliveryStats::default()),
+            keep_send_times: false,
         }
+    }
+
+    fn keeping_send_times(mut self) -> Self {
+        self.keep_send_times = true;
+        self
     }
 
     fn now_ns(&self) -> u64 {
@@ -222,6 +242,9 @@ impl ProducerContext for BenchContext {
                 if let Some(sent) = msg.payload().and_then(read_ts) {
                     d.latencies_us
                         .push((now.saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32);
+                    if self.keep_send_times {
+                        d.sent_ns.push(sent);
+                    }
                 }
             }
             Err((e, _)) => {
@@ -1127,6 +1150,658 @@ fn latency(args: &Args) -> i32 {
     } else {
         1
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log compaction under load (Runnel only): fill one partition with keyed records under
+// cleanup.policy=delete, start a producer paced at a fixed byte rate, switch the topic to
+// cleanup.policy=compact and time the broker's first compaction pass over the filled data (seen
+// in its /metrics) while measuring the paced producer's acknowledgement latency.
+
+/// `http://host:port/path` → (`host:port`, `/path`).
+fn split_http_url(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("not an http:// URL: {url}"))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/metrics"),
+    };
+    if hostport.is_empty() {
+        return Err(format!("no host in {url}"));
+    }
+    Ok((hostport.to_string(), path.to_string()))
+}
+
+/// One plain HTTP/1.0 GET (the server closes the connection after its answer, no chunking);
+/// the body of a 200 answer.
+fn http_get(url: &str) -> Result<String, String> {
+    let (hostport, path) = split_http_url(url)?;
+    let mut s = TcpStream::connect(&hostport).map_err(|e| format!("{hostport}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s.set_write_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("{url}: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("{url}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{url}: malformed HTTP answer"))?;
+    let status = head.lines().next().unwrap_or("");
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("{url}: {status}"));
+    }
+    Ok(body.to_string())
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text page whose labels include all
+/// of `want` (label order does not matter); `None` if there is no such sample.
+fn prom_value(page: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    for line in page.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (labels, value) = if let Some(r) = rest.strip_prefix('{') {
+            let Some(end) = r.find('}') else { continue };
+            (&r[..end], &r[end + 1..])
+        } else if rest.starts_with(' ') {
+            ("", rest)
+        } else {
+            continue; // a longer metric name with this prefix
+        };
+        let have: Vec<(&str, &str)> = labels
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.trim(), v.trim().trim_matches('"')))
+            .collect();
+        if want.iter().all(|w| have.contains(w)) {
+            if let Some(v) = value
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+            {
+                return Some(v);
+            }
+        }
+    }
+    None
+}
+
+/// What the compaction scenario reads from the broker's /metrics.
+#[derive(Clone, Copy, Default)]
+struct CleanerView {
+    /// `kafka_log_log_size{topic,partition="0"}`.
+    size: Option<f64>,
+    /// `runnel_log_cleaner_passes_total{topic}` (absent: 0).
+    passes: f64,
+    /// Whether the passes counter was present at all.
+    passes_seen: bool,
+    /// `runnel_log_cleaner_last_pass_seconds{topic,partition="0"}`.
+    last_pass_s: Option<f64>,
+    /// `runnel_log_cleaner_bytes_removed_total{topic}`.
+    bytes_removed: Option<f64>,
+}
+
+fn cleaner_view(url: &str, topic: &str) -> Result<CleanerView, String> {
+    let page = http_get(url)?;
+    let tp = [("topic", topic), ("partition", "0")];
+    let t = [("topic", topic)];
+    let passes = prom_value(&page, "runnel_log_cleaner_passes_total", &t);
+    Ok(CleanerView {
+        size: prom_value(&page, "kafka_log_log_size", &tp),
+        passes: passes.unwrap_or(0.0),
+        passes_seen: passes.is_some(),
+        last_pass_s: prom_value(&page, "runnel_log_cleaner_last_pass_seconds", &tp),
+        bytes_removed: prom_value(&page, "runnel_log_cleaner_bytes_removed_total", &t),
+    })
+}
+
+/// utime+stime of a process in clock ticks (fields 14 and 15 of /proc/PID/stat).
+fn proc_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Sends one record, waiting (serving delivery reports) while librdkafka's queue is full.
+fn send_waiting<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    mut rec: BaseRecord<'_, str, [u8], C::DeliveryOpaque>,
+    deadline: Instant,
+) -> Result<(), String> {
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                if Instant::now() > deadline {
+                    return Err("timed out waiting for room in the producer queue".into());
+                }
+                producer.poll(Duration::from_millis(2));
+                rec = r;
+            }
+            Err((e, _)) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Shared between the compaction scenario's main thread and its paced producer.
+struct PacedShared {
+    stop: AtomicBool,
+    started_ns: AtomicU64,
+    sent: AtomicU64,
+    send_errors: AtomicU64,
+    /// Largest lag of a send behind its schedule, in µs.
+    max_behind_us: AtomicU64,
+}
+
+/// The paced producer: `value_size`-byte records at `msgs_per_s`, keys `key-{seq % keys}`,
+/// until told to stop; then flushes. Returns its context (delivery latencies and send times).
+fn paced_producer(
+    args: Args,
+    topic: String,
+    origin: Instant,
+    value_size: usize,
+    keys: u64,
+    msgs_per_s: f64,
+    shared: Arc<PacedShared>,
+) -> Arc<BenchContext> {
+    let mut cfg = base_config(&args);
+    cfg.set("acks", "1")
+        .set("compression.type", "none")
+        .set("linger.ms", arg(&args, "paced-linger-ms", "5"))
+        .set("message.timeout.ms", "60000")
+        .set("statistics.interval.ms", "0");
+    let producer: BaseProducer<BenchContext> = with_extra(&mut cfg, &args)
+        .create_with_context(BenchContext::new(origin).keeping_send_times())
+        .unwrap_or_else(|e| die(&format!("paced producer: {e}")));
+    let ctx = producer.context().clone();
+    if let Err(e) = producer
+        .client()
+        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+    {
+        eprintln!("runnel-bench: paced producer: metadata for {topic}: {e}");
+    }
+    let mut maker = PayloadMaker::new(value_size);
+    let mut key = String::new();
+    let t0 = Instant::now();
+    shared
+        .started_ns
+        .store(origin.elapsed().as_nanos() as u64, Ordering::Release);
+    let mut seq = 0u64;
+    // Sends what is due every millisecond (linger.ms batches them anyway), rather than
+    // spinning to each message's due time: the broker needs the CPU more than the pacing.
+    while !shared.stop.load(Ordering::Acquire) {
+        let due = (t0.elapsed().as_secs_f64() * msgs_per_s) as u64;
+        while seq < due && !shared.stop.load(Ordering::Relaxed) {
+            let behind = t0
+                .elapsed()
+                .saturating_sub(Duration::from_secs_f64(seq as f64 / msgs_per_s));
+            shared
+                .max_behind_us
+                .fetch_max(behind.as_micros() as u64, Ordering::Relaxed);
+            key.clear();
+            use std::fmt::Write as _;
+            let _ = write!(key, "key-{}", seq % keys);
+            let payload = maker.make(ctx.now_ns(), seq);
+            let rec = BaseRecord::to(&topic).key(key.as_str()).payload(payload);
+            match send_waiting(&producer, rec, Instant::now() + Duration::from_secs(60)) {
+                Ok(()) => {
+                    shared.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    if shared.send_errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("runnel-bench: paced producer: send: {e}");
+                    }
+                }
+            }
+            seq += 1;
+        }
+        producer.poll(Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if let Err(e) = producer.flush(Duration::from_secs(30)) {
+        eprintln!("runnel-bench: paced producer: flush: {e}");
+    }
+    ctx
+}
+
+/// Latency figures of the deliveries whose send time falls in [from_ns, to_ns).
+struct WindowStats {
+    count: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+fn window_stats(d: &DeliveryStats, from_ns: u64, to_ns: u64) -> WindowStats {
+    let mut lat: Vec<u32> = d
+        .sent_ns
+        .iter()
+        .zip(&d.latencies_us)
+        .filter(|(s, _)| **s >= from_ns && **s < to_ns)
+        .map(|(_, l)| *l)
+        .collect();
+    lat.sort_unstable();
+    WindowStats {
+        count: lat.len() as u64,
+        p50_ms: percentile_ms(&lat, 50.0),
+        p99_ms: percentile_ms(&lat, 99.0),
+        max_ms: percentile_ms(&lat, 100.0),
+    }
+}
+
+/// Waits until the process used at most 2 ticks of CPU in 0.5 s, at most `max`; the time waited.
+fn wait_idle(pid: u32, max: Duration) -> Duration {
+    let started = Instant::now();
+    let Some(mut prev) = proc_ticks(pid) else {
+        return Duration::ZERO;
+    };
+    while started.elapsed() < max {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = proc_ticks(pid).unwrap_or(prev);
+        if now.saturating_sub(prev) <= 2 {
+            break;
+        }
+        prev = now;
+    }
+    started.elapsed()
+}
+
+/// Prints the compaction scenario's RESULT line with what was measured; the exit code. A
+/// failure reads "stage: what happened" (the stage goes into the line as `failed_stage`).
+fn finish_compaction(out: &mut Vec<(&'static str, String)>, failure: Option<String>) -> i32 {
+    if let Some(f) = &failure {
+        eprintln!("runnel-bench: compaction: {f}");
+    }
+    let stage = failure
+        .as_ref()
+        .map(|f| f.split(':').next().unwrap_or("error").replace(' ', "-"))
+        .unwrap_or_else(|| "none".into());
+    out.push(("failed_stage", stage));
+    let fields: Vec<String> = out.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("RESULT kind=compaction {}", fields.join(" "));
+    std::io::stdout().flush().ok();
+    i32::from(failure.is_some())
+}
+
+fn compaction(args: &Args) -> i32 {
+    let topic = arg(args, "topic", "compaction").to_string();
+    let fill_bytes: u64 = arg_num(args, "fill-bytes", 1_073_741_824);
+    let value_size: usize = arg_num(args, "value-size", 1024);
+    let keys: u64 = arg_num(args, "keys", 10_000);
+    let rate_mbps: f64 = arg_num(args, "rate-mbps", 20.0);
+    let metrics_url = arg(args, "metrics-url", "http://127.0.0.1:9404/metrics").to_string();
+    let timeout = Duration::from_secs_f64(arg_num(args, "timeout-s", 180.0));
+    let fill_timeout = Duration::from_secs_f64(arg_num(args, "fill-timeout-s", 600.0));
+    let baseline = Duration::from_secs_f64(arg_num(args, "baseline-s", 2.0));
+    let tail = Duration::from_secs_f64(arg_num(args, "tail-s", 2.0));
+    let broker_pid: Option<u32> = args.get("broker-pid").and_then(|p| p.parse().ok());
+    let clk_tck: f64 = arg_num(args, "clk-tck", 100.0);
+    if value_size < 16 || keys == 0 || rate_mbps <= 0.0 {
+        die("--value-size must be >= 16, --keys and --rate-mbps > 0");
+    }
+    let records = fill_bytes.div_ceil(value_size as u64);
+    let msgs_per_s = rate_mbps * 1e6 / value_size as f64;
+    let origin = Instant::now();
+    let ns = || origin.elapsed().as_nanos() as u64;
+    let cpu_s = |from: Option<u64>, to: Option<u64>| match (from, to) {
+        (Some(a), Some(b)) => fmt_f(b.saturating_sub(a) as f64 / clk_tck),
+        _ => "nan".into(),
+    };
+    let ticks = || broker_pid.and_then(proc_ticks);
+
+    // Everything measured so far; printed as the RESULT line whatever happens (`finish`).
+    let mut out: Vec<(&'static str, String)> = vec![
+        ("topic", topic.clone()),
+        ("fill_bytes", fill_bytes.to_string()),
+        ("value_size", value_size.to_string()),
+        ("keys", keys.to_string()),
+        ("rate_mbps", format!("{rate_mbps}")),
+        ("timeout_s", format!("{}", timeout.as_secs_f64())),
+    ];
+
+    // a. The topic: one partition, nothing cleaned yet.
+    let admin: AdminClient<DefaultClientContext> = base_config(args)
+        .set("statistics.interval.ms", "0")
+        .create()
+        .unwrap_or_else(|e| die(&format!("admin client: {e}")));
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(30)))
+        .request_timeout(Some(Duration::from_secs(60)));
+    let new_topic = NewTopic::new(&topic, 1, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "delete")
+        .set("retention.ms", "-1")
+        .set("retention.bytes", "-1");
+    match futures::executor::block_on(admin.create_topics([&new_topic], &opts)) {
+        Ok(rs) => match rs.into_iter().next() {
+            Some(Ok(_)) => {}
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {
+                eprintln!(
+                    "runnel-bench: compaction: topic {topic} already exists; using it as it is"
+                )
+            }
+            Some(Err((_, code))) => {
+                return finish_compaction(&mut out, Some(format!("create: topic {topic}: {code}")))
+            }
+            None => {
+                return finish_compaction(
+                    &mut out,
+                    Some("create: empty CreateTopics answer".into()),
+                )
+            }
+        },
+        Err(e) => return finish_compaction(&mut out, Some(format!("create: CreateTopics: {e}"))),
+    }
+
+    // b. Fill as fast as possible.
+    let fill_cpu0 = ticks();
+    let fill_started = Instant::now();
+    let (fill_delivered, fill_failed) = {
+        let mut cfg = base_config(args);
+        cfg.set("acks", "1")
+            .set("compression.type", "none")
+            .set("linger.ms", "5")
+            .set("statistics.interval.ms", "0")
+            .set(
+                "message.timeout.ms",
+                (fill_timeout.as_millis() as u64).to_string(),
+            );
+        let producer: BaseProducer<BenchContext> = with_extra(&mut cfg, args)
+            .create_with_context(BenchContext::new(origin))
+            .unwrap_or_else(|e| die(&format!("producer: {e}")));
+        if let Err(e) = producer
+            .client()
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        {
+            eprintln!("runnel-bench: compaction: metadata for {topic}: {e}");
+        }
+        let deadline = fill_started + fill_timeout;
+        let mut maker = PayloadMaker::new(value_size);
+        let mut key = String::new();
+        let mut send_errors = 0u64;
+        for seq in 0..records {
+            key.clear();
+            use std::fmt::Write as _;
+            let _ = write!(key, "key-{}", seq % keys);
+            let payload = maker.make(producer.context().now_ns(), seq);
+            let rec = BaseRecord::to(&topic).key(key.as_str()).payload(payload);
+            if let Err(e) = send_waiting(&producer, rec, deadline) {
+                send_errors += 1;
+                if send_errors <= 3 {
+                    eprintln!("runnel-bench: compaction fill: send: {e}");
+                }
+                if Instant::now() > deadline {
+                    break;
+                }
+            }
+            if seq & 0x3ff == 0 {
+                producer.poll(Duration::ZERO);
+            }
+        }
+        if let Err(e) = producer.flush(deadline.saturating_duration_since(Instant::now())) {
+            eprintln!("runnel-bench: compaction fill: flush: {e}");
+        }
+        let d = producer.context().delivery.lock().unwrap();
+        (d.delivered, d.failed + send_errors)
+    };
+    let fill_s = fill_started.elapsed().as_secs_f64();
+    let fill_cpu1 = ticks();
+    out.extend([
+        ("fill_records", records.to_string()),
+        ("fill_delivered", fill_delivered.to_string()),
+        ("fill_failed", fill_failed.to_string()),
+        ("fill_s", format!("{fill_s:.3}")),
+        (
+            "fill_mbps",
+            format!(
+                "{:.1}",
+                fill_delivered as f64 * value_size as f64 / 1e6 / fill_s.max(1e-9)
+            ),
+        ),
+        ("fill_cpu_s", cpu_s(fill_cpu0, fill_cpu1)),
+    ]);
+    eprintln!(
+        "runnel-bench: compaction: filled {fill_delivered}/{records} records of {value_size} B in {fill_s:.1} s"
+    );
+    if fill_delivered < records {
+        return finish_compaction(
+            &mut out,
+            Some(format!("fill: delivered {fill_delivered} of {records}")),
+        );
+    }
+    // Let the broker finish what the fill left behind (memtable flushes, RocksDB compactions)
+    // so the baseline window is not measured against it.
+    let settle = broker_pid
+        .map(|p| wait_idle(p, Duration::from_secs(30)))
+        .unwrap_or_default();
+    out.push(("settle_s", format!("{:.1}", settle.as_secs_f64())));
+
+    // c. Before.
+    let before = match cleaner_view(&metrics_url, &topic) {
+        Ok(v) => v,
+        Err(e) => return finish_compaction(&mut out, Some(format!("metrics: {e}"))),
+    };
+    let f_opt = |x: Option<f64>| x.map(|v| format!("{v:.0}")).unwrap_or("nan".into());
+    out.push(("size_before", f_opt(before.size)));
+    out.push(("passes_before", format!("{:.0}", before.passes)));
+
+    // d. The paced producer, and its baseline window.
+    let shared = Arc::new(PacedShared {
+        stop: AtomicBool::new(false),
+        started_ns: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        send_errors: AtomicU64::new(0),
+        max_behind_us: AtomicU64::new(0),
+    });
+    let paced = {
+        let (a, t, sh) = (args.clone(), topic.clone(), shared.clone());
+        std::thread::spawn(move || paced_producer(a, t, origin, value_size, keys, msgs_per_s, sh))
+    };
+    while shared.started_ns.load(Ordering::Acquire) == 0 && !paced.is_finished() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(baseline);
+    let stop_paced = |shared: &PacedShared, paced: std::thread::JoinHandle<Arc<BenchContext>>| {
+        shared.stop.store(true, Ordering::Release);
+        paced.join().ok()
+    };
+
+    // e. Switch to compaction. AlterConfigs replaces every override, so the retention ones are
+    // sent again.
+    let alter = AlterConfig::new(ResourceSpecifier::Topic(&topic))
+        .set("cleanup.policy", "compact")
+        .set("retention.ms", "-1")
+        .set("retention.bytes", "-1");
+    // The pass covers what the paced producer wrote meanwhile too.
+    let at_alter = cleaner_view(&metrics_url, &topic).ok().and_then(|v| v.size);
+    out.push(("size_at_alter", f_opt(at_alter)));
+    let window_cpu0 = ticks();
+    let alter_ns = ns();
+    let altered = match futures::executor::block_on(admin.alter_configs([&alter], &opts)) {
+        Ok(rs) => match rs.into_iter().next() {
+            Some(Ok(_)) => Ok(()),
+            Some(Err((_, code))) => Err(code.to_string()),
+            None => Err("empty AlterConfigs answer".into()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    out.push(("alter_ms", format!("{:.1}", (ns() - alter_ns) as f64 / 1e6)));
+    if let Err(e) = altered {
+        stop_paced(&shared, paced);
+        return finish_compaction(&mut out, Some(format!("alter: AlterConfigs: {e}")));
+    }
+    eprintln!(
+        "runnel-bench: compaction: cleanup.policy=compact set on {topic}; waiting for the cleaner"
+    );
+
+    // f. Until the pass is counted.
+    let mut done: Option<(u64, CleanerView)> = None;
+    let mut last = before;
+    let mut size_drop_ns: Option<u64> = None;
+    let mut scrape_errors = 0u64;
+    let give_up = Instant::now() + timeout;
+    while Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(200));
+        match cleaner_view(&metrics_url, &topic) {
+            Ok(v) => {
+                let at = ns();
+                last = v;
+                if size_drop_ns.is_none()
+                    && v.size
+                        .zip(before.size)
+                        .is_some_and(|(now, b)| now < b * 0.9)
+                {
+                    size_drop_ns = Some(at);
+                }
+                if v.passes > before.passes {
+                    done = Some((at, v));
+                    break;
+                }
+            }
+            Err(e) => {
+                scrape_errors += 1;
+                if scrape_errors <= 3 {
+                    eprintln!("runnel-bench: compaction: metrics: {e}");
+                }
+            }
+        }
+        if paced.is_finished() {
+            break;
+        }
+    }
+    let window_cpu1 = ticks();
+    let end_ns = done.map(|(at, _)| at).unwrap_or_else(ns);
+    if done.is_some() {
+        eprintln!(
+            "runnel-bench: compaction: pass counted {:.1} s after the alter",
+            (end_ns - alter_ns) as f64 / 1e9
+        );
+        std::thread::sleep(tail);
+    }
+    let stopped_ns = ns();
+    let ctx = stop_paced(&shared, paced);
+    let after = done.map(|(_, v)| v).unwrap_or(last);
+
+    let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e9;
+    out.extend([
+        ("size_after", f_opt(after.size)),
+        ("passes_after", format!("{:.0}", after.passes)),
+        ("passes_metric_seen", after.passes_seen.to_string()),
+        (
+            "compaction_wall_s",
+            if done.is_some() {
+                format!("{:.3}", secs(alter_ns, end_ns))
+            } else {
+                "nan".into()
+            },
+        ),
+        (
+            "pass_s",
+            match (done, after.last_pass_s) {
+                (Some(_), Some(p)) => format!("{p:.3}"),
+                _ => "nan".into(),
+            },
+        ),
+        (
+            "size_drop_s",
+            size_drop_ns
+                .map(|t| format!("{:.3}", secs(alter_ns, t)))
+                .unwrap_or("nan".into()),
+        ),
+        (
+            "bytes_removed",
+            match (after.bytes_removed, before.bytes_removed) {
+                (Some(a), b) => format!("{:.0}", a - b.unwrap_or(0.0)),
+                _ => "nan".into(),
+            },
+        ),
+        ("window_cpu_s", cpu_s(window_cpu0, window_cpu1)),
+    ]);
+
+    // g. The paced producer's figures per window (by send time).
+    let Some(ctx) = ctx else {
+        return finish_compaction(
+            &mut out,
+            Some("producer: the paced producer panicked".into()),
+        );
+    };
+    let d = ctx.delivery.lock().unwrap();
+    let start_ns = shared.started_ns.load(Ordering::Acquire);
+    let base = window_stats(&d, start_ns, alter_ns);
+    let win = window_stats(&d, alter_ns, end_ns);
+    let tail_w = window_stats(&d, end_ns, stopped_ns);
+    let win_s = secs(alter_ns, end_ns);
+    let win_rate = if win_s > 0.0 {
+        win.count as f64 / win_s
+    } else {
+        0.0
+    };
+    let sent = shared.sent.load(Ordering::Relaxed);
+    out.extend([
+        ("target_msgs_per_s", format!("{msgs_per_s:.0}")),
+        ("msgs_per_s", format!("{win_rate:.0}")),
+        (
+            "produce_mbps",
+            format!("{:.2}", win_rate * value_size as f64 / 1e6),
+        ),
+        ("window_s", format!("{win_s:.3}")),
+        ("window_msgs", win.count.to_string()),
+        ("p50_ms", fmt_f(win.p50_ms)),
+        ("p99_ms", fmt_f(win.p99_ms)),
+        ("max_ms", fmt_f(win.max_ms)),
+        ("base_s", format!("{:.3}", secs(start_ns, alter_ns))),
+        ("base_msgs", base.count.to_string()),
+        ("base_p50_ms", fmt_f(base.p50_ms)),
+        ("base_p99_ms", fmt_f(base.p99_ms)),
+        ("base_max_ms", fmt_f(base.max_ms)),
+        ("tail_p99_ms", fmt_f(tail_w.p99_ms)),
+        ("tail_max_ms", fmt_f(tail_w.max_ms)),
+        ("sent", sent.to_string()),
+        ("delivered", d.delivered.to_string()),
+        ("failed", d.failed.to_string()),
+        (
+            "send_errors",
+            shared.send_errors.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "max_behind_ms",
+            format!(
+                "{:.1}",
+                shared.max_behind_us.load(Ordering::Relaxed) as f64 / 1e3
+            ),
+        ),
+        (
+            "client_errors",
+            ctx.client_errors.load(Ordering::Relaxed).to_string(),
+        ),
+    ]);
+    let failure = if done.is_none() {
+        Some(format!(
+            "timeout: no compaction pass of {topic} counted within {:.0} s of the alter \
+             (runnel_log_cleaner_passes_total {}; last kafka_log_log_size {})",
+            timeout.as_secs_f64(),
+            if after.passes_seen {
+                "present but unchanged"
+            } else {
+                "absent: no pass counted yet, or a broker without the metric"
+            },
+            f_opt(after.size),
+        ))
+    } else if d.failed > 0 || d.delivered < sent {
+        Some(format!(
+            "producer: paced producer delivered {} of {sent} ({} failed)",
+            d.delivered, d.failed
+        ))
+    } else {
+        None
+    };
+    drop(d);
+    finish_compaction(&mut out, failure)
 }
 
 // ---------------------------------------------------------------------------------------------

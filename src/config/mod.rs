@@ -5,6 +5,7 @@
 //! mean nothing on one Runnel node), or unknown; the latter two are warned
 //! about at start-up so nothing is silently ignored.
 
+pub mod dynamic;
 pub mod topic;
 
 use std::collections::BTreeMap;
@@ -22,7 +23,6 @@ pub struct ServerConfig {
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub auto_create_topics_enable: bool,
-    pub message_max_bytes: i32,
     pub socket_request_max_bytes: usize,
     /// `log.flush.interval.messages`: 1 makes each acknowledgement wait for fsync.
     pub flush_interval_messages: i64,
@@ -47,6 +47,11 @@ pub struct ServerConfig {
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often
     /// transactions past their timeout are looked for (and aborted).
     pub transaction_abort_check_interval_ms: u64,
+    /// `producer.id.expiration.ms`: an idempotent producer idle this long on a
+    /// partition (and with no open transaction there) is forgotten there.
+    pub producer_id_expiration_ms: i64,
+    /// `producer.id.expiration.check.interval.ms`: how often that is checked.
+    pub producer_id_expiration_check_interval_ms: u64,
     /// `metrics.listener`: where `/metrics` is served (`None`: not served).
     pub metrics_listener: Option<String>,
     /// Every key/value the file and overrides set, as given, for DescribeConfigs.
@@ -264,6 +269,22 @@ impl BrokerConfig {
         if transactional_id_expiration_ms < 1 {
             return Err("transactional.id.expiration.ms must be >= 1".into());
         }
+        let producer_id_expiration_ms = opt_num(
+            "producer.id.expiration.ms",
+            get("producer.id.expiration.ms"),
+            86_400_000i64,
+        )?;
+        if producer_id_expiration_ms < 1 {
+            return Err("producer.id.expiration.ms must be >= 1".into());
+        }
+        let producer_id_expiration_check_interval_ms = opt_num(
+            "producer.id.expiration.check.interval.ms",
+            get("producer.id.expiration.check.interval.ms"),
+            600_000u64,
+        )?;
+        if producer_id_expiration_check_interval_ms < 1 {
+            return Err("producer.id.expiration.check.interval.ms must be >= 1".into());
+        }
         let transaction_abort_check_interval_ms = opt_num(
             "transaction.abort.timed.out.transaction.cleanup.interval.ms",
             get("transaction.abort.timed.out.transaction.cleanup.interval.ms"),
@@ -302,7 +323,6 @@ impl BrokerConfig {
                 num_partitions,
                 default_replication_factor,
                 auto_create_topics_enable,
-                message_max_bytes,
                 socket_request_max_bytes,
                 flush_interval_messages,
                 log_level,
@@ -320,6 +340,8 @@ impl BrokerConfig {
                 transaction_max_timeout_ms,
                 transactional_id_expiration_ms,
                 transaction_abort_check_interval_ms,
+                producer_id_expiration_ms,
+                producer_id_expiration_check_interval_ms,
                 metrics_listener,
                 raw,
             },
@@ -361,9 +383,12 @@ fn is_understood(key: &str) -> bool {
         "log.retention.check.interval.ms",
         "metrics.listener",
         "log.cleaner.backoff.ms",
+        "log.cleaner.io.buffer.size",
         "transaction.max.timeout.ms",
         "transactional.id.expiration.ms",
         "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "producer.id.expiration.ms",
+        "producer.id.expiration.check.interval.ms",
     ];
     KEYS.contains(&key) || topic::is_broker_default_key(key)
 }

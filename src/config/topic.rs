@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::dynamic::{BrokerLayers, RETENTION_KEYS};
 use crate::error::BrokerError;
 
 /// Value types as DescribeConfigs reports them (`config_type`).
@@ -20,6 +21,8 @@ pub enum ConfigType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigSource {
     DynamicTopic = 1,
+    DynamicBroker = 2,
+    DynamicDefaultBroker = 3,
     StaticBroker = 4,
     Default = 5,
 }
@@ -375,87 +378,75 @@ pub struct ResolvedConfig {
     pub def: &'static TopicConfigDef,
     pub value: String,
     pub source: ConfigSource,
-    /// (broker key, value as written in the file) when the file set the default.
-    pub broker_synonym: Option<(&'static str, String)>,
 }
 
-/// A topic config's default from the broker file: the key that set it, the
-/// value as written there, and that value in the topic config's unit.
-struct BrokerDefault {
-    key: &'static str,
-    raw: String,
-    value: String,
+/// The broker keys that can supply a topic config's default.
+pub fn broker_synonym_keys(def: &'static TopicConfigDef) -> &'static [&'static str] {
+    if def.name == "retention.ms" {
+        return RETENTION_KEYS;
+    }
+    match &def.broker_key {
+        Some(k) => std::slice::from_ref(k),
+        None => &[],
+    }
 }
 
-/// `log.retention.{ms,minutes,hours}` in Kafka's order of precedence.
-const RETENTION_KEYS: &[(&str, i64)] = &[
+/// `log.retention.{ms,minutes,hours}` with their units, in Kafka's order of precedence.
+const RETENTION_UNITS: &[(&str, i64)] = &[
     ("log.retention.ms", 1),
     ("log.retention.minutes", 60_000),
     ("log.retention.hours", 3_600_000),
 ];
 
+/// A topic config's default from the broker's effective settings: the key
+/// that set it and the value in the topic config's unit.
 fn broker_default(
     def: &'static TopicConfigDef,
-    raw: &BTreeMap<String, String>,
-) -> Option<BrokerDefault> {
+    merged: &BTreeMap<String, String>,
+) -> Option<(&'static str, String)> {
     if def.name == "retention.ms" {
-        return RETENTION_KEYS.iter().find_map(|&(key, unit)| {
-            let v = raw.get(key)?;
-            let n = v.trim().parse::<i64>().ok()?;
-            Some(BrokerDefault {
-                key,
-                raw: v.clone(),
-                value: if n < 0 {
-                    n.to_string()
-                } else {
-                    n.saturating_mul(unit).to_string()
-                },
-            })
+        return RETENTION_UNITS.iter().find_map(|&(key, unit)| {
+            let n = merged.get(key)?.trim().parse::<i64>().ok()?;
+            let ms = if n < 0 { n } else { n.saturating_mul(unit) };
+            Some((key, ms.to_string()))
         });
     }
     let key = def.broker_key?;
-    raw.get(key).map(|v| BrokerDefault {
-        key,
-        raw: v.clone(),
-        value: v.clone(),
-    })
+    merged.get(key).map(|v| (key, v.clone()))
 }
 
 /// All topic configs with the effective value for a topic.
 pub fn resolve_all(
     overrides: &BTreeMap<String, String>,
-    broker_raw: &BTreeMap<String, String>,
+    broker: &BrokerLayers,
 ) -> Vec<ResolvedConfig> {
     TOPIC_CONFIGS
         .iter()
         .map(|def| {
-            let from_broker = broker_default(def, broker_raw);
-            let (value, source) = match (overrides.get(def.name), &from_broker) {
-                (Some(v), _) => (v.clone(), ConfigSource::DynamicTopic),
-                (None, Some(d)) => (d.value.clone(), ConfigSource::StaticBroker),
-                (None, None) => (def.default.to_string(), ConfigSource::Default),
+            let (value, source) = match overrides.get(def.name) {
+                Some(v) => (v.clone(), ConfigSource::DynamicTopic),
+                None => match broker_default(def, &broker.merged) {
+                    Some((key, v)) => (v, broker.source_of(key)),
+                    None => (def.default.to_string(), ConfigSource::Default),
+                },
             };
-            ResolvedConfig {
-                def,
-                value,
-                source,
-                broker_synonym: from_broker.map(|d| (d.key, d.raw)),
-            }
+            ResolvedConfig { def, value, source }
         })
         .collect()
 }
 
-/// The effective value of one integer topic config.
+/// The effective value of one integer topic config; `broker` is the merged
+/// broker settings ([`BrokerLayers::merged`]).
 pub fn effective_i64(
     name: &str,
     overrides: &BTreeMap<String, String>,
-    broker_raw: &BTreeMap<String, String>,
+    broker: &BTreeMap<String, String>,
 ) -> Option<i64> {
     let def = lookup(name)?;
     overrides
         .get(name)
         .cloned()
-        .or_else(|| broker_default(def, broker_raw).map(|d| d.value))
+        .or_else(|| broker_default(def, broker).map(|(_, v)| v))
         .unwrap_or_else(|| def.default.to_string())
         .trim()
         .parse()
@@ -484,7 +475,7 @@ mod tests {
         broker.insert("log.retention.hours".to_string(), "1".to_string());
         let mut topic = BTreeMap::new();
         topic.insert("cleanup.policy".to_string(), "compact".to_string());
-        let all = resolve_all(&topic, &broker);
+        let all = resolve_all(&topic, &BrokerLayers::from_static(broker.clone()));
         let get = |n: &str| all.iter().find(|c| c.def.name == n).unwrap();
         assert_eq!(get("cleanup.policy").source, ConfigSource::DynamicTopic);
         assert_eq!(get("retention.ms").value, "3600000");

@@ -846,7 +846,7 @@ impl TxnCoordinator {
         let mut entries = Vec::new();
         for topic in b.catalog.all() {
             for p in &topic.partitions {
-                for (pid, pepoch, _) in p.producer_snapshot() {
+                for (pid, pepoch, ..) in p.producer_snapshot() {
                     if p.open_txn_start(pid).is_none() {
                         continue;
                     }
@@ -1128,8 +1128,12 @@ mod tests {
             &catalog,
         )
         .unwrap();
+        let broker_configs =
+            crate::config::dynamic::DynamicConfigs::load(store.clone(), config.raw.clone())
+                .unwrap();
         let broker = Broker {
             config,
+            broker_configs,
             store: store.clone(),
             catalog,
             writer,

@@ -1,15 +1,19 @@
-//! AlterConfigs (33) and IncrementalAlterConfigs (44) for topics: validate
-//! everything first, then store the new overrides (unless `validate_only`).
+//! AlterConfigs (33) and IncrementalAlterConfigs (44) for topics and for the
+//! broker (its dynamic configs): validate everything in a resource first,
+//! then store the new set (unless `validate_only`). A resource is changed
+//! wholly or not at all.
 
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalResult;
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse,
 };
 
+use crate::config::dynamic::{self, Scope};
 use crate::config::topic::{lookup, validate_topic_config, ConfigType};
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
@@ -22,62 +26,171 @@ const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
-fn topic_only(resource_type: i8) -> BrokerResult<()> {
+/// What a resource in the request addresses.
+enum Target {
+    Topic,
+    Broker(Scope),
+}
+
+fn target(ctx: &RequestContext, resource_type: i8, name: &str) -> BrokerResult<Target> {
     match resource_type {
-        RESOURCE_TOPIC => Ok(()),
-        RESOURCE_BROKER => Err(BrokerError::InvalidRequest(
-            "Changing broker configs at runtime is not supported yet; edit server.properties"
-                .into(),
-        )),
+        RESOURCE_TOPIC => Ok(Target::Topic),
+        RESOURCE_BROKER => Ok(Target::Broker(Scope::of(name, ctx.broker.config.node_id)?)),
         other => Err(BrokerError::UnsupportedResource(format!(
             "resource type {other}"
         ))),
     }
 }
 
-fn apply(
+/// Validates and (unless `validate_only`) stores a resource's new set of configs.
+fn store(
     ctx: &RequestContext,
+    target: &Target,
     name: &str,
     configs: BTreeMap<String, String>,
     validate_only: bool,
 ) -> BrokerResult<()> {
-    for (k, v) in &configs {
-        validate_topic_config(k, Some(v))?;
+    match target {
+        Target::Broker(scope) => ctx
+            .broker
+            .broker_configs
+            .replace(*scope, configs, validate_only),
+        Target::Topic => {
+            for (k, v) in &configs {
+                validate_topic_config(k, Some(v))?;
+            }
+            if validate_only {
+                return Ok(());
+            }
+            ctx.broker.catalog.set_configs(name, configs)
+        }
     }
-    if validate_only {
-        return Ok(());
-    }
-    ctx.broker.catalog.set_configs(name, configs)
 }
 
-/// AlterConfigs replaces the topic's whole set of overrides.
+/// The configs a resource holds now (a topic's overrides, a broker scope's dynamic values).
+fn current(
+    ctx: &RequestContext,
+    target: &Target,
+    name: &str,
+) -> BrokerResult<BTreeMap<String, String>> {
+    match target {
+        Target::Broker(scope) => Ok(ctx.broker.broker_configs.get(*scope)),
+        Target::Topic => Ok(ctx
+            .broker
+            .catalog
+            .get(name)
+            .ok_or(BrokerError::UnknownTopicOrPartition)?
+            .configs
+            .clone()),
+    }
+}
+
+/// Name check, value type and Kafka default of a config being altered.
+fn describe_key(target: &Target, name: &str) -> BrokerResult<(ConfigType, String)> {
+    match target {
+        Target::Topic => lookup(name)
+            .map(|d| (d.kind, d.default.to_string()))
+            .ok_or_else(|| {
+                BrokerError::InvalidConfig(format!("Unknown topic config name: {name}"))
+            }),
+        Target::Broker(_) => {
+            dynamic::check_key(name)?;
+            let default = crate::config::topic::TOPIC_CONFIGS
+                .iter()
+                .find(|d| d.broker_key == Some(name))
+                .map(|d| d.default.to_string())
+                .unwrap_or_default();
+            Ok((dynamic::key_type(name), default))
+        }
+    }
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Applies one IncrementalAlterConfigs operation to a resource's configs.
+fn apply_op(
+    target: &Target,
+    configs: &mut BTreeMap<String, String>,
+    c: &AlterableConfig,
+) -> BrokerResult<()> {
+    let name = c.name.as_str();
+    let (kind, default) = describe_key(target, name)?;
+    let value = c.value.as_ref().map(|v| v.to_string());
+    match c.config_operation {
+        OP_SET => {
+            let v = value
+                .ok_or_else(|| BrokerError::InvalidConfig(format!("Null value for {name}")))?;
+            configs.insert(name.to_string(), v);
+        }
+        OP_DELETE => {
+            configs.remove(name);
+        }
+        OP_APPEND | OP_SUBTRACT => {
+            if kind != ConfigType::List {
+                return Err(BrokerError::InvalidConfig(format!(
+                    "Config value append/subtract is not allowed for config key {name}, which is not a list"
+                )));
+            }
+            let mut items = split_list(configs.get(name).unwrap_or(&default));
+            let given = split_list(&value.unwrap_or_default());
+            if c.config_operation == OP_APPEND {
+                for g in given {
+                    if !items.contains(&g) {
+                        items.push(g);
+                    }
+                }
+            } else {
+                items.retain(|i| !given.contains(i));
+            }
+            configs.insert(name.to_string(), items.join(","));
+        }
+        other => {
+            return Err(BrokerError::InvalidRequest(format!(
+                "Unknown config operation {other}"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// AlterConfigs replaces the resource's whole set of configs.
 pub async fn handle(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConfigsResponse {
     let b = &ctx.broker;
     let responses = req
         .resources
         .into_iter()
         .map(|res| {
-            let result = topic_only(res.resource_type).and_then(|()| {
-                b.catalog
-                    .get(res.resource_name.as_str())
-                    .ok_or(BrokerError::UnknownTopicOrPartition)?;
+            let name = res.resource_name.as_str();
+            let result = target(ctx, res.resource_type, name).and_then(|t| {
+                current(ctx, &t, name)?;
                 let mut configs = BTreeMap::new();
                 for c in &res.configs {
                     let v = c.value.as_ref().ok_or_else(|| {
-                        BrokerError::InvalidConfig(format!("Null value not supported for topic config {}", c.name.as_str()))
+                        BrokerError::InvalidConfig(format!(
+                            "Null value not supported for config {}",
+                            c.name.as_str()
+                        ))
                     })?;
                     configs.insert(c.name.to_string(), v.to_string());
                 }
-                apply(ctx, res.resource_name.as_str(), configs, req.validate_only)
+                store(ctx, &t, name, configs, req.validate_only)
             });
             let r = AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             match result {
-                Ok(()) => r,
+                Ok(()) => {
+                    tracing::info!(peer = %ctx.peer, resource_type = res.resource_type, resource = %name, validate_only = req.validate_only, "AlterConfigs applied");
+                    r
+                }
                 Err(e) => {
                     b.metrics.error("AlterConfigs", e.code());
-                    tracing::info!(peer = %ctx.peer, resource = %res.resource_name.as_str(), error = %e, "AlterConfigs rejected");
+                    tracing::info!(peer = %ctx.peer, resource = %name, error = %e, "AlterConfigs rejected");
                     r.with_error_code(e.code()).with_error_message(e.message())
                 }
             }
@@ -96,69 +209,25 @@ pub async fn handle_incremental(
         .resources
         .into_iter()
         .map(|res| {
-            let result = topic_only(res.resource_type).and_then(|()| {
-                let topic = b
-                    .catalog
-                    .get(res.resource_name.as_str())
-                    .ok_or(BrokerError::UnknownTopicOrPartition)?;
-                let mut configs = topic.configs.clone();
+            let name = res.resource_name.as_str();
+            let result = target(ctx, res.resource_type, name).and_then(|t| {
+                let mut configs = current(ctx, &t, name)?;
                 for c in &res.configs {
-                    let name = c.name.as_str();
-                    let def = lookup(name)
-                        .ok_or_else(|| BrokerError::InvalidConfig(format!("Unknown topic config name: {name}")))?;
-                    let value = c.value.as_ref().map(|v| v.to_string());
-                    match c.config_operation {
-                        OP_SET => {
-                            let v = value.ok_or_else(|| BrokerError::InvalidConfig(format!("Null value for {name}")))?;
-                            configs.insert(name.to_string(), v);
-                        }
-                        OP_DELETE => {
-                            configs.remove(name);
-                        }
-                        OP_APPEND | OP_SUBTRACT => {
-                            if def.kind != ConfigType::List {
-                                return Err(BrokerError::InvalidConfig(format!(
-                                    "Config value append/subtract is not allowed for config key {name}, which is not a list"
-                                )));
-                            }
-                            let current = configs.get(name).cloned().unwrap_or_else(|| def.default.to_string());
-                            let mut items: Vec<String> = current
-                                .split(',')
-                                .map(|s| s.trim().to_string())
-                                .filter(|s| !s.is_empty())
-                                .collect();
-                            let given: Vec<String> = value
-                                .unwrap_or_default()
-                                .split(',')
-                                .map(|s| s.trim().to_string())
-                                .filter(|s| !s.is_empty())
-                                .collect();
-                            if c.config_operation == OP_APPEND {
-                                for g in given {
-                                    if !items.contains(&g) {
-                                        items.push(g);
-                                    }
-                                }
-                            } else {
-                                items.retain(|i| !given.contains(i));
-                            }
-                            configs.insert(name.to_string(), items.join(","));
-                        }
-                        other => {
-                            return Err(BrokerError::InvalidRequest(format!("Unknown config operation {other}")))
-                        }
-                    }
+                    apply_op(&t, &mut configs, c)?;
                 }
-                apply(ctx, res.resource_name.as_str(), configs, req.validate_only)
+                store(ctx, &t, name, configs, req.validate_only)
             });
             let r = IncrementalResult::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             match result {
-                Ok(()) => r,
+                Ok(()) => {
+                    tracing::info!(peer = %ctx.peer, resource_type = res.resource_type, resource = %name, validate_only = req.validate_only, "IncrementalAlterConfigs applied");
+                    r
+                }
                 Err(e) => {
                     b.metrics.error("IncrementalAlterConfigs", e.code());
-                    tracing::info!(peer = %ctx.peer, resource = %res.resource_name.as_str(), error = %e, "IncrementalAlterConfigs rejected");
+                    tracing::info!(peer = %ctx.peer, resource = %name, error = %e, "IncrementalAlterConfigs rejected");
                     r.with_error_code(e.code()).with_error_message(e.message())
                 }
             }

@@ -38,7 +38,7 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
             let r = CreatableTopicResult::default().with_name(name.clone());
             match outcome {
                 Ok(created) => {
-                    let configs = resolve_all(&created.configs, &b.config.raw)
+                    let configs = resolve_all(&created.configs, &b.broker_configs.layers())
                         .into_iter()
                         .map(|c| {
                             CreatableTopicConfigs::default()

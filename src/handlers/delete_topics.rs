@@ -32,18 +32,20 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
             None => b.catalog.get_by_id(&id).ok_or(BrokerError::UnknownTopicId),
         };
         let result = match topic {
-            Ok(t) => b
-                .catalog
-                .delete_topic(&b.writer, &t)
-                .await
-                .map(|()| (Some(TopicName(sb(t.name.as_str()))), t.id)),
+            Ok(t) => b.catalog.delete_topic(&b.writer, &t).await.map(|()| {
+                (
+                    Some(TopicName(sb(t.name.as_str()))),
+                    t.id,
+                    t.partitions.len(),
+                )
+            }),
             Err(e) => Err(e),
         };
         let r = DeletableTopicResult::default();
         responses.push(match result {
-            Ok((n, tid)) => {
+            Ok((n, tid, partitions)) => {
                 if let Some(name) = &n {
-                    b.metrics.remove_topic(name.0.as_str());
+                    b.metrics.remove_topic(name.0.as_str(), partitions);
                     if let Err(e) = b.groups.offsets.delete_topic(name.0.as_str()) {
                         tracing::warn!(topic = %name.0.as_str(), error = %e, "could not drop committed offsets of the deleted topic");
                     }

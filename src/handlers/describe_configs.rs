@@ -2,6 +2,8 @@
 //! source, and the broker's own settings. Read-only here; changing configs
 //! belongs to AlterConfigs / IncrementalAlterConfigs.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -9,7 +11,10 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::sb;
-use crate::config::topic::{resolve_all, ConfigSource, ConfigType};
+use crate::config::dynamic::{is_dynamic, key_type, Scope};
+use crate::config::topic::{
+    broker_synonym_keys, resolve_all, ConfigSource, ConfigType, TOPIC_CONFIGS,
+};
 use crate::config::ServerConfig;
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
@@ -61,6 +66,13 @@ fn entry(
         .with_config_type(kind as i8)
 }
 
+fn synonym(name: &str, value: &str, source: ConfigSource) -> DescribeConfigsSynonym {
+    DescribeConfigsSynonym::default()
+        .with_name(sb(name))
+        .with_value(Some(sb(value)))
+        .with_source(source as i8)
+}
+
 fn describe(
     ctx: &RequestContext,
     res: &DescribeConfigsResource,
@@ -73,35 +85,24 @@ fn describe(
                 .catalog
                 .get(res.resource_name.as_str())
                 .ok_or(BrokerError::UnknownTopicOrPartition)?;
-            Ok(resolve_all(&topic.configs, &b.config.raw)
+            let layers = b.broker_configs.layers();
+            Ok(resolve_all(&topic.configs, &layers)
                 .into_iter()
                 .filter(|c| wanted(res, c.def.name))
                 .map(|c| {
                     let mut syn = Vec::new();
                     if synonyms {
                         if c.source == ConfigSource::DynamicTopic {
-                            syn.push(
-                                DescribeConfigsSynonym::default()
-                                    .with_name(sb(c.def.name))
-                                    .with_value(Some(sb(c.value.clone())))
-                                    .with_source(ConfigSource::DynamicTopic as i8),
-                            );
+                            syn.push(synonym(c.def.name, &c.value, ConfigSource::DynamicTopic));
                         }
-                        if let Some((key, v)) = &c.broker_synonym {
-                            syn.push(
-                                DescribeConfigsSynonym::default()
-                                    .with_name(sb(*key))
-                                    .with_value(Some(sb(v.clone())))
-                                    .with_source(ConfigSource::StaticBroker as i8),
-                            );
+                        for (key, v, source) in layers.synonyms(broker_synonym_keys(c.def)) {
+                            syn.push(synonym(key, v, source));
                         }
-                        if let Some(key) = c.def.broker_key {
-                            syn.push(
-                                DescribeConfigsSynonym::default()
-                                    .with_name(sb(key))
-                                    .with_value(Some(sb(c.def.default)))
-                                    .with_source(ConfigSource::Default as i8),
-                            );
+                        // Kafka's own default sits on log.retention.hours.
+                        if c.def.name == "retention.ms" {
+                            syn.push(synonym("log.retention.hours", "168", ConfigSource::Default));
+                        } else if let Some(key) = c.def.broker_key {
+                            syn.push(synonym(key, c.def.default, ConfigSource::Default));
                         }
                     }
                     entry(c.def.name, Some(c.value), c.source, c.def.kind, false).with_synonyms(syn)
@@ -109,23 +110,40 @@ fn describe(
                 .collect())
         }
         RESOURCE_BROKER => {
-            let name = res.resource_name.as_str();
-            if !name.is_empty() && name != b.config.node_id.to_string() {
-                return Err(BrokerError::InvalidRequest(format!(
-                    "Unexpected broker id, expected {} or empty string, but received {name}",
-                    b.config.node_id
-                )));
+            let scope = Scope::of(res.resource_name.as_str(), b.config.node_id)?;
+            let layers = b.broker_configs.layers();
+            if scope == Scope::ClusterDefault {
+                // As Kafka: the default resource lists only what was set on it.
+                return Ok(layers
+                    .dynamic_default
+                    .iter()
+                    .filter(|(k, _)| wanted(res, k))
+                    .map(|(k, v)| {
+                        let source = ConfigSource::DynamicDefaultBroker;
+                        let mut e = entry(k, Some(v.clone()), source, key_type(k), false);
+                        if synonyms {
+                            e = e.with_synonyms(vec![synonym(k, v, source)]);
+                        }
+                        e
+                    })
+                    .collect());
             }
-            Ok(broker_entries(&b.config)
+            Ok(broker_entries(&b.config, &layers.merged)
                 .into_iter()
                 .filter(|(k, ..)| wanted(res, k))
                 .map(|(k, v, kind)| {
-                    let source = if b.config.raw.contains_key(k) {
-                        ConfigSource::StaticBroker
-                    } else {
-                        ConfigSource::Default
-                    };
-                    entry(k, v, source, kind, true)
+                    let source = layers.source_of(k);
+                    let mut e = entry(k, v, source, kind, !is_dynamic(k));
+                    if synonyms {
+                        e = e.with_synonyms(
+                            layers
+                                .synonyms(&[k])
+                                .into_iter()
+                                .map(|(k, v, s)| synonym(k, v, s))
+                                .collect(),
+                        );
+                    }
+                    e
                 })
                 .collect())
         }
@@ -135,8 +153,12 @@ fn describe(
     }
 }
 
-/// The broker settings we report, with their effective values.
-fn broker_entries(c: &ServerConfig) -> Vec<(&'static str, Option<String>, ConfigType)> {
+/// The broker settings we report, with their effective values; `merged` is
+/// the file's settings with dynamic changes applied.
+fn broker_entries(
+    c: &ServerConfig,
+    merged: &BTreeMap<String, String>,
+) -> Vec<(&'static str, Option<String>, ConfigType)> {
     let listener = |h: &str, p: u16| format!("PLAINTEXT://{h}:{p}");
     let mut out = vec![
         ("node.id", Some(c.node_id.to_string()), ConfigType::Int),
@@ -172,11 +194,6 @@ fn broker_entries(c: &ServerConfig) -> Vec<(&'static str, Option<String>, Config
             ConfigType::Boolean,
         ),
         (
-            "message.max.bytes",
-            Some(c.message_max_bytes.to_string()),
-            ConfigType::Int,
-        ),
-        (
             "socket.request.max.bytes",
             Some(c.socket_request_max_bytes.to_string()),
             ConfigType::Int,
@@ -188,11 +205,11 @@ fn broker_entries(c: &ServerConfig) -> Vec<(&'static str, Option<String>, Config
         ),
     ];
     // Retention as Kafka reports it: hours has a default, the finer keys are
-    // unset (null) unless the file sets them.
+    // unset (null) unless set.
     out.push((
         "log.retention.hours",
         Some(
-            c.raw
+            merged
                 .get("log.retention.hours")
                 .cloned()
                 .unwrap_or_else(|| "168".into()),
@@ -201,22 +218,22 @@ fn broker_entries(c: &ServerConfig) -> Vec<(&'static str, Option<String>, Config
     ));
     out.push((
         "log.retention.minutes",
-        c.raw.get("log.retention.minutes").cloned(),
+        merged.get("log.retention.minutes").cloned(),
         ConfigType::Int,
     ));
     out.push((
         "log.retention.ms",
-        c.raw.get("log.retention.ms").cloned(),
+        merged.get("log.retention.ms").cloned(),
         ConfigType::Long,
     ));
-    // Other topic defaults set at broker level (log.cleanup.policy, ...).
-    for d in crate::config::topic::TOPIC_CONFIGS {
+    // Other topic defaults set at broker level (log.cleanup.policy,
+    // message.max.bytes, ...).
+    for d in TOPIC_CONFIGS {
         if let Some(key) = d.broker_key {
             if out.iter().any(|(k, ..)| *k == key) {
                 continue;
             }
-            let v = c
-                .raw
+            let v = merged
                 .get(key)
                 .cloned()
                 .unwrap_or_else(|| d.default.to_string());

@@ -34,13 +34,13 @@ pub async fn handle(
                     let producers = p
                         .producer_snapshot()
                         .into_iter()
-                        .map(|(id, epoch, last_sequence)| {
+                        .map(|(id, epoch, last_sequence, last_timestamp)| {
                             let txn_start = p.open_txn_start(id);
                             ProducerState::default()
                                 .with_producer_id(ProducerId(id))
                                 .with_producer_epoch(i32::from(epoch))
                                 .with_last_sequence(last_sequence)
-                                .with_last_timestamp(-1)
+                                .with_last_timestamp(last_timestamp)
                                 .with_coordinator_epoch(if txn_start.is_some() {
                                     COORDINATOR_EPOCH
                                 } else {

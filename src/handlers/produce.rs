@@ -123,7 +123,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         let rules = topic
             .as_ref()
             .ok()
-            .map(|t| TopicRules::of(&t.configs, &b.config.raw));
+            .map(|t| TopicRules::of(&t.configs, &b.broker_configs.layers().merged));
         let mut slots = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
             let slot = if bad_acks {

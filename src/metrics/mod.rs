@@ -8,7 +8,7 @@
 pub mod http;
 pub mod scrape;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 pub struct Metrics {
     /// Everything below, for the metrics listener to render.
@@ -26,6 +26,9 @@ pub struct Metrics {
     pub failed_produce_requests: IntCounterVec,
     pub fetch_requests: IntCounterVec,
     pub failed_fetch_requests: IntCounterVec,
+    pub cleaner_passes: IntCounterVec,
+    pub cleaner_bytes_removed: IntCounterVec,
+    pub cleaner_last_pass_seconds: GaugeVec,
 }
 
 impl Metrics {
@@ -109,6 +112,22 @@ impl Metrics {
             "kafka_server_brokertopicmetrics_failedfetchrequests_total",
             "Failed fetch requests, by topic",
         )?;
+        let cleaner_passes = per_topic(
+            "runnel_log_cleaner_passes_total",
+            "Compaction passes over a partition, by topic",
+        )?;
+        let cleaner_bytes_removed = per_topic(
+            "runnel_log_cleaner_bytes_removed_total",
+            "Bytes compaction removed from the log, by topic",
+        )?;
+        let cleaner_last_pass_seconds = GaugeVec::new(
+            Opts::new(
+                "runnel_log_cleaner_last_pass_seconds",
+                "Duration of the last compaction pass, by partition",
+            ),
+            &["topic", "partition"],
+        )?;
+        registry.register(Box::new(cleaner_last_pass_seconds.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_errors.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
@@ -123,6 +142,8 @@ impl Metrics {
             &failed_produce_requests,
             &fetch_requests,
             &failed_fetch_requests,
+            &cleaner_passes,
+            &cleaner_bytes_removed,
         ] {
             registry.register(Box::new(c.clone()))?;
         }
@@ -144,12 +165,27 @@ impl Metrics {
             failed_produce_requests,
             fetch_requests,
             failed_fetch_requests,
+            cleaner_passes,
+            cleaner_bytes_removed,
+            cleaner_last_pass_seconds,
         })
+    }
+
+    /// Records one partition's compaction pass.
+    pub fn cleaner_pass(&self, r: &crate::storage::compaction::PassReport) {
+        let topic = r.topic.as_str();
+        self.cleaner_passes.with_label_values(&[topic]).inc();
+        self.cleaner_bytes_removed
+            .with_label_values(&[topic])
+            .inc_by(r.stats.bytes_before.saturating_sub(r.stats.bytes_after));
+        self.cleaner_last_pass_seconds
+            .with_label_values(&[topic, &r.partition.to_string()])
+            .set(r.took.as_secs_f64());
     }
 
     /// Drops a deleted topic's series, as Kafka does, so topic churn does not
     /// grow the metrics page.
-    pub fn remove_topic(&self, topic: &str) {
+    pub fn remove_topic(&self, topic: &str, partitions: usize) {
         for v in [
             &self.bytes_in,
             &self.bytes_out,
@@ -158,8 +194,15 @@ impl Metrics {
             &self.failed_produce_requests,
             &self.fetch_requests,
             &self.failed_fetch_requests,
+            &self.cleaner_passes,
+            &self.cleaner_bytes_removed,
         ] {
             let _ = v.remove_label_values(&[topic]);
+        }
+        for p in 0..partitions {
+            let _ = self
+                .cleaner_last_pass_seconds
+                .remove_label_values(&[topic, &p.to_string()]);
         }
     }
 

@@ -2,11 +2,14 @@
 //! drops tombstones older than `delete.retention.ms`, preserves offsets (gaps
 //! are allowed), and runs in the background without blocking appends.
 //!
-//! A pass over a partition reads the batches from the log start up to the
-//! cleanable point (the high watermark, held back by `min.compaction.lag.ms`),
-//! builds a map key → latest offset, and rewrites each batch with only its
-//! surviving records, in one atomic RocksDB write. Appends only ever add keys
-//! at or above the high watermark, so they never touch what a pass rewrites.
+//! A pass over a partition covers the log from its start up to the cleanable
+//! point (the high watermark, held back by `min.compaction.lag.ms` and open
+//! transactions). It first maps each key written since the previous pass
+//! (the dirty part) to its latest offset, then streams through the whole
+//! range rewriting each batch with only its surviving records, a chunk
+//! (`log.cleaner.io.buffer.size`) per RocksDB write so producers never wait
+//! behind one huge write. Appends only ever add keys at or above the high
+//! watermark, so they never touch what a pass rewrites.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -53,6 +56,8 @@ pub struct Policy {
     pub min_lag_ms: i64,
     pub max_lag_ms: i64,
     pub delete_retention_ms: i64,
+    /// Batches read per RocksDB write of a pass (`log.cleaner.io.buffer.size`).
+    pub chunk_bytes: usize,
 }
 
 /// What one pass did.
@@ -64,8 +69,8 @@ pub struct PassStats {
     pub bytes_after: u64,
 }
 
-fn decode(bytes: &[u8]) -> BrokerResult<kafka_protocol::records::RecordSet> {
-    let mut b = Bytes::copy_from_slice(bytes);
+fn decode(bytes: &Bytes) -> BrokerResult<kafka_protocol::records::RecordSet> {
+    let mut b = bytes.clone();
     RecordBatchDecoder::decode(&mut b)
         .map_err(|e| BrokerError::Storage(format!("cannot decode a stored batch: {e}")))
 }
@@ -139,10 +144,11 @@ pub fn compact_partition(
         })
     };
 
-    // Pass 1: the latest offset of every key.
+    // Pass 1: the latest offset of every key written since the previous
+    // pass. The clean prefix already holds one record per key, so it only
+    // needs reading when nothing was cleaned before.
     let mut latest: HashMap<Bytes, i64> = HashMap::new();
-    let mut batches: Vec<(i64, Bytes)> = Vec::with_capacity(cleanable.len());
-    for (base, _) in &cleanable {
+    for (base, _) in cleanable.iter().filter(|(b, _)| *b >= cleaned_to) {
         let Some(bytes) = p.batch_at(store, *base)? else {
             continue;
         };
@@ -153,18 +159,28 @@ pub fn compact_partition(
                 }
             }
         }
-        batches.push((*base, bytes));
     }
 
-    // Pass 2: rewrite each batch with its survivors.
+    // Pass 2: rewrite each batch with its survivors, a chunk at a time so
+    // that appends and fetches (which share RocksDB's write path and the
+    // two cores) never wait behind one huge write. Each batch's delete and
+    // rewrite land in the same write, so a reader sees either the old batch
+    // or the new one; a crash mid-pass leaves a partly cleaned log that the
+    // next pass finishes (the clean point is recorded last).
     let tombstone_cutoff = now.saturating_sub(policy.delete_retention_ms);
     let (log, idx) = (store.cf(CF_LOG)?, store.cf(CF_IDX)?);
     let mut wb = WriteBatch::default();
+    let mut chunk = Chunk::default();
     let mut stats = PassStats::default();
     // When the youngest tombstone kept by this pass may go.
     let mut next_deadline = i64::MAX;
-    for (base, bytes) in batches {
+    for (base, _) in &cleanable {
+        let base = *base;
+        let Some(bytes) = p.batch_at(store, base)? else {
+            continue;
+        };
         stats.bytes_before += bytes.len() as u64;
+        chunk.read += bytes.len();
         if is_control(&bytes) {
             stats.bytes_after += bytes.len() as u64;
             continue;
@@ -172,12 +188,14 @@ pub fn compact_partition(
         let set = decode(&bytes)?;
         let before = set.records.len();
         let dropped = aborted(&bytes);
+        // A record survives unless a later record has its key; records of
+        // the clean prefix are absent from the map unless superseded since.
         let survivors: Vec<Record> = set
             .records
             .into_iter()
             .filter(|_| !dropped)
             .filter(|r| match &r.key {
-                Some(k) => latest.get(k) == Some(&r.offset),
+                Some(k) => latest.get(k).is_none_or(|o| *o == r.offset),
                 None => false,
             })
             .filter(|r| r.value.is_some() || r.timestamp >= tombstone_cutoff)
@@ -192,6 +210,7 @@ pub fn compact_partition(
         }
         stats.records_removed += before - survivors.len();
         stats.batches_rewritten += 1;
+        chunk.before += bytes.len() as u64;
         wb.delete_cf(log, log_key(p.uid, base));
         wb.delete_cf(idx, log_key(p.uid, base));
         let original_last = read_header(&bytes).map_or(base, |h| h.last_offset());
@@ -204,6 +223,9 @@ pub fn compact_partition(
             // watermark (Kafka keeps its active segment for the same reason).
             empty_batch(&bytes).map_err(BrokerError::Storage)?
         } else {
+            if chunk.read >= policy.chunk_bytes {
+                chunk.flush(store, p, &mut wb)?;
+            }
             continue;
         };
         let Some(h) = read_header(&rebuilt) else {
@@ -233,21 +255,52 @@ pub fn compact_partition(
             .encode_full(producer, Some(txn)),
         );
         stats.bytes_after += rebuilt.len() as u64;
+        chunk.after += rebuilt.len() as u64;
+        if chunk.read >= policy.chunk_bytes {
+            chunk.flush(store, p, &mut wb)?;
+        }
     }
     wb.put_cf(
         meta,
         cleaned_key(p.uid),
         encode_cleaned(clean_point, next_deadline),
     );
-    store.db.write(wb)?;
+    chunk.flush(store, p, &mut wb)?;
     p.drop_cached_below(clean_point);
-    p.adjust_size(stats.bytes_before, stats.bytes_after);
     if stats.batches_rewritten > 0 {
+        // Drop the deleted batches' tombstones now, so their blob files go
+        // and the space comes back; not exclusive, so RocksDB's own
+        // compactions (and with them appends) carry on meanwhile.
         let (from, to) = (log_key(p.uid, 0), log_key(p.uid, clean_point));
-        store.db.compact_range_cf(log, Some(from), Some(to));
-        store.db.compact_range_cf(idx, Some(from), Some(to));
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_exclusive_manual_compaction(false);
+        store
+            .db
+            .compact_range_cf_opt(log, Some(&from), Some(&to), &opts);
+        store
+            .db
+            .compact_range_cf_opt(idx, Some(&from), Some(&to), &opts);
     }
     Ok(Some(stats))
+}
+
+/// The part of pass 2 not yet written.
+#[derive(Default)]
+struct Chunk {
+    read: usize,
+    before: u64,
+    after: u64,
+}
+
+impl Chunk {
+    fn flush(&mut self, store: &Store, p: &Partition, wb: &mut WriteBatch) -> BrokerResult<()> {
+        if !wb.is_empty() {
+            store.db.write(std::mem::take(wb))?;
+        }
+        p.adjust_size(self.before, self.after);
+        *self = Chunk::default();
+        Ok(())
+    }
 }
 
 /// Encodes surviving records as one batch, keeping their offsets. The
@@ -288,11 +341,30 @@ fn policy_for(configs: &BTreeMap<String, String>, raw: &BTreeMap<String, String>
         max_lag_ms: effective_i64("max.compaction.lag.ms", configs, raw).unwrap_or(i64::MAX),
         delete_retention_ms: effective_i64("delete.retention.ms", configs, raw)
             .unwrap_or(86_400_000),
+        chunk_bytes: raw
+            .get("log.cleaner.io.buffer.size")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(524_288),
     }
 }
 
-/// One pass over every partition of every compacted topic.
-pub fn run_once(store: &Arc<Store>, catalog: &Catalog, raw: &BTreeMap<String, String>) {
+/// One partition's finished pass, for metrics.
+pub struct PassReport {
+    pub topic: String,
+    pub partition: i32,
+    pub stats: PassStats,
+    pub took: std::time::Duration,
+}
+
+/// One pass over every partition of every compacted topic; reports the
+/// partitions that were dirty enough to be cleaned.
+pub fn run_once(
+    store: &Arc<Store>,
+    catalog: &Catalog,
+    raw: &BTreeMap<String, String>,
+) -> Vec<PassReport> {
+    let mut reports = Vec::new();
     for topic in catalog.all() {
         let policy_name = topic
             .configs
@@ -305,119 +377,41 @@ pub fn run_once(store: &Arc<Store>, catalog: &Catalog, raw: &BTreeMap<String, St
         }
         let policy = policy_for(&topic.configs, raw);
         for p in &topic.partitions {
+            let started = std::time::Instant::now();
             match compact_partition(store, p, &policy, now_ms()) {
-                Ok(Some(s)) if s.batches_rewritten > 0 => tracing::info!(
-                    topic = %topic.name,
-                    partition = p.id.get(),
-                    removed = s.records_removed,
-                    bytes_before = s.bytes_before,
-                    bytes_after = s.bytes_after,
-                    "compacted"
-                ),
-                Ok(_) => {}
+                Ok(Some(stats)) => {
+                    if stats.batches_rewritten > 0 {
+                        tracing::info!(
+                            topic = %topic.name,
+                            partition = p.id.get(),
+                            removed = stats.records_removed,
+                            bytes_before = stats.bytes_before,
+                            bytes_after = stats.bytes_after,
+                            seconds = started.elapsed().as_secs_f64(),
+                            "compacted"
+                        );
+                    }
+                    reports.push(PassReport {
+                        topic: topic.name.to_string(),
+                        partition: p.id.get(),
+                        stats,
+                        took: started.elapsed(),
+                    });
+                }
+                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(topic = %topic.name, partition = p.id.get(), error = %e, "compaction failed")
                 }
             }
         }
     }
+    reports
 }
 
 /// One pass, as the background runner calls it.
 pub fn pass(b: &crate::broker::Broker) {
-    run_once(&b.store, &b.catalog, &b.config.raw);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::storage::batch::split_and_validate;
-    use crate::storage::writer::{PartitionAppend, Writer};
-    use crate::types::PartitionId;
-    use kafka_protocol::records::{Compression, TimestampType};
-
-    fn batch(records: &[(&str, Option<&str>)], ts: i64) -> Bytes {
-        let recs: Vec<Record> = records
-            .iter()
-            .enumerate()
-            .map(|(i, (k, v))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: ts,
-                key: Some(Bytes::from(k.to_string())),
-                value: v.map(|v| Bytes::from(v.to_string())),
-                headers: Default::default(),
-            })
-            .collect();
-        encode_records(&recs, Compression::Lz4).unwrap()
-    }
-
-    #[tokio::test]
-    async fn keeps_latest_per_key_and_drops_old_tombstones() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let (writer, _t) = Writer::start(store.clone(), false).unwrap();
-        let p = Arc::new(Partition::new(
-            Arc::from("t"),
-            PartitionId::new(0).unwrap(),
-            1,
-            1 << 20,
-        ));
-        let b1 = batch(
-            &[("a", Some("1")), ("b", Some("1")), ("c", Some("1"))],
-            1000,
-        );
-        let b2 = batch(&[("a", Some("2")), ("c", None)], 2000);
-        // A later batch that survives as is.
-        let b3 = batch(&[("z", Some("1"))], 3000);
-        for b in [b1, b2, b3] {
-            let batches = split_and_validate(&b, 1 << 20).unwrap();
-            let done = writer
-                .submit(vec![PartitionAppend {
-                    partition: p.clone(),
-                    batches,
-                }])
-                .await;
-            assert!(done.await[0].is_ok());
-        }
-        let policy = Policy {
-            min_dirty_ratio: 0.0,
-            min_lag_ms: 0,
-            max_lag_ms: i64::MAX,
-            delete_retention_ms: 500,
-        };
-        let stats = compact_partition(&store, &p, &policy, 10_000)
-            .unwrap()
-            .unwrap();
-        assert_eq!(stats.records_removed, 3);
-        let mut survivors = Vec::new();
-        for (base, _) in p.index_entries(&store).unwrap() {
-            let bytes = p.batch_at(&store, base).unwrap().unwrap();
-            for r in decode(&bytes).unwrap().records {
-                survivors.push((
-                    r.offset,
-                    String::from_utf8_lossy(&r.key.unwrap()).into_owned(),
-                ));
-            }
-        }
-        assert_eq!(
-            survivors,
-            vec![
-                (1, "b".to_string()),
-                (3, "a".to_string()),
-                (5, "z".to_string())
-            ]
-        );
-        // Nothing more to do the second time.
-        assert!(compact_partition(&store, &p, &policy, 10_000)
-            .unwrap()
-            .is_none());
+    let layers = b.broker_configs.layers();
+    for r in run_once(&b.store, &b.catalog, &layers.merged) {
+        b.metrics.cleaner_pass(&r);
     }
 }

@@ -4,6 +4,7 @@
 //! - `batch`: record batch framing and validation.
 //! - `partition`: one partition's offsets, tail cache and reads.
 //! - `producers`: idempotent producers' sequence state per partition.
+//! - `producer_expiry`: forgetting idle producers (`producer.id.expiration.ms`).
 //! - `catalog`: topics, their IDs, partitions and configs.
 //! - `txns`: open and aborted transactions per partition, transaction markers.
 //! - `writer`: the single append path with group commit.
@@ -15,6 +16,7 @@ pub mod compaction;
 pub mod db;
 pub mod disk;
 pub mod partition;
+pub mod producer_expiry;
 pub mod producers;
 pub mod retention;
 pub mod time_lookup;

@@ -221,13 +221,20 @@ impl Partition {
             if let (Some(e), Some(p)) = (IndexEntry::decode(v), producer) {
                 match txn {
                     Some(t) if t.is_control() => {
-                        states.fence(p.producer_id, p.producer_epoch);
+                        states.fence(p.producer_id, p.producer_epoch, e.max_timestamp);
                         let commit = i16::from(t.control_type) == CONTROL_COMMIT;
                         txns.on_marker(p.producer_id, base, commit);
                     }
                     _ => {
                         let last = last_sequence(p.base_sequence, e.last_offset_delta);
-                        states.record(p.producer_id, p.producer_epoch, p.base_sequence, last, base);
+                        states.record(
+                            p.producer_id,
+                            p.producer_epoch,
+                            p.base_sequence,
+                            last,
+                            base,
+                            e.max_timestamp,
+                        );
                         if txn.is_some_and(|t| t.is_transactional()) {
                             txns.on_data(p.producer_id, base);
                         }
@@ -281,8 +288,17 @@ impl Partition {
         self.txns().open_start(producer_id)
     }
 
-    /// Every producer this partition knows: (id, epoch, last sequence).
-    pub fn producer_snapshot(&self) -> Vec<(i64, i16, i32)> {
+    /// Forgets producers idle here since before `cutoff` (ms) that have no
+    /// open transaction here; returns how many went.
+    pub fn expire_producers(&self, cutoff: i64) -> usize {
+        // Read the open transactions first: the writer takes the producer
+        // lock before the transaction lock, so never hold both here.
+        let open: Vec<i64> = self.txns().open_producers();
+        self.producers().expire(cutoff, |id| open.contains(&id))
+    }
+
+    /// Every producer this partition knows: (id, epoch, last sequence, last append time).
+    pub fn producer_snapshot(&self) -> Vec<(i64, i16, i32, i64)> {
         self.producers().snapshot()
     }
 

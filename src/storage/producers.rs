@@ -15,8 +15,12 @@
 //! - within an epoch the first sequence must follow the last one (wrapping
 //!   from `i32::MAX` to 0), else OUT_OF_ORDER_SEQUENCE_NUMBER;
 //! - a producer the partition does not know is accepted at any sequence (its
-//!   state may have been removed with its data), so UNKNOWN_PRODUCER_ID is
-//!   never answered.
+//!   state may have expired or been removed with its data), so
+//!   UNKNOWN_PRODUCER_ID is never answered.
+//!
+//! A producer idle on a partition for `producer.id.expiration.ms` (and with
+//! no transaction open there) is forgotten, as in Kafka, so state does not
+//! grow with every producer that ever wrote.
 
 use std::collections::HashMap;
 
@@ -37,15 +41,19 @@ pub struct BatchMeta {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerEntry {
     pub epoch: i16,
+    /// When it last appended here (ms): broker time for live appends, the
+    /// batch's max timestamp for state rebuilt at start-up.
+    pub last_timestamp: i64,
     /// Oldest first; only the first `len` are valid.
     batches: [BatchMeta; BATCHES_KEPT],
     len: u8,
 }
 
 impl ProducerEntry {
-    fn new(epoch: i16) -> Self {
+    fn new(epoch: i16, last_timestamp: i64) -> Self {
         ProducerEntry {
             epoch,
+            last_timestamp,
             batches: [BatchMeta::default(); BATCHES_KEPT],
             len: 0,
         }
@@ -60,7 +68,8 @@ impl ProducerEntry {
     }
 
     /// Records an appended batch; a new epoch forgets the old epoch's batches.
-    fn push(&mut self, epoch: i16, meta: BatchMeta) {
+    fn push(&mut self, epoch: i16, meta: BatchMeta, timestamp: i64) {
+        self.last_timestamp = self.last_timestamp.max(timestamp);
         if epoch != self.epoch {
             self.epoch = epoch;
             self.len = 0;
@@ -181,6 +190,7 @@ impl ProducerStates {
         first_seq: i32,
         last_seq: i32,
         base_offset: i64,
+        timestamp: i64,
     ) -> Option<ProducerEntry> {
         let meta = BatchMeta {
             first_seq,
@@ -190,12 +200,12 @@ impl ProducerStates {
         match self.entries.get_mut(&producer_id) {
             Some(e) => {
                 let previous = *e;
-                e.push(epoch, meta);
+                e.push(epoch, meta, timestamp);
                 Some(previous)
             }
             None => {
-                let mut e = ProducerEntry::new(epoch);
-                e.push(epoch, meta);
+                let mut e = ProducerEntry::new(epoch, timestamp);
+                e.push(epoch, meta, timestamp);
                 self.entries.insert(producer_id, e);
                 None
             }
@@ -206,10 +216,11 @@ impl ProducerStates {
     /// partition now knows that epoch (a marker written after the coordinator
     /// bumped it fences older epochs here too). Markers carry no sequence,
     /// so a newer epoch starts with no batches. Returns the replaced state.
-    pub fn fence(&mut self, producer_id: i64, epoch: i16) -> Option<ProducerEntry> {
+    pub fn fence(&mut self, producer_id: i64, epoch: i16, timestamp: i64) -> Option<ProducerEntry> {
         match self.entries.get_mut(&producer_id) {
             Some(e) => {
                 let previous = *e;
+                e.last_timestamp = e.last_timestamp.max(timestamp);
                 if epoch > e.epoch {
                     e.epoch = epoch;
                     e.len = 0;
@@ -217,18 +228,28 @@ impl ProducerStates {
                 Some(previous)
             }
             None => {
-                self.entries.insert(producer_id, ProducerEntry::new(epoch));
+                self.entries
+                    .insert(producer_id, ProducerEntry::new(epoch, timestamp));
                 None
             }
         }
     }
 
-    /// Every producer: (producer id, epoch, last sequence or -1).
-    pub fn snapshot(&self) -> Vec<(i64, i16, i32)> {
-        let mut out: Vec<(i64, i16, i32)> = self
+    /// Forgets producers idle since before `cutoff` (ms) unless `keep` says
+    /// otherwise (an open transaction); returns how many went.
+    pub fn expire(&mut self, cutoff: i64, keep: impl Fn(i64) -> bool) -> usize {
+        let before = self.entries.len();
+        self.entries
+            .retain(|id, e| e.last_timestamp >= cutoff || keep(*id));
+        before - self.entries.len()
+    }
+
+    /// Every producer: (producer id, epoch, last sequence or -1, last append time).
+    pub fn snapshot(&self) -> Vec<(i64, i16, i32, i64)> {
+        let mut out: Vec<(i64, i16, i32, i64)> = self
             .entries
             .iter()
-            .map(|(id, e)| (*id, e.epoch, e.last_seq().unwrap_or(-1)))
+            .map(|(id, e)| (*id, e.epoch, e.last_seq().unwrap_or(-1), e.last_timestamp))
             .collect();
         out.sort_unstable();
         out
@@ -259,7 +280,7 @@ mod tests {
             Decision::Duplicate(base) => Ok(base),
             Decision::Append => {
                 let base = *next;
-                s.record(PID, epoch, seq, last, base);
+                s.record(PID, epoch, seq, last, base, 0);
                 *next += i64::from(n);
                 Ok(base)
             }
@@ -371,20 +392,20 @@ mod tests {
         let (mut s, mut next) = (ProducerStates::default(), 0);
         append(&mut s, &mut next, 0, 0, 3).unwrap();
         // Same epoch: the transaction's sequence continues after the marker.
-        s.fence(PID, 0);
+        s.fence(PID, 0, 0);
         assert_eq!(append(&mut s, &mut next, 0, 3, 1).unwrap(), 3);
         // A marker with a bumped epoch fences the old one.
-        let before = s.fence(PID, 1);
+        let before = s.fence(PID, 1, 0);
         assert!(matches!(
             append(&mut s, &mut next, 0, 4, 1),
             Err(BrokerError::InvalidProducerEpoch(_))
         ));
         assert_eq!(append(&mut s, &mut next, 1, 0, 1).unwrap(), 4);
-        assert_eq!(s.snapshot(), vec![(PID, 1, 0)]);
+        assert_eq!(s.snapshot(), vec![(PID, 1, 0, 0)]);
         s.restore(PID, before);
         assert_eq!(s.get(PID).unwrap().epoch, 0);
         // A marker for an unknown producer creates its state.
-        assert!(s.fence(PID + 1, 4).is_none());
+        assert!(s.fence(PID + 1, 4, 0).is_none());
         assert!(matches!(
             s.check(PID + 1, 3, 0, 0),
             Err(BrokerError::InvalidProducerEpoch(_))
@@ -394,12 +415,27 @@ mod tests {
     #[test]
     fn restore_undoes_record() {
         let mut s = ProducerStates::default();
-        let prev = s.record(PID, 0, 0, 4, 0);
+        let prev = s.record(PID, 0, 0, 4, 0, 0);
         assert!(prev.is_none());
-        let prev2 = s.record(PID, 0, 5, 5, 5);
+        let prev2 = s.record(PID, 0, 5, 5, 5, 0);
         s.restore(PID, prev2);
         assert_eq!(s.get(PID).unwrap().batches().len(), 1);
         s.restore(PID, prev);
         assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn idle_producers_expire_unless_kept() {
+        let mut s = ProducerStates::default();
+        s.record(PID, 0, 0, 0, 0, 1_000);
+        s.record(PID + 1, 0, 0, 0, 1, 5_000);
+        s.record(PID + 2, 0, 0, 0, 2, 1_000);
+        // A later append refreshes the producer's time.
+        s.record(PID, 0, 1, 1, 3, 6_000);
+        assert_eq!(s.expire(4_000, |id| id == PID + 2), 0);
+        assert_eq!(s.expire(5_500, |_| false), 2);
+        assert_eq!(s.snapshot(), vec![(PID, 0, 1, 6_000)]);
+        // Forgotten producers are accepted again at any sequence.
+        assert_eq!(s.check(PID + 1, 0, 7, 7).unwrap(), Decision::Append);
     }
 }

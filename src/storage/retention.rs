@@ -90,7 +90,7 @@ pub fn run_once(
 
 /// One pass, as the background runner calls it.
 pub fn pass(b: &crate::broker::Broker) {
-    run_once(&b.store, &b.catalog, &b.config.raw);
+    run_once(&b.store, &b.catalog, &b.broker_configs.layers().merged);
 }
 
 #[cfg(test)]

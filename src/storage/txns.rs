@@ -126,6 +126,11 @@ impl PartitionTxns {
             .map_or(high_watermark, |first| first.min(high_watermark))
     }
 
+    /// Producers with a transaction open here.
+    pub fn open_producers(&self) -> Vec<i64> {
+        self.open.keys().copied().collect()
+    }
+
     /// Where `producer_id`'s open transaction began, if it has one here.
     pub fn open_start(&self, producer_id: i64) -> Option<i64> {
         self.open.get(&producer_id).copied()

@@ -362,7 +362,9 @@ fn check_producer(
     };
     let h = &b.header;
     if h.is_control() {
-        let previous = p.producers().fence(h.producer_id, h.producer_epoch);
+        let previous = p
+            .producers()
+            .fence(h.producer_id, h.producer_epoch, crate::types::now_ms());
         undo.push((p.clone(), h.producer_id, previous));
         return Ok(Decision::Append);
     }
@@ -389,6 +391,7 @@ fn check_producer(
                 h.base_sequence,
                 last,
                 p.next_offset(),
+                crate::types::now_ms(),
             );
             undo.push((p.clone(), h.producer_id, previous));
             Ok(Decision::Append)

@@ -268,18 +268,7 @@ pub fn compact_partition(
     chunk.flush(store, p, &mut wb)?;
     p.drop_cached_below(clean_point);
     if stats.batches_rewritten > 0 {
-        // Drop the deleted batches' tombstones now, so their blob files go
-        // and the space comes back; not exclusive, so RocksDB's own
-        // compactions (and with them appends) carry on meanwhile.
-        let (from, to) = (log_key(p.uid, 0), log_key(p.uid, clean_point));
-        let mut opts = rocksdb::CompactOptions::default();
-        opts.set_exclusive_manual_compaction(false);
-        store
-            .db
-            .compact_range_cf_opt(log, Some(&from), Some(&to), &opts);
-        store
-            .db
-            .compact_range_cf_opt(idx, Some(&from), Some(&to), &opts);
+        store.reclaim(&log_key(p.uid, 0), &log_key(p.uid, clean_point))?;
     }
     Ok(Some(stats))
 }

@@ -29,6 +29,23 @@ pub const CF_META: &str = "meta";
 
 pub struct Store {
     pub db: DB,
+    /// Serialises `reclaim`, which toggles a column family option.
+    reclaiming: std::sync::Mutex<()>,
+}
+
+/// True if files in `dir` can be opened with O_DIRECT.
+fn direct_io_works(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = dir.join(".direct-io-probe");
+    let ok = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe)
+        .is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
 }
 
 impl Store {
@@ -42,13 +59,35 @@ impl Store {
         opts.set_max_background_jobs(2);
         opts.set_bytes_per_sync(1 << 20);
         opts.set_keep_log_file_num(3);
+        // Reuse old WAL files instead of creating new ones: overwriting pages
+        // the page cache already holds is far cheaper than appending to a
+        // fresh file (measured on this kind of VM: ~300 MB/s into new pages,
+        // several GB/s into cached ones), and every appended byte goes
+        // through the WAL.
+        opts.set_recycle_log_file_num(4);
+        // A WAL file stays until every column family with data in it has
+        // flushed; the small index and meta memtables would otherwise pin
+        // gigabytes of WAL (and defeat the recycling above).
+        opts.set_max_total_wal_size(256 << 20);
+        // Flushes write every appended byte a second time (into blob files);
+        // with direct I/O they skip the page cache instead of filling fresh
+        // pages of it, which costs more CPU than the write itself here.
+        // Where the file system refuses O_DIRECT (tmpfs), buffered I/O it is.
+        let direct = direct_io_works(dir);
+        opts.set_use_direct_io_for_flush_and_compaction(direct);
 
         let mut log_opts = Options::default();
         // Batches are large, written once and read sequentially: keep them in blob
         // files so compaction rewrites only the small keys (less write amplification).
         log_opts.set_enable_blob_files(true);
         log_opts.set_min_blob_size(512);
-        log_opts.set_enable_blob_gc(true);
+        // No age-based blob garbage collection: with it every compaction
+        // relocated the batches of the oldest quarter of blob files (measured:
+        // 600-800 MB rewritten per 300 MB appended, half the broker's CPU).
+        // Blob files die whole once retention or deletion has dropped every
+        // batch in them; where a pass leaves them partly live (compaction,
+        // topic deletion) `reclaim` collects them on purpose.
+        log_opts.set_enable_blob_gc(false);
         log_opts.set_write_buffer_size(64 << 20);
         log_opts.set_max_write_buffer_number(3);
         log_opts.set_target_file_size_base(64 << 20);
@@ -59,13 +98,47 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
-        Ok(Arc::new(Store { db }))
+        Ok(Arc::new(Store {
+            db,
+            reclaiming: std::sync::Mutex::new(()),
+        }))
     }
 
     pub fn cf(&self, name: &str) -> BrokerResult<&ColumnFamily> {
         self.db.cf_handle(name).ok_or_else(|| {
             crate::error::BrokerError::Storage(format!("missing column family {name}"))
         })
+    }
+
+    /// Compacts `[from, to)` of the log and index so deleted batches leave
+    /// the disk now: their tombstones go, and batches still live in the
+    /// range move out of blob files that are otherwise garbage, which then
+    /// get deleted. Not exclusive: RocksDB's own compactions, and with them
+    /// appends, carry on meanwhile.
+    pub fn reclaim(&self, from: &[u8], to: &[u8]) -> BrokerResult<()> {
+        let (log, idx) = (self.cf(CF_LOG)?, self.cf(CF_IDX)?);
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_exclusive_manual_compaction(false);
+        {
+            let _one_at_a_time = self
+                .reclaiming
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.db.set_options_cf(
+                log,
+                &[
+                    ("enable_blob_garbage_collection", "true"),
+                    ("blob_garbage_collection_age_cutoff", "1.0"),
+                ],
+            )?;
+            self.db
+                .compact_range_cf_opt(log, Some(from), Some(to), &opts);
+            self.db
+                .set_options_cf(log, &[("enable_blob_garbage_collection", "false")])?;
+        }
+        self.db
+            .compact_range_cf_opt(idx, Some(from), Some(to), &opts);
+        Ok(())
     }
 
     /// Makes everything written so far durable (used at shutdown).

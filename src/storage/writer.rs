@@ -458,10 +458,8 @@ fn delete_topic(
         .name("runnel-reclaim".into())
         .spawn(move || {
             for (from, to) in ranges {
-                for cf in [CF_LOG, CF_IDX] {
-                    if let Ok(cf) = store.cf(cf) {
-                        store.db.compact_range_cf(cf, Some(from), Some(to));
-                    }
+                if let Err(e) = store.reclaim(&from, &to) {
+                    tracing::warn!(error = %e, "reclaiming a deleted topic's space failed; compaction will do it later");
                 }
             }
         });

@@ -268,7 +268,10 @@ pub fn compact_partition(
     chunk.flush(store, p, &mut wb)?;
     p.drop_cached_below(clean_point);
     if stats.batches_rewritten > 0 {
-        store.reclaim(&log_key(p.uid, 0), &log_key(p.uid, clean_point))?;
+        store.reclaim(
+            Some(&log_key(p.uid, 0)[..]),
+            Some(&log_key(p.uid, clean_point)[..]),
+        )?;
     }
     Ok(Some(stats))
 }

@@ -115,10 +115,13 @@ impl Store {
     /// range move out of blob files that are otherwise garbage, which then
     /// get deleted. Not exclusive: RocksDB's own compactions, and with them
     /// appends, carry on meanwhile.
-    pub fn reclaim(&self, from: &[u8], to: &[u8]) -> BrokerResult<()> {
+    pub fn reclaim(&self, from: Option<&[u8]>, to: Option<&[u8]>) -> BrokerResult<()> {
         let (log, idx) = (self.cf(CF_LOG)?, self.cf(CF_IDX)?);
         let mut opts = rocksdb::CompactOptions::default();
         opts.set_exclusive_manual_compaction(false);
+        // Data already at the bottom level is rewritten too: that is where
+        // the tombstones and the blob references to collect are.
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
         {
             let _one_at_a_time = self
                 .reclaiming
@@ -131,14 +134,41 @@ impl Store {
                     ("blob_garbage_collection_age_cutoff", "1.0"),
                 ],
             )?;
-            self.db
-                .compact_range_cf_opt(log, Some(from), Some(to), &opts);
+            self.db.compact_range_cf_opt(log, from, to, &opts);
             self.db
                 .set_options_cf(log, &[("enable_blob_garbage_collection", "false")])?;
         }
-        self.db
-            .compact_range_cf_opt(idx, Some(from), Some(to), &opts);
+        self.db.compact_range_cf_opt(idx, from, to, &opts);
         Ok(())
+    }
+
+    /// Blob files die whole; one holding a few live batches among deleted
+    /// ones (say, of a topic with long retention beside one with short)
+    /// keeps its garbage. When garbage is over half of all blob bytes, the
+    /// live batches are moved out so those files go: space stays within
+    /// about twice the live data, at the cost of rewriting the live part
+    /// only after as much was deleted. Returns whether it ran.
+    pub fn collect_blob_garbage(&self) -> BrokerResult<bool> {
+        self.collect_blob_garbage_above(64 << 20)
+    }
+
+    fn collect_blob_garbage_above(&self, min_garbage: u64) -> BrokerResult<bool> {
+        let log = self.cf(CF_LOG)?;
+        let prop = |name: &str| -> BrokerResult<u64> {
+            Ok(self.db.property_int_value_cf(log, name)?.unwrap_or(0))
+        };
+        let total = prop("rocksdb.live-blob-file-size")?;
+        let garbage = prop("rocksdb.live-blob-file-garbage-size")?;
+        if garbage == 0 || garbage < min_garbage || garbage.saturating_mul(2) < total {
+            return Ok(false);
+        }
+        tracing::info!(
+            blob_bytes = total,
+            garbage_bytes = garbage,
+            "collecting blob garbage"
+        );
+        self.reclaim(None, None)?;
+        Ok(true)
     }
 
     /// Makes everything written so far durable (used at shutdown).
@@ -337,6 +367,42 @@ impl IndexEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blob_garbage_is_collected_when_it_dominates() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let log = store.cf(CF_LOG).unwrap();
+        let value = vec![7u8; 4096];
+        // Two partitions interleaved in the same blob files.
+        for i in 0..300 {
+            store.db.put_cf(log, log_key(1, i), &value).unwrap();
+            store.db.put_cf(log, log_key(1, 1000 + i), &value).unwrap();
+            store.db.put_cf(log, log_key(2, i), &value).unwrap();
+        }
+        store.db.flush_cf(log).unwrap();
+        let prop = |name: &str| store.db.property_int_value_cf(log, name).unwrap().unwrap();
+        let before = prop("rocksdb.live-blob-file-size");
+        // Partition 1 goes; compaction drops its keys, its blobs become garbage.
+        let mut wb = rocksdb::WriteBatch::default();
+        wb.delete_range_cf(log, log_key(1, 0), log_key(2, 0));
+        store.db.write(wb).unwrap();
+        store.db.compact_range_cf(log, None::<&[u8]>, None::<&[u8]>);
+        assert!(prop("rocksdb.live-blob-file-garbage-size") >= 600 * 4096);
+        assert!(store.collect_blob_garbage_above(0).unwrap());
+        let (g, t) = (
+            prop("rocksdb.live-blob-file-garbage-size"),
+            prop("rocksdb.live-blob-file-size"),
+        );
+        assert_eq!(g, 0, "garbage {g} of {t}, before {before}");
+        assert!(prop("rocksdb.live-blob-file-size") < before / 2);
+        // Nothing left to collect.
+        assert!(!store.collect_blob_garbage_above(0).unwrap());
+        assert_eq!(
+            store.db.get_cf(log, log_key(2, 299)).unwrap().unwrap(),
+            value
+        );
+    }
 
     #[test]
     fn keys_sort_by_uid_then_offset() {

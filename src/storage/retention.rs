@@ -91,6 +91,9 @@ pub fn run_once(
 /// One pass, as the background runner calls it.
 pub fn pass(b: &crate::broker::Broker) {
     run_once(&b.store, &b.catalog, &b.broker_configs.layers().merged);
+    if let Err(e) = b.store.collect_blob_garbage() {
+        tracing::warn!(error = %e, "collecting blob garbage failed");
+    }
 }
 
 #[cfg(test)]

@@ -458,7 +458,7 @@ fn delete_topic(
         .name("runnel-reclaim".into())
         .spawn(move || {
             for (from, to) in ranges {
-                if let Err(e) = store.reclaim(&from, &to) {
+                if let Err(e) = store.reclaim(Some(&from[..]), Some(&to[..])) {
                     tracing::warn!(error = %e, "reclaiming a deleted topic's space failed; compaction will do it later");
                 }
             }

@@ -11,6 +11,7 @@
 #   BENCH_IDLE_TOPICS=1000  BENCH_IDLE_CONNS=500
 #   BENCH_GROUP_MEMBERS=4  BENCH_GROUP_PARTITIONS=8  BENCH_GROUP_TIMEOUT_S=45   consumer-group scenario
 #   BENCH_TXN_COUNT=2000  BENCH_TXN_SECONDS=25  BENCH_IDEM_MESSAGES=200000   exactly-once scenarios
+#                             (the idempotence on/off runs go to the nullbroker as well)
 #   BENCH_COMPACT_BYTES=1073741824  BENCH_COMPACT_RATE_MBPS=20  BENCH_COMPACT_TIMEOUT_S=180   log compaction
 #   BENCH_SKIP_COMPACTION=1   no log-compaction scenario
 #   BENCH_ONLY=throughput,idle,compaction   run only these phases (default: all; throughput includes
@@ -243,6 +244,25 @@ produce_phase() { # TARGET
     done
 }
 
+# idem_phase TARGET: plain produce of IDEM_MESSAGES x 1 KB records to 4 partitions with acks=all,
+# enable.idempotence off and on alternating, REPEAT runs each, on both targets: with idempotence on
+# librdkafka costs throughput even against the nullbroker (in-flight requests capped at 5, and a
+# ProducerId to get first, retried after 500 ms if no connection is up yet), so the report
+# subtracts the ceiling's loss from Runnel's.
+idem_phase() {
+    local target=$1 r idem topics
+    topics=$(for ((r = 1; r <= REPEAT; r++)); do printf 'idem-off-r%d,idem-on-r%d,' "$r" "$r"; done)
+    "$TOOL" create-topics --brokers "$BROKER_ADDR" --topics "${topics%,}" --partitions 4 >/dev/null \
+        || log "$target: create-topics failed for the idempotence topics"
+    for ((r = 1; r <= REPEAT; r++)); do
+        for idem in off on; do
+            measure "$target" "idem-p4-$idem" -- produce --topic "idem-$idem-r$r" --messages "$IDEM_MESSAGES" --size 1024 \
+                --acks all --compression none --linger-ms 5 --timeout-secs "$CLIENT_TIMEOUT" \
+                --set "enable.idempotence=$([ "$idem" = on ] && echo true || echo false)"
+        done
+    done
+}
+
 # ---------------------------------------------------------------------------------------------
 log "work directory $WORK; $MESSAGES x $SIZE B messages, $REPEAT runs per throughput scenario"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -266,6 +286,9 @@ if [ "$HAVE_NULL" = 1 ]; then
             measure nullbroker "$name" -- consume --topic "seed-$name" --messages "$MESSAGES" --timeout-secs "$CLIENT_TIMEOUT"
         done
     done
+    # The idempotence runs (the nullbroker answers InitProducerId, and its Produce responses carry
+    # no error and increasing base offsets, which is all an idempotent librdkafka producer needs).
+    idem_phase nullbroker
     stop_broker nullbroker
 fi
 
@@ -293,22 +316,14 @@ if phase_on throughput; then
     "$TOOL" create-topics --brokers "$BROKER_ADDR" --topics latency --partitions "$LAT_PARTS" >/dev/null
     measure runnel "latency-$((LAT_RATE / 1000))k" -- latency --topic latency --rate "$LAT_RATE" --seconds "$LAT_SECS" \
         --size "$SIZE" --acks 1 --linger-ms 1
-    # Exactly-once (Runnel only: the nullbroker has no transactions). 100-record transactions of 1 KB
-    # records over 4 partitions, TXN_COUNT of them or TXN_SECS, whichever ends first; then plain
-    # produce of 1 KB records to 4 partitions with acks=all, enable.idempotence off and on alternating,
-    # REPEAT runs each, for the idempotence overhead.
-    IDEM_TOPICS=$(for ((r = 1; r <= REPEAT; r++)); do printf 'idem-off-r%d,idem-on-r%d,' "$r" "$r"; done)
-    "$TOOL" create-topics --brokers "$BROKER_ADDR" --topics "txn,$IDEM_TOPICS" --partitions 4 >/dev/null \
-        || log "runnel: create-topics failed for the exactly-once topics"
+    # Exactly-once. Transactions (Runnel only: the nullbroker has no transactions): 100-record
+    # transactions of 1 KB records over 4 partitions, TXN_COUNT of them or TXN_SECS, whichever ends
+    # first. Then the idempotence overhead runs, as against the nullbroker.
+    "$TOOL" create-topics --brokers "$BROKER_ADDR" --topics txn --partitions 4 >/dev/null \
+        || log "runnel: create-topics failed for the txn topic"
     measure runnel "txn-p4-100x1KB" -- txn --topic txn --transactions "$TXN_COUNT" --per-txn 100 --size 1024 \
         --seconds "$TXN_SECS" --timeout-secs 30
-    for ((r = 1; r <= REPEAT; r++)); do
-        for idem in off on; do
-            measure runnel "idem-p4-$idem" -- produce --topic "idem-$idem-r$r" --messages "$IDEM_MESSAGES" --size 1024 \
-                --acks all --compression none --linger-ms 5 --timeout-secs "$CLIENT_TIMEOUT" \
-                --set "enable.idempotence=$([ "$idem" = on ] && echo true || echo false)"
-        done
-    done
+    idem_phase runnel
     RUNNEL_CPU_TOTAL=$(secs "$(ticks "$BROKER_PID")")
     stop_broker runnel-throughput
 fi
@@ -364,7 +379,7 @@ if phase_on throughput; then
     echo "$MESSAGES x $SIZE-byte messages, $REPEAT runs per throughput scenario (median shown)"
     echo "producer: linger.ms=5, other librdkafka defaults; consumer: assign() from the beginning, batch reads, fetch.queue.backoff.ms=10"
     echo "group: $GROUP_MEMBERS subscribe() consumers (threads, poll()) on $GROUP_PARTS partitions, then one more joins; librdkafka group defaults"
-    echo "exactly-once: up to $TXN_COUNT transactions (or ${TXN_SECS} s) of 100 x 1 KB records over 4 partitions; idempotence on/off: $IDEM_MESSAGES x 1 KB, 4 partitions, acks=all"
+    echo "exactly-once: up to $TXN_COUNT transactions (or ${TXN_SECS} s) of 100 x 1 KB records over 4 partitions; idempotence on/off: $IDEM_MESSAGES x 1 KB, 4 partitions, acks=all, on both targets"
 fi
 if [ "$RUN_COMPACTION" = 1 ]; then
     echo "compaction: $COMPACT_BYTES bytes of 1 KB values over 10,000 keys in 1 partition, then cleanup.policy=compact while producing at $COMPACT_RATE MB/s (acks=1, linger.ms=5); broker log.cleaner.backoff.ms=1000"

@@ -471,6 +471,24 @@ fn produce(args: &Args) -> i32 {
     {
         eprintln!("runnel-bench: metadata for {topic}: {e}");
     }
+    // One acknowledged record before the clock starts: an idempotent producer
+    // first needs its producer id, and librdkafka retries that request only
+    // after 500 ms when its first attempt comes before the connection is up,
+    // a stall that would otherwise land in some timed runs and not others.
+    // (The record stays in the topic: consumers read one record more.)
+    let mut warm: BaseRecord<'_, (), [u8]> = BaseRecord::to(&topic).payload(b"warm-up");
+    if let Some(p) = partition {
+        warm = warm.partition(p);
+    }
+    match producer.send(warm) {
+        Ok(()) => {
+            if let Err(e) = producer.flush(Duration::from_secs(10)) {
+                eprintln!("runnel-bench: warm-up flush: {e}");
+            }
+        }
+        Err((e, _)) => eprintln!("runnel-bench: warm-up send: {e}"),
+    }
+    *ctx.delivery.lock().unwrap() = DeliveryStats::default();
 
     let mut maker = PayloadMaker::new(size);
     let deadline = Instant::now() + timeout;

@@ -167,14 +167,15 @@ def raw_alter(bootstrap, name, configs, validate_only=False, resource_type=RESOU
     return _alter_response(r, resource_type, name)
 
 
-def raw_describe(bootstrap, name, resource_type=RESOURCE_BROKER, keys=None, synonyms=True):
+def raw_describe(bootstrap, name, resource_type=RESOURCE_BROKER, keys=None, synonyms=True,
+                 documentation=False):
     """DescribeConfigs v4 on one resource. Returns (error_code, error_message, configs)
     where configs is {key: {"value", "read_only", "source", "sensitive",
     "synonyms": [(name, value, source)]}} (synonyms in the order the broker sent them)."""
     key_list = kw.uvarint(0) if keys is None else _compact_array(
         [kw.compact_string(k) for k in keys])
     body = (_compact_array([kw.i8(resource_type) + kw.compact_string(name) + key_list + TAGS])
-            + kw.i8(1 if synonyms else 0) + kw.i8(0) + TAGS)
+            + kw.i8(1 if synonyms else 0) + kw.i8(1 if documentation else 0) + TAGS)
     with kw.KafkaConn.to(bootstrap) as conn:
         r = conn.request(API_DESCRIBE_CONFIGS, 4, body, flexible=True)
     r.skip_tagged_fields()
@@ -189,8 +190,8 @@ def raw_describe(bootstrap, name, resource_type=RESOURCE_BROKER, keys=None, syno
         key = rr.compact_string()
         c = {"value": rr.compact_string(), "read_only": rr.bool(), "source": rr.i8(),
              "sensitive": rr.bool(), "synonyms": rr.compact_array(synonym) or []}
-        rr.i8()              # config type
-        rr.compact_string()  # documentation
+        c["type"] = rr.i8()
+        c["documentation"] = rr.compact_string()
         rr.skip_tagged_fields()
         return key, c
 
@@ -878,3 +879,23 @@ def test_retention_applies_to_topics_without_override(make_broker):
     time.sleep(2.0)
     assert watermarks(b.bootstrap, plain) == (20, 25)
     assert watermarks(b.bootstrap, own) == (0, 20)
+
+
+def test_describe_configs_documentation(cfg):
+    """DescribeConfigs v3+ carries each config's documentation when asked for it
+    (topic configs, and broker keys that supply topic defaults), and none when not."""
+    topic = create_topic(cfg.admin, unique_topic("bc-doc"))
+    code, _, configs = raw_describe(cfg.bootstrap, topic, RESOURCE_TOPIC, documentation=True)
+    assert code == 0
+    missing = [k for k, c in configs.items() if not c["documentation"]]
+    assert not missing, missing
+    assert "compact" in configs["cleanup.policy"]["documentation"]
+    code, _, configs = raw_describe(cfg.bootstrap, topic, RESOURCE_TOPIC)
+    assert code == 0 and all(c["documentation"] is None for c in configs.values())
+    code, _, configs = raw_describe(cfg.bootstrap, cfg.node, documentation=True,
+                                    keys=["log.retention.ms", "log.cleanup.policy"])
+    assert code == 0
+    assert configs["log.cleanup.policy"]["documentation"] == \
+        raw_describe(cfg.bootstrap, topic, RESOURCE_TOPIC, keys=["cleanup.policy"],
+                     documentation=True)[2]["cleanup.policy"]["documentation"]
+    assert configs["log.retention.ms"]["documentation"]

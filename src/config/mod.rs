@@ -5,6 +5,7 @@
 //! mean nothing on one Runnel node), or unknown; the latter two are warned
 //! about at start-up so nothing is silently ignored.
 
+pub mod docs;
 pub mod dynamic;
 pub mod topic;
 

@@ -11,7 +11,8 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::sb;
-use crate::config::dynamic::{is_dynamic, key_type, Scope};
+use crate::config::docs::topic_config_doc;
+use crate::config::dynamic::{is_dynamic, key_type, Scope, RETENTION_KEYS};
 use crate::config::topic::{
     broker_synonym_keys, resolve_all, ConfigSource, ConfigType, TOPIC_CONFIGS,
 };
@@ -32,6 +33,15 @@ pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> Descri
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             match describe(ctx, &res, req.include_synonyms) {
+                Ok(configs) if req.include_documentation => r.with_configs(
+                    configs
+                        .into_iter()
+                        .map(|c| {
+                            let doc = documentation(res.resource_type, c.name.as_str());
+                            c.with_documentation(doc.map(sb))
+                        })
+                        .collect(),
+                ),
                 Ok(configs) => r.with_configs(configs),
                 Err(e) => {
                     b.metrics.error("DescribeConfigs", e.code());
@@ -64,6 +74,25 @@ fn entry(
         .with_config_source(source as i8)
         .with_is_sensitive(false)
         .with_config_type(kind as i8)
+        // Null unless asked for (the crate's default is an empty string).
+        .with_documentation(None)
+}
+
+/// A config's documentation: a topic config's own, or for a broker key the
+/// documentation of the topic config it supplies the default of.
+fn documentation(resource_type: i8, name: &str) -> Option<&'static str> {
+    if resource_type == RESOURCE_TOPIC {
+        return topic_config_doc(name);
+    }
+    let topic_name = if RETENTION_KEYS.contains(&name) {
+        "retention.ms"
+    } else {
+        TOPIC_CONFIGS
+            .iter()
+            .find(|d| d.broker_key == Some(name))?
+            .name
+    };
+    topic_config_doc(topic_name)
 }
 
 fn synonym(name: &str, value: &str, source: ConfigSource) -> DescribeConfigsSynonym {

@@ -126,3 +126,25 @@ def drain(c, quiet_for=2.0, timeout=30):
             out.append(m)
             last = time.monotonic()
     return out
+
+
+def watermarks(bootstrap, topic, partition=0):
+    """(low, high) watermark of one partition, asked of the broker."""
+    c = consumer(bootstrap)
+    try:
+        return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+    finally:
+        c.close()
+
+
+def wait_until(what, fn, timeout, interval=0.1):
+    """Calls fn() until it returns a truthy value; returns (value, seconds waited)."""
+    start = time.monotonic()
+    last = None
+    while True:
+        last = fn()
+        if last:
+            return last, time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError("%s: not within %ss (last: %r)" % (what, timeout, last))
+        time.sleep(interval)

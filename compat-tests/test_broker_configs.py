@@ -27,12 +27,12 @@ Broker configs are broker-wide: every test starts its own broker (make_broker).
 import time
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource,
                                    ConfigSource, ResourceType)
 
 import kafka_wire as kw
-from ck_helpers import admin_client, consumer, create_topic, producer
+from ck_helpers import admin_client, create_topic, producer, wait_until, watermarks
 from runnel_harness import unique_topic
 
 pytestmark = pytest.mark.timeout(90)
@@ -348,25 +348,6 @@ def produce_many(bootstrap, topic, n, prefix=b"r"):
                   on_delivery=lambda e, m: errors.append(e))
     assert p.flush(30) == 0
     assert errors == [None] * n, errors[:3]
-
-
-def watermarks(bootstrap, topic, partition=0):
-    c = consumer(bootstrap)
-    try:
-        return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
-    finally:
-        c.close()
-
-
-def wait_until(what, fn, timeout, interval=0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        last = fn()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError("%s: not within %ss (last: %r)" % (what, timeout, last))
-        time.sleep(interval)
 
 
 def code_name(code):

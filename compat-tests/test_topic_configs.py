@@ -36,7 +36,8 @@ from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResourc
                                    ResourceType)
 
 import kafka_wire as kw
-from ck_helpers import admin_client, consumer, create_topic, producer, topic_metadata
+from ck_helpers import (admin_client, consumer, create_topic, producer, topic_metadata, wait_until,
+                        watermarks)
 from runnel_harness import unique_topic
 
 pytestmark = pytest.mark.timeout(90)
@@ -146,14 +147,6 @@ def create_error(admin, name, config, partitions=1):
 # --------------------------------------------------------------------------
 
 
-def watermarks(bootstrap, topic, partition=0):
-    c = consumer(bootstrap)
-    try:
-        return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
-    finally:
-        c.close()
-
-
 def admin_offsets(admin, topic, partition=0):
     """(earliest, latest) through ListOffsets from the AdminClient."""
     tp = TopicPartition(topic, partition)
@@ -162,19 +155,6 @@ def admin_offsets(admin, topic, partition=0):
         out.append(admin.list_offsets({tp: spec}, request_timeout=15)[tp].result(timeout=20)
                    .offset)
     return tuple(out)
-
-
-def wait_until(what, fn, timeout, interval=0.1):
-    """Calls fn() until it returns a truthy value; returns (value, seconds waited)."""
-    start = time.monotonic()
-    last = None
-    while True:
-        last = fn()
-        if last:
-            return last, time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError("%s: not within %ss (last: %r)" % (what, timeout, last))
-        time.sleep(interval)
 
 
 def produce_all(bootstrap, topic, records, partition=0, flush_each=False, **conf):

@@ -13,12 +13,11 @@ use tokio::sync::oneshot;
 
 use crate::broker::Broker;
 use crate::handlers;
-use crate::network::frame::{Frame, SegmentedBuf};
 
 /// What the connection does with a request's result.
 pub enum Outcome {
     /// A complete response frame, size prefix included.
-    Respond(Frame),
+    Respond(Bytes),
     /// Nothing to send (Produce with acks=0).
     NoResponse,
     /// The request was invalid: close the connection.
@@ -118,9 +117,7 @@ pub async fn handle(
     if version < range.0 || version > range.1 {
         if api == ApiKey::ApiVersions {
             tracing::info!(%peer, version, "ApiVersions with an unsupported version: answering in v0");
-            return Outcome::Respond(
-                handlers::api_versions::unsupported_version(correlation_id).into(),
-            );
+            return Outcome::Respond(handlers::api_versions::unsupported_version(correlation_id));
         }
         tracing::warn!(%peer, ?api, version, "closing connection: unsupported API version");
         return Outcome::Close;
@@ -156,10 +153,10 @@ pub async fn handle(
     m.request_bytes
         .with_label_values(&[&api_name])
         .inc_by(request_len);
-    if let Outcome::Respond(frame) = &outcome {
+    if let Outcome::Respond(b) = &outcome {
         m.response_bytes
             .with_label_values(&[&api_name])
-            .inc_by(frame.len() as u64);
+            .inc_by(b.len() as u64);
     }
     m.request_seconds
         .with_label_values(&[&api_name])
@@ -192,18 +189,7 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             },
             Err(e) => malformed(ctx, "ProduceRequest", e),
         },
-        ApiKey::Fetch => match FetchRequest::decode(&mut body, ctx.api_version) {
-            Ok(req) => {
-                let resp = fetch::handle(ctx, req).await;
-                let records = fetch::record_data(&resp);
-                respond(
-                    ctx,
-                    "FetchResponse",
-                    encode_frame_referencing(cid, ctx.api_version, &resp, records),
-                )
-            }
-            Err(e) => malformed(ctx, "FetchRequest", e),
-        },
+        ApiKey::Fetch => call!(ctx, cid, body, FetchRequest, fetch::handle),
         ApiKey::ListOffsets => call!(ctx, cid, body, ListOffsetsRequest, list_offsets::handle),
         ApiKey::OffsetForLeaderEpoch => call!(
             ctx,
@@ -390,20 +376,12 @@ pub fn encode<R: Encodable + HeaderVersion>(
     correlation_id: i32,
     resp: &R,
 ) -> Outcome {
-    respond(
-        ctx,
-        std::any::type_name::<R>(),
-        encode_frame(correlation_id, ctx.api_version, resp).map(Frame::from),
-    )
-}
-
-fn respond(ctx: &RequestContext, response: &str, frame: Result<Frame, String>) -> Outcome {
-    match frame {
-        Ok(f) => Outcome::Respond(f),
+    match encode_frame(correlation_id, ctx.api_version, resp) {
+        Ok(b) => Outcome::Respond(b),
         Err(e) => {
             tracing::error!(
                 peer = %ctx.peer,
-                response,
+                response = std::any::type_name::<R>(),
                 version = ctx.api_version,
                 error = %e,
                 "cannot encode response; closing connection"
@@ -428,21 +406,4 @@ pub fn encode_frame<R: Encodable + HeaderVersion>(
     let size = i32::try_from(buf.len() - 4).map_err(|_| "response too large".to_string())?;
     buf[..4].copy_from_slice(&size.to_be_bytes());
     Ok(buf.freeze())
-}
-
-/// Like [`encode_frame`], but `records` (data the response holds) go into
-/// the frame by reference rather than being copied into it.
-pub fn encode_frame_referencing<R: Encodable + HeaderVersion>(
-    correlation_id: i32,
-    version: i16,
-    resp: &R,
-    records: Vec<Bytes>,
-) -> Result<Frame, String> {
-    let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let mut buf = SegmentedBuf::new(records);
-    header
-        .encode(&mut buf, R::header_version(version))
-        .map_err(|e| e.to_string())?;
-    resp.encode(&mut buf, version).map_err(|e| e.to_string())?;
-    buf.into_frame(true)
 }

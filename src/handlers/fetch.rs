@@ -42,17 +42,6 @@ struct WantedTopic {
 /// Longest long-poll we honour, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
 
-/// The record data of a response, for the frame to reference rather than
-/// copy (see `network::frame`).
-pub fn record_data(resp: &FetchResponse) -> Vec<Bytes> {
-    resp.responses
-        .iter()
-        .flat_map(|t| t.partitions.iter())
-        .filter_map(|p| p.records.clone())
-        .filter(|r| r.len() >= crate::network::frame::MIN_REFERENCED)
-        .collect()
-}
-
 pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
     let b = &ctx.broker;
     let v = ctx.api_version;

@@ -133,8 +133,8 @@ async fn write_loop(
 ) {
     while let Some(task) = rx.recv().await {
         match task.await {
-            Ok(Outcome::Respond(frame)) => {
-                if let Err(e) = frame.write_to(&mut wr).await {
+            Ok(Outcome::Respond(bytes)) => {
+                if let Err(e) = wr.write_all(&bytes).await {
                     tracing::debug!(%peer, error = %e, "write failed");
                     break;
                 }

@@ -371,19 +371,24 @@ def test_prometheus_runs_every_dashboard_query(make_broker, tmp_path):
         assert r.returncode == 0, "promtool rejects config/prometheus.yml:\n%s%s" % (
             r.stdout, r.stderr)
 
-    b = metrics_broker(make_broker)
+    b = metrics_broker(make_broker, **{"log.cleaner.backoff.ms": "200"})
     admin = admin_client(b.bootstrap)
-    lag_topic, live_topic, small_topic = (unique_topic("lag"), unique_topic("live"),
-                                          unique_topic("small"))
+    lag_topic, live_topic, small_topic, compacted_topic = (
+        unique_topic("lag"), unique_topic("live"), unique_topic("small"), unique_topic("compacted"))
     create_topic(admin, lag_topic, partitions=3)
     create_topic(admin, live_topic, partitions=2)
     create_topic(admin, small_topic, partitions=1, config={"max.message.bytes": "1024"})
+    # A compacted topic with superseded values, so the log cleaner panel has data.
+    create_topic(admin, compacted_topic, partitions=1, config={
+        "cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.01"})
 
     # A group that stops mid-way: 300 messages, 120 consumed and committed.
     total, consumed_n = 300, 120
     p = producer(b.bootstrap)
     assert produce_all(p, lag_topic, [b"m%05d" % i + b"." * 60 for i in range(total)],
                        partition=lambda i: i % 3) == []
+    assert produce_all(p, compacted_topic, [b"v%d" % i for i in range(200)],
+                       key=lambda i: b"k%d" % (i % 5)) == []
     # One rejected produce, so produce failures and error codes have data.
     errors = produce_all(p, small_topic, [b"z" * 4000])
     assert [e.code() for e in errors] == [KafkaError.MSG_SIZE_TOO_LARGE], errors

@@ -254,6 +254,16 @@ impl BrokerConfig {
         if cleaner_backoff_ms < 1 {
             return Err("log.cleaner.backoff.ms must be >= 1".into());
         }
+        // Read by each compaction pass from the raw settings; checked here so
+        // a bad value stops the broker at start-up rather than being ignored.
+        let cleaner_io_buffer_size = opt_num(
+            "log.cleaner.io.buffer.size",
+            get("log.cleaner.io.buffer.size"),
+            524_288usize,
+        )?;
+        if cleaner_io_buffer_size < 1 {
+            return Err("log.cleaner.io.buffer.size must be >= 1".into());
+        }
         let transaction_max_timeout_ms = opt_num(
             "transaction.max.timeout.ms",
             get("transaction.max.timeout.ms"),

@@ -435,6 +435,16 @@ fn create_topics(args: &Args) -> i32 {
     }
 }
 
+/// Asks for the topic's metadata (connecting to the broker), reporting a failure.
+fn fetch_metadata<C: ProducerContext>(producer: &BaseProducer<C>, topic: &str, who: &str) {
+    if let Err(e) = producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+    {
+        eprintln!("runnel-bench: {who}metadata for {topic}: {e}");
+    }
+}
+
 fn produce(args: &Args) -> i32 {
     let topic = required(args, "topic").to_string();
     let n: u64 = arg_num(args, "messages", 1_000_000);
@@ -465,12 +475,7 @@ fn produce(args: &Args) -> i32 {
     let ctx = producer.context().clone();
 
     // Metadata first, so connection setup is not part of the timed run.
-    if let Err(e) = producer
-        .client()
-        .fetch_metadata(Some(&topic), Duration::from_secs(10))
-    {
-        eprintln!("runnel-bench: metadata for {topic}: {e}");
-    }
+    fetch_metadata(&producer, &topic, "");
     // One acknowledged record before the clock starts: an idempotent producer
     // first needs its producer id, and librdkafka retries that request only
     // after 500 ms when its first attempt comes before the connection is up,
@@ -1338,12 +1343,7 @@ fn paced_producer(
         .create_with_context(BenchContext::new(origin).keeping_send_times())
         .unwrap_or_else(|e| die(&format!("paced producer: {e}")));
     let ctx = producer.context().clone();
-    if let Err(e) = producer
-        .client()
-        .fetch_metadata(Some(&topic), Duration::from_secs(10))
-    {
-        eprintln!("runnel-bench: paced producer: metadata for {topic}: {e}");
-    }
+    fetch_metadata(&producer, &topic, "paced producer: ");
     let mut maker = PayloadMaker::new(value_size);
     let mut key = String::new();
     let t0 = Instant::now();

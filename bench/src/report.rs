@@ -492,6 +492,11 @@ pub fn report(args: &Args) -> i32 {
     for row in &rows {
         print_row(row);
     }
+    let has_kind = |kind: &str| {
+        order
+            .iter()
+            .any(|s| runnel[s].get("kind").is_some_and(|k| k == kind))
+    };
     println!();
     println!("Columns: msgs/s and MB/s count payload bytes (not wire bytes); \"of ceil\" = msgs/s against the nullbroker");
     println!("running the same client load in this sitting; cpu s/GB = broker utime+stime while the client ran, per GB");
@@ -499,25 +504,16 @@ pub fn report(args: &Args) -> i32 {
     println!("flush/compaction), and is what the CPU target is checked against; produce p50/p99 is the acknowledgement");
     println!("latency under saturating load (queueing included), latency-* is end to end at a fixed rate.");
     println!("For lz4 rows GB counts uncompressed payload, as for the others (the wire carries less, see notes).");
-    if order
-        .iter()
-        .any(|s| runnel[s].get("kind").is_some_and(|k| k == "group"))
-    {
+    if has_kind("group") {
         println!("group-* rows: subscribe() members of one group; the p50/p99 column holds the time measured instead:");
         println!("\"1st msg\" from the first subscribe() to the first message (the broker's 3 s initial rebalance delay");
         println!("included), \"rebal\" from the extra member's subscribe() until every member holds its new assignment.");
     }
-    if order
-        .iter()
-        .any(|s| runnel[s].get("kind").is_some_and(|k| k == "txn"))
-    {
+    if has_kind("txn") {
         println!("txn-* row: transactional producer, msgs/s and MB/s count committed records (first begin to last commit);");
         println!("transactions/s is in the result column (no target), p50/p99 is begin_transaction() to commit_transaction().");
     }
-    if order
-        .iter()
-        .any(|s| runnel[s].get("kind").is_some_and(|k| k == "compaction"))
-    {
+    if has_kind("compaction") {
         println!("compaction-* rows: one partition filled with 1 KB values over 10,000 keys, then switched to");
         println!("cleanup.policy=compact while a producer writes at a fixed rate. \"(pass)\": the p50/p99 column holds the time");
         println!("from the AlterConfigs to the cleaner's pass being counted in /metrics (the pass's own duration in the notes),");

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use super::topic::{validate_value, ConfigSource, ConfigType, TOPIC_CONFIGS};
+use super::topic::{supplied_by, validate_value, ConfigSource, ConfigType};
 use crate::error::{BrokerError, BrokerResult};
 use crate::storage::db::{Store, CF_META};
 
@@ -60,9 +60,7 @@ pub const RETENTION_KEYS: &[&str] = &[
 /// Broker keys that may change at runtime. `log.flush.interval.messages` is
 /// left out: it picks the fsync policy of the write path at start-up.
 pub fn is_dynamic(key: &str) -> bool {
-    RETENTION_KEYS.contains(&key)
-        || (key != "log.flush.interval.messages"
-            && TOPIC_CONFIGS.iter().any(|d| d.broker_key == Some(key)))
+    key != "log.flush.interval.messages" && supplied_by(key).is_some()
 }
 
 /// Checks that a broker key may be changed at runtime.
@@ -85,13 +83,7 @@ pub fn key_type(key: &str) -> ConfigType {
     if key == "log.retention.hours" || key == "log.retention.minutes" {
         return ConfigType::Int;
     }
-    if key == "log.retention.ms" {
-        return ConfigType::Long;
-    }
-    TOPIC_CONFIGS
-        .iter()
-        .find(|d| d.broker_key == Some(key))
-        .map_or(ConfigType::String, |d| d.kind)
+    supplied_by(key).map_or(ConfigType::String, |d| d.kind)
 }
 
 /// Checks one broker key and value a client wants to set dynamically.
@@ -108,9 +100,7 @@ pub fn validate(key: &str, value: Option<&str>) -> BrokerResult<()> {
             ))),
         };
     }
-    let def = TOPIC_CONFIGS
-        .iter()
-        .find(|d| d.broker_key == Some(key))
+    let def = supplied_by(key)
         .ok_or_else(|| BrokerError::InvalidConfig(format!("Unknown broker config name: {key}")))?;
     validate_value(def, value).map_err(|e| BrokerError::InvalidConfig(e.replace(def.name, key)))
 }

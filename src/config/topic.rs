@@ -259,10 +259,20 @@ pub fn lookup(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
 }
 
+/// The topic config whose default a broker key supplies (`log.retention.hours`
+/// and `.minutes` supply `retention.ms`, in their own units).
+pub fn supplied_by(broker_key: &str) -> Option<&'static TopicConfigDef> {
+    if RETENTION_KEYS.contains(&broker_key) {
+        return lookup("retention.ms");
+    }
+    TOPIC_CONFIGS
+        .iter()
+        .find(|d| d.broker_key == Some(broker_key))
+}
+
 /// True for broker keys that only supply topic defaults.
 pub fn is_broker_default_key(key: &str) -> bool {
-    matches!(key, "log.retention.hours" | "log.retention.minutes")
-        || TOPIC_CONFIGS.iter().any(|d| d.broker_key == Some(key))
+    supplied_by(key).is_some()
 }
 
 /// Smallest allowed numeric value: -1 means "unlimited" for most configs, the

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
 };
 
 use crate::config::dynamic::{self, Scope};
-use crate::config::topic::{lookup, validate_topic_config, ConfigType};
+use crate::config::topic::{lookup, supplied_by, validate_topic_config, ConfigType};
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
 
@@ -95,9 +95,7 @@ fn describe_key(target: &Target, name: &str) -> BrokerResult<(ConfigType, String
             }),
         Target::Broker(_) => {
             dynamic::check_key(name)?;
-            let default = crate::config::topic::TOPIC_CONFIGS
-                .iter()
-                .find(|d| d.broker_key == Some(name))
+            let default = supplied_by(name)
                 .map(|d| d.default.to_string())
                 .unwrap_or_default();
             Ok((dynamic::key_type(name), default))

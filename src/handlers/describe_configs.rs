@@ -12,9 +12,9 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::sb;
 use crate::config::docs::topic_config_doc;
-use crate::config::dynamic::{is_dynamic, key_type, Scope, RETENTION_KEYS};
+use crate::config::dynamic::{is_dynamic, key_type, Scope};
 use crate::config::topic::{
-    broker_synonym_keys, resolve_all, ConfigSource, ConfigType, TOPIC_CONFIGS,
+    broker_synonym_keys, resolve_all, supplied_by, ConfigSource, ConfigType, TOPIC_CONFIGS,
 };
 use crate::config::ServerConfig;
 use crate::dispatch::RequestContext;
@@ -84,15 +84,7 @@ fn documentation(resource_type: i8, name: &str) -> Option<&'static str> {
     if resource_type == RESOURCE_TOPIC {
         return topic_config_doc(name);
     }
-    let topic_name = if RETENTION_KEYS.contains(&name) {
-        "retention.ms"
-    } else {
-        TOPIC_CONFIGS
-            .iter()
-            .find(|d| d.broker_key == Some(name))?
-            .name
-    };
-    topic_config_doc(topic_name)
+    topic_config_doc(supplied_by(name)?.name)
 }
 
 fn synonym(name: &str, value: &str, source: ConfigSource) -> DescribeConfigsSynonym {

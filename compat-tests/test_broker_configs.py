@@ -880,3 +880,28 @@ def test_describe_configs_documentation(cfg):
         raw_describe(cfg.bootstrap, topic, RESOURCE_TOPIC, keys=["cleanup.policy"],
                      documentation=True)[2]["cleanup.policy"]["documentation"]
     assert configs["log.retention.ms"]["documentation"]
+
+
+def test_kafka_python_admin_alters_and_describes_broker_configs(cfg):
+    """kafka-python's KafkaAdminClient (its own protocol code) on the BROKER resource."""
+    from kafka.admin import ConfigResource as KpResource
+    from kafka.admin import ConfigResourceType, KafkaAdminClient
+
+    a = KafkaAdminClient(bootstrap_servers=cfg.bootstrap, request_timeout_ms=15000)
+    try:
+        res = KpResource(ConfigResourceType.BROKER, cfg.node, configs={"log.retention.ms": "123456"})
+        assert a.alter_configs([res]) == {"broker": {cfg.node: "OK"}}
+        got = a.describe_configs([KpResource(ConfigResourceType.BROKER, cfg.node)],
+                                 config_filter="all")["broker"][cfg.node]
+        e = got["log.retention.ms"]
+        assert (e["value"], e["config_source"], e["read_only"]) == \
+            ("123456", "DYNAMIC_BROKER_CONFIG", False)
+        assert got["log.dirs"]["read_only"] is True
+        refused = a.alter_configs(
+            [KpResource(ConfigResourceType.BROKER, cfg.node, configs={"log.dirs": "/elsewhere"})],
+            raise_on_unknown=False)["broker"][cfg.node]
+        assert "InvalidRequest" in str(refused) and "log.dirs" in str(refused), refused
+    finally:
+        a.close()
+    topic = create_topic(cfg.admin, unique_topic("bc-kp"))
+    assert cfg.topic_value(topic, "retention.ms") == ("123456", DYNAMIC_BROKER)

@@ -622,18 +622,26 @@ def _check_unchanged(cfg, node_before, cluster_before, plain):
     assert cfg.topic_value(plain, "segment.ms")[1] in (STATIC_BROKER, DEFAULT)
 
 
+def _refusal_failures(cfg, pairs, expected, must_contain=()):
+    """Sends each (key, value) through every altering request; lists each
+    answer that is not `expected` or whose message lacks the key or any of
+    `must_contain`."""
+    failures = []
+    for key, value in pairs:
+        for label, code, message in _all_refusals(cfg, key, value):
+            if code != expected:
+                failures.append("%s %s=%s: %s %s, expected %s" % (
+                    label, key, value, code_name(code), message, code_name(expected)))
+            elif any(part not in (message or "") for part in (key,) + tuple(must_contain)):
+                failures.append("%s %s=%s: message %r" % (label, key, value, message))
+    return failures
+
+
 def test_static_keys_refused_nothing_changed(cfg):
     plain = create_topic(cfg.admin, unique_topic("bc-static"))
     node_before, cluster_before = _prime(cfg)
-    failures = []
-    for key, value in STATIC_KEYS:
-        for label, code, message in _all_refusals(cfg, key, value):
-            if code != KafkaError.INVALID_REQUEST:
-                failures.append("%s %s=%s: %s %s, expected INVALID_REQUEST" % (
-                    label, key, value, code_name(code), message))
-            elif "Cannot update these configs dynamically" not in (message or "") \
-                    or key not in message:
-                failures.append("%s %s=%s: message %r" % (label, key, value, message))
+    failures = _refusal_failures(cfg, STATIC_KEYS, KafkaError.INVALID_REQUEST,
+                                 ("Cannot update these configs dynamically",))
     assert not failures, "\n".join(failures)
     _check_unchanged(cfg, node_before, cluster_before, plain)
     # The broker runs on as configured.
@@ -645,14 +653,8 @@ def test_static_keys_refused_nothing_changed(cfg):
 def test_unknown_keys_refused(cfg):
     plain = create_topic(cfg.admin, unique_topic("bc-unknown"))
     node_before, cluster_before = _prime(cfg)
-    failures = []
-    for key in UNKNOWN_KEYS:
-        for label, code, message in _all_refusals(cfg, key, "1000"):
-            if code != KafkaError.INVALID_CONFIG:
-                failures.append("%s %s: %s %s, expected INVALID_CONFIG" % (
-                    label, key, code_name(code), message))
-            elif key not in (message or ""):
-                failures.append("%s %s: message %r does not name it" % (label, key, message))
+    failures = _refusal_failures(cfg, [(k, "1000") for k in UNKNOWN_KEYS],
+                                 KafkaError.INVALID_CONFIG)
     assert not failures, "\n".join(failures)
     _check_unchanged(cfg, node_before, cluster_before, plain)
     for key in UNKNOWN_KEYS:
@@ -670,15 +672,7 @@ def test_unknown_keys_refused(cfg):
 def test_bad_values_refused_nothing_changed(cfg):
     plain = create_topic(cfg.admin, unique_topic("bc-bad"))
     node_before, cluster_before = _prime(cfg)
-    failures = []
-    for key, value in BAD_VALUES:
-        for label, code, message in _all_refusals(cfg, key, value):
-            if code != KafkaError.INVALID_CONFIG:
-                failures.append("%s %s=%s: %s %s, expected INVALID_CONFIG" % (
-                    label, key, value, code_name(code), message))
-            elif key not in (message or ""):
-                failures.append("%s %s=%s: message %r does not name the key" % (
-                    label, key, value, message))
+    failures = _refusal_failures(cfg, BAD_VALUES, KafkaError.INVALID_CONFIG)
     assert not failures, "\n".join(failures)
     _check_unchanged(cfg, node_before, cluster_before, plain)
     # Still in force as before: a produce is judged by the old limits.

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub retention_check_interval_ms: u64,
     /// `log.cleaner.backoff.ms`: pause between compaction passes.
     pub cleaner_backoff_ms: u64,
+    /// `log.cleaner.io.buffer.size`: batches a compaction pass reads per RocksDB write.
+    pub cleaner_io_buffer_size: usize,
     /// `transaction.max.timeout.ms`: the longest transaction timeout a producer may ask for.
     pub transaction_max_timeout_ms: i32,
     /// `transactional.id.expiration.ms`: a transactional id idle this long is forgotten.
@@ -254,8 +256,6 @@ impl BrokerConfig {
         if cleaner_backoff_ms < 1 {
             return Err("log.cleaner.backoff.ms must be >= 1".into());
         }
-        // Read by each compaction pass from the raw settings; checked here so
-        // a bad value stops the broker at start-up rather than being ignored.
         let cleaner_io_buffer_size = opt_num(
             "log.cleaner.io.buffer.size",
             get("log.cleaner.io.buffer.size"),
@@ -348,6 +348,7 @@ impl BrokerConfig {
                 offsets_retention_minutes,
                 retention_check_interval_ms,
                 cleaner_backoff_ms,
+                cleaner_io_buffer_size,
                 transaction_max_timeout_ms,
                 transactional_id_expiration_ms,
                 transaction_abort_check_interval_ms,

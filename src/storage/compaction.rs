@@ -321,7 +321,11 @@ fn rebuild(
         .map_err(|e| BrokerError::Storage(format!("cannot encode a compacted batch: {e}")))
 }
 
-fn policy_for(configs: &BTreeMap<String, String>, raw: &BTreeMap<String, String>) -> Policy {
+fn policy_for(
+    configs: &BTreeMap<String, String>,
+    raw: &BTreeMap<String, String>,
+    chunk_bytes: usize,
+) -> Policy {
     let ratio = configs
         .get("min.cleanable.dirty.ratio")
         .or_else(|| raw.get("log.cleaner.min.cleanable.ratio"))
@@ -333,11 +337,7 @@ fn policy_for(configs: &BTreeMap<String, String>, raw: &BTreeMap<String, String>
         max_lag_ms: effective_i64("max.compaction.lag.ms", configs, raw).unwrap_or(i64::MAX),
         delete_retention_ms: effective_i64("delete.retention.ms", configs, raw)
             .unwrap_or(86_400_000),
-        chunk_bytes: raw
-            .get("log.cleaner.io.buffer.size")
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|n| *n > 0)
-            .unwrap_or(524_288),
+        chunk_bytes,
     }
 }
 
@@ -355,6 +355,7 @@ pub fn run_once(
     store: &Arc<Store>,
     catalog: &Catalog,
     raw: &BTreeMap<String, String>,
+    chunk_bytes: usize,
 ) -> Vec<PassReport> {
     let mut reports = Vec::new();
     for topic in catalog.all() {
@@ -367,7 +368,7 @@ pub fn run_once(
         if !policy_name.split(',').any(|p| p.trim() == "compact") {
             continue;
         }
-        let policy = policy_for(&topic.configs, raw);
+        let policy = policy_for(&topic.configs, raw, chunk_bytes);
         for p in &topic.partitions {
             let started = std::time::Instant::now();
             match compact_partition(store, p, &policy, now_ms()) {
@@ -403,7 +404,108 @@ pub fn run_once(
 /// One pass, as the background runner calls it.
 pub fn pass(b: &crate::broker::Broker) {
     let layers = b.broker_configs.layers();
-    for r in run_once(&b.store, &b.catalog, &layers.merged) {
+    for r in run_once(
+        &b.store,
+        &b.catalog,
+        &layers.merged,
+        b.config.cleaner_io_buffer_size,
+    ) {
         b.metrics.cleaner_pass(&r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::split_and_validate;
+    use crate::storage::writer::{PartitionAppend, Writer};
+    use crate::types::PartitionId;
+    use kafka_protocol::records::{Compression, TimestampType};
+
+    fn batch(records: &[(&str, Option<&str>)], ts: i64) -> Bytes {
+        let recs: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32,
+                timestamp: ts,
+                key: Some(Bytes::from(k.to_string())),
+                value: v.map(|v| Bytes::from(v.to_string())),
+                headers: Default::default(),
+            })
+            .collect();
+        encode_records(&recs, Compression::Lz4).unwrap()
+    }
+
+    #[tokio::test]
+    async fn keeps_latest_per_key_and_drops_old_tombstones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (writer, _t) = Writer::start(store.clone(), false).unwrap();
+        let p = Arc::new(Partition::new(
+            Arc::from("t"),
+            PartitionId::new(0).unwrap(),
+            1,
+            1 << 20,
+        ));
+        let b1 = batch(
+            &[("a", Some("1")), ("b", Some("1")), ("c", Some("1"))],
+            1000,
+        );
+        let b2 = batch(&[("a", Some("2")), ("c", None)], 2000);
+        // A later batch that survives as is.
+        let b3 = batch(&[("z", Some("1"))], 3000);
+        for b in [b1, b2, b3] {
+            let batches = split_and_validate(&b, 1 << 20).unwrap();
+            let done = writer
+                .submit(vec![PartitionAppend {
+                    partition: p.clone(),
+                    batches,
+                }])
+                .await;
+            assert!(done.await[0].is_ok());
+        }
+        let policy = Policy {
+            min_dirty_ratio: 0.0,
+            min_lag_ms: 0,
+            max_lag_ms: i64::MAX,
+            delete_retention_ms: 500,
+            // One batch per RocksDB write: the chunked path end to end.
+            chunk_bytes: 1,
+        };
+        let stats = compact_partition(&store, &p, &policy, 10_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(stats.records_removed, 3);
+        let mut survivors = Vec::new();
+        for (base, _) in p.index_entries(&store).unwrap() {
+            let bytes = p.batch_at(&store, base).unwrap().unwrap();
+            for r in decode(&bytes).unwrap().records {
+                survivors.push((
+                    r.offset,
+                    String::from_utf8_lossy(&r.key.unwrap()).into_owned(),
+                ));
+            }
+        }
+        assert_eq!(
+            survivors,
+            vec![
+                (1, "b".to_string()),
+                (3, "a".to_string()),
+                (5, "z".to_string())
+            ]
+        );
+        // Nothing more to do the second time.
+        assert!(compact_partition(&store, &p, &policy, 10_000)
+            .unwrap()
+            .is_none());
     }
 }

@@ -514,7 +514,16 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        records.reserve(batch_decode_info.record_count as usize);
+        // Every record takes at least one byte: a count beyond the bytes left is
+        // malformed, and pre-allocation is capped so memory follows real records.
+        let record_count = batch_decode_info.record_count as usize;
+        if record_count > buf.remaining() {
+            bail!(
+                "Record count {record_count} exceeds the {} bytes remaining",
+                buf.remaining()
+            );
+        }
+        records.reserve(record_count.min(1024));
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }
@@ -892,8 +901,13 @@ impl Record {
             bail!("Unexpected negative record header count: {num_headers}");
         }
         let num_headers = num_headers as usize;
+        // Every header takes at least one byte; more than the bytes left is malformed.
+        let remaining = bytes::Buf::remaining(buf);
+        if num_headers > remaining {
+            bail!("Record header count {num_headers} exceeds the {remaining} bytes remaining");
+        }
 
-        let mut headers = IndexMap::with_capacity(num_headers);
+        let mut headers = IndexMap::with_capacity(num_headers.min(64));
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;

@@ -10,6 +10,22 @@ use anyhow::{bail, Result};
 use std::convert::TryFrom;
 use std::string::String as StdString;
 
+/// Arrays pre-allocate at most this many elements; larger ones grow as their
+/// elements actually decode, so memory follows the bytes received.
+const MAX_PREALLOCATED_ELEMENTS: usize = 1024;
+
+/// Bounds a length or count read off the wire by the bytes left in the buffer.
+///
+/// Every element of an array and every byte of a string takes at least one
+/// byte on the wire, so a claim larger than what remains is malformed; checking
+/// it before allocating stops a few bytes from reserving gigabytes.
+fn bounded_len<B: ByteBuf>(buf: &B, n: usize, what: &str) -> Result<usize> {
+    if n > buf.remaining() {
+        bail!("{what} length {n} exceeds the {} bytes remaining", buf.remaining());
+    }
+    Ok(n)
+}
+
 macro_rules! define_copy_impl {
     ($e:ident, $t:ty) => (
         impl Encoder<$t> for $e {
@@ -359,7 +375,7 @@ impl Decoder<Option<StdString>> for String {
         match Int16.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut strbuf = vec![0; n as usize];
+                let mut strbuf = vec![0; bounded_len(buf, n as usize, "String")?];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
             }
@@ -511,7 +527,7 @@ impl Decoder<Option<StdString>> for CompactString {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut strbuf = vec![0; (n - 1) as usize];
+                let mut strbuf = vec![0; bounded_len(buf, (n - 1) as usize, "String")?];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
             }
@@ -655,7 +671,7 @@ impl Decoder<Option<Vec<u8>>> for Bytes {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut data = vec![0; n as usize];
+                let mut data = vec![0; bounded_len(buf, n as usize, "Bytes")?];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
             }
@@ -804,7 +820,7 @@ impl Decoder<Option<Vec<u8>>> for CompactBytes {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut data = vec![0; (n - 1) as usize];
+                let mut data = vec![0; bounded_len(buf, (n - 1) as usize, "Bytes")?];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
             }
@@ -985,7 +1001,9 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut result = Vec::with_capacity(n as usize);
+                let mut result = Vec::with_capacity(
+                    bounded_len(buf, n as usize, "Array")?.min(MAX_PREALLOCATED_ELEMENTS),
+                );
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1093,7 +1111,9 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut result = Vec::with_capacity((n - 1) as usize);
+                let mut result = Vec::with_capacity(
+                    bounded_len(buf, (n - 1) as usize, "Array")?.min(MAX_PREALLOCATED_ELEMENTS),
+                );
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }

@@ -8,7 +8,11 @@ BIN := target/release/runnel
 BUILD_PACKAGES := libclang-dev
 TEST_PACKAGES := kcat prometheus
 
-.PHONY: run build test deps apt-deps apt-test-deps apt-install py-deps unit compat bench clean fmt lint
+.PHONY: run build test deps apt-deps apt-test-deps apt-install py-deps unit compat bench clean fmt lint fuzz fuzz-tools fuzz-slice
+# make fuzz: seconds per cargo-fuzz target, and for the end-to-end wire fuzzer.
+FUZZ_SECONDS ?= 300
+WIRE_FUZZ_SECONDS ?= 600
+CARGO_FUZZ_VERSION := 0.13.2
 
 run: apt-deps build
 	$(BIN) --config config/server.properties
@@ -49,7 +53,21 @@ compat: build apt-test-deps py-deps
 test: deps
 	cargo build --release
 	cargo test --release
+	$(MAKE) --no-print-directory fuzz-slice
 	RUNNEL_BIN=$(abspath $(BIN)) $(VENV)/bin/pytest -q compat-tests
+
+# cargo-fuzz (libFuzzer needs the nightly toolchain the machine image has).
+fuzz-tools:
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
+
+# A short slice of every cargo-fuzz target (make test); the wire fuzzer's slice
+# is compat-tests/test_wire_fuzz.py.
+fuzz-slice: fuzz-tools
+	FUZZ_SECONDS=20 bash fuzz/run.sh
+
+fuzz: build py-deps fuzz-tools
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
+	RUNNEL_BIN=$(abspath $(BIN)) $(PY) compat-tests/wire_fuzz.py --seconds $(WIRE_FUZZ_SECONDS)
 
 # Benchmark (bench/run.sh): runnel vs the nullbroker ceiling through librdkafka; prints a table.
 # Needs a C compiler and make for librdkafka's first build (rdkafka crate, from source).
@@ -65,4 +83,4 @@ lint:
 
 clean:
 	cargo clean
-	rm -rf $(VENV) data
+	rm -rf $(VENV) data fuzz/target

@@ -46,6 +46,10 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
 
     let store = Store::open(&config.log_dir)
         .map_err(|e| format!("cannot open {}: {e}", config.log_dir.display()))?;
+    store.min_free_bytes.store(
+        config.log_dir_min_free_bytes,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let catalog = Catalog::load(
         store.clone(),
         config.tail_cache_bytes,

@@ -32,6 +32,15 @@ pub enum BrokerError {
     OffsetOutOfRange,
     #[error("{0}")]
     InvalidRecord(String),
+    /// Some records of a batch are invalid (KIP-467): each is named by its
+    /// index in the batch; INVALID_TIMESTAMP if any timestamp is out of range,
+    /// else INVALID_RECORD.
+    #[error("{message}")]
+    RecordErrors {
+        timestamp: bool,
+        message: String,
+        records: Vec<(i32, String)>,
+    },
     #[error("The fetch session ID was not found")]
     FetchSessionIdNotFound,
     #[error("The leader epoch in the request is newer than the broker's")]
@@ -115,6 +124,10 @@ impl BrokerError {
             MessageTooLarge(_) => ResponseError::MessageTooLarge,
             OffsetOutOfRange => ResponseError::OffsetOutOfRange,
             InvalidRecord(_) => ResponseError::InvalidRecord,
+            RecordErrors {
+                timestamp: true, ..
+            } => ResponseError::InvalidTimestamp,
+            RecordErrors { .. } => ResponseError::InvalidRecord,
             FetchSessionIdNotFound => ResponseError::FetchSessionIdNotFound,
             UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
             InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
@@ -157,12 +170,6 @@ impl BrokerError {
         Some(kafka_protocol::protocol::StrBytes::from_string(
             self.to_string(),
         ))
-    }
-}
-
-impl From<rocksdb::Error> for BrokerError {
-    fn from(e: rocksdb::Error) -> Self {
-        BrokerError::Storage(e.into_string())
     }
 }
 

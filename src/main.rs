@@ -14,6 +14,7 @@ mod logging;
 mod metrics;
 mod network;
 mod quotas;
+mod records;
 mod storage;
 mod types;
 

@@ -57,8 +57,58 @@ pub struct ServerConfig {
     pub producer_id_expiration_check_interval_ms: u64,
     /// `metrics.listener`: where `/metrics` is served (`None`: not served).
     pub metrics_listener: Option<String>,
+    /// Connection and memory limits for client connections.
+    pub limits: ConnectionLimits,
+    /// `fetch.max.bytes`: the most one Fetch response carries, whatever the client asks.
+    pub fetch_max_bytes: usize,
+    /// `runnel.log.dir.min.free.bytes`: appends are refused below this much free disk.
+    pub log_dir_min_free_bytes: u64,
     /// Every key/value the file and overrides set, as given, for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
+}
+
+/// What one client, or all of them together, may hold of the broker.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// `max.connections`: open client connections in all.
+    pub max_connections: usize,
+    /// `max.connections.per.ip`, with `max.connections.per.ip.overrides`.
+    pub max_connections_per_ip: usize,
+    pub per_ip_overrides: BTreeMap<std::net::IpAddr, usize>,
+    /// `queued.max.request.bytes`: bytes of requests read but not yet answered,
+    /// across connections; `None` (-1) is unbounded.
+    pub queued_max_request_bytes: Option<usize>,
+    /// `connections.max.idle.ms`.
+    pub idle: std::time::Duration,
+    /// `runnel.socket.response.queue.bytes`: answered-but-unsent bytes one
+    /// connection may hold before the broker stops reading its requests.
+    pub response_queue_bytes: usize,
+}
+
+impl ConnectionLimits {
+    pub fn per_ip(&self, ip: std::net::IpAddr) -> usize {
+        self.per_ip_overrides
+            .get(&ip)
+            .copied()
+            .unwrap_or(self.max_connections_per_ip)
+    }
+}
+
+/// `max.connections.per.ip.overrides`: `ip:count` pairs, comma-separated.
+fn parse_ip_overrides(v: &str) -> Result<BTreeMap<std::net::IpAddr, usize>, String> {
+    let key = "max.connections.per.ip.overrides";
+    let mut out = BTreeMap::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (host, n) = item
+            .rsplit_once(':')
+            .ok_or_else(|| format!("invalid entry {item:?} in {key}: expected ip:count"))?;
+        let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+        let ip: std::net::IpAddr = host.parse().map_err(|_| {
+            format!("invalid entry {item:?} in {key}: {host:?} is not an IP address")
+        })?;
+        out.insert(ip, parse_num::<usize>(key, n.trim())?);
+    }
+    Ok(out)
 }
 
 /// The loaded configuration plus what to warn about once logging is up.
@@ -306,6 +356,45 @@ impl BrokerConfig {
                 "transaction.abort.timed.out.transaction.cleanup.interval.ms must be >= 1".into(),
             );
         }
+        let positive = |key: &str, default: i64| -> Result<usize, String> {
+            let n: i64 = opt_num(key, get(key), default)?;
+            usize::try_from(n)
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("{key} must be a positive number, got {n}"))
+        };
+        let queued: i64 = opt_num(
+            "queued.max.request.bytes",
+            get("queued.max.request.bytes"),
+            256 << 20,
+        )?;
+        let queued_max_request_bytes = match queued {
+            -1 => None,
+            n if n >= socket_request_max_bytes as i64 => Some(n as usize),
+            n => {
+                return Err(format!(
+                    "queued.max.request.bytes={n} must be -1 or at least socket.request.max.bytes={socket_request_max_bytes}"
+                ))
+            }
+        };
+        let limits = ConnectionLimits {
+            max_connections: positive("max.connections", i32::MAX as i64)?,
+            max_connections_per_ip: positive("max.connections.per.ip", i32::MAX as i64)?,
+            per_ip_overrides: parse_ip_overrides(
+                get("max.connections.per.ip.overrides").unwrap_or(""),
+            )?,
+            queued_max_request_bytes,
+            idle: std::time::Duration::from_millis(
+                positive("connections.max.idle.ms", 600_000)? as u64
+            ),
+            response_queue_bytes: positive("runnel.socket.response.queue.bytes", 4 << 20)?,
+        };
+        let fetch_max_bytes = positive("fetch.max.bytes", 57_671_680)?;
+        let log_dir_min_free_bytes: u64 = opt_num(
+            "runnel.log.dir.min.free.bytes",
+            get("runnel.log.dir.min.free.bytes"),
+            crate::storage::db::DEFAULT_MIN_FREE_BYTES,
+        )?;
         let metrics_listener = match get("metrics.listener").map(str::trim) {
             None | Some("") => None,
             Some(v) => Some(crate::metrics::http::parse_listener(v)?),
@@ -355,6 +444,9 @@ impl BrokerConfig {
                 producer_id_expiration_ms,
                 producer_id_expiration_check_interval_ms,
                 metrics_listener,
+                limits,
+                fetch_max_bytes,
+                log_dir_min_free_bytes,
                 raw,
             },
             warnings,
@@ -401,6 +493,14 @@ fn is_understood(key: &str) -> bool {
         "transaction.abort.timed.out.transaction.cleanup.interval.ms",
         "producer.id.expiration.ms",
         "producer.id.expiration.check.interval.ms",
+        "max.connections",
+        "max.connections.per.ip",
+        "max.connections.per.ip.overrides",
+        "queued.max.request.bytes",
+        "connections.max.idle.ms",
+        "runnel.socket.response.queue.bytes",
+        "fetch.max.bytes",
+        "runnel.log.dir.min.free.bytes",
     ];
     KEYS.contains(&key) || topic::is_broker_default_key(key)
 }

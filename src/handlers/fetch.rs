@@ -94,7 +94,10 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
     let wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + wait;
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
-    let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0);
+    // The broker's fetch.max.bytes caps what a client may ask for (as Kafka).
+    let max_bytes = usize::try_from(req.max_bytes)
+        .unwrap_or(0)
+        .min(ctx.broker.config.fetch_max_bytes);
     let read_committed = req.isolation_level == 1;
     let live: Vec<Arc<Partition>> = topics
         .iter()

@@ -5,15 +5,19 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use kafka_protocol::records::Compression;
+use kafka_protocol::protocol::StrBytes;
 
 use crate::config::topic::effective_i64;
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
+use crate::records::Codec;
 use crate::storage::batch::{
-    recompress, require_keys, split_and_validate, stamp_log_append_time, ValidBatch,
+    check_records, decompressed_limit, recompress, split_and_validate, stamp_log_append_time,
+    RecordRules, ValidBatch,
 };
 use crate::storage::writer::PartitionAppend;
 use crate::types::now_ms;
@@ -21,39 +25,47 @@ use crate::types::now_ms;
 /// What a topic's configs ask of incoming batches.
 struct TopicRules {
     max_batch: usize,
-    /// `cleanup.policy` includes compact: every record needs a key.
-    compacted: bool,
+    /// Keys (compacted topics), timestamp bounds, the decompression cap.
+    records: RecordRules,
     /// `compression.type` other than `producer`: batches are re-encoded with it.
-    codec: Option<Compression>,
+    codec: Option<Codec>,
     /// `message.timestamp.type=LogAppendTime`.
     log_append_time: bool,
 }
 
 impl TopicRules {
-    fn of(configs: &BTreeMap<String, String>, raw: &BTreeMap<String, String>) -> Self {
+    fn of(configs: &BTreeMap<String, String>, raw: &BTreeMap<String, String>, now: i64) -> Self {
         let get = |name: &str, broker_key: &str| {
             configs
                 .get(name)
                 .or_else(|| raw.get(broker_key))
                 .map(String::as_str)
         };
-        let codec = match get("compression.type", "compression.type") {
-            Some("uncompressed") => Some(Compression::None),
-            Some("gzip") => Some(Compression::Gzip),
-            Some("snappy") => Some(Compression::Snappy),
-            Some("lz4") => Some(Compression::Lz4),
-            Some("zstd") => Some(Compression::Zstd),
-            _ => None,
-        };
+        // `producer` keeps each batch's own codec.
+        let codec = get("compression.type", "compression.type").and_then(Codec::from_name);
+        let max_batch = effective_i64("max.message.bytes", configs, raw)
+            .and_then(|m| usize::try_from(m).ok())
+            .unwrap_or(1_048_588);
+        let log_append_time =
+            get("message.timestamp.type", "log.message.timestamp.type") == Some("LogAppendTime");
+        // LogAppendTime replaces the producer's timestamps: nothing to check.
+        let timestamps = (!log_append_time).then(|| {
+            let before =
+                effective_i64("message.timestamp.before.max.ms", configs, raw).unwrap_or(i64::MAX);
+            let after =
+                effective_i64("message.timestamp.after.max.ms", configs, raw).unwrap_or(i64::MAX);
+            (now.saturating_sub(before), now.saturating_add(after))
+        });
         TopicRules {
-            max_batch: effective_i64("max.message.bytes", configs, raw)
-                .and_then(|m| usize::try_from(m).ok())
-                .unwrap_or(1_048_588),
-            compacted: get("cleanup.policy", "log.cleanup.policy")
-                .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact")),
+            max_batch,
+            records: RecordRules {
+                require_keys: get("cleanup.policy", "log.cleanup.policy")
+                    .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact")),
+                timestamps,
+                decompressed_limit: decompressed_limit(max_batch),
+            },
             codec,
-            log_append_time: get("message.timestamp.type", "log.message.timestamp.type")
-                == Some("LogAppendTime"),
+            log_append_time,
         }
     }
 
@@ -75,11 +87,9 @@ impl TopicRules {
                     "A transactional batch must carry a producer id".into(),
                 ));
             }
-            if self.compacted {
-                require_keys(&v.bytes)?;
-            }
+            check_records(v, &self.records)?;
             if let Some(codec) = self.codec {
-                *v = recompress(v, codec)?;
+                *v = recompress(v, codec, self.records.decompressed_limit)?;
             }
             if self.log_append_time {
                 *v = stamp_log_append_time(v, now);
@@ -123,7 +133,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         let rules = topic
             .as_ref()
             .ok()
-            .map(|t| TopicRules::of(&t.configs, &b.broker_configs.layers().merged));
+            .map(|t| TopicRules::of(&t.configs, &b.broker_configs.layers().merged, now));
         let mut slots = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
             let slot = if bad_acks {
@@ -246,6 +256,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                             .with_base_offset(-1)
                             .with_log_start_offset(-1)
                             .with_error_message(e.message())
+                            .with_record_errors(record_errors(&e, ctx.api_version))
                     }
                 }
             })
@@ -269,4 +280,20 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         }
     }
     Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// KIP-467 per-record errors (Produce v8+; older versions have no field and
+/// the encoder leaves it out).
+fn record_errors(e: &BrokerError, version: i16) -> Vec<BatchIndexAndErrorMessage> {
+    match e {
+        BrokerError::RecordErrors { records, .. } if version >= 8 => records
+            .iter()
+            .map(|(index, message)| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(*index)
+                    .with_batch_index_error_message(Some(StrBytes::from_string(message.clone())))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }

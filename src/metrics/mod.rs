@@ -20,6 +20,10 @@ pub struct Metrics {
     pub bytes_out: IntCounterVec,
     pub messages_in: IntCounterVec,
     pub connections: IntGauge,
+    /// Connections closed at accept for a limit, by reason.
+    pub connections_rejected: IntCounterVec,
+    /// Connections closed for a malformed or oversized frame, or idleness.
+    pub connections_closed: IntCounterVec,
     pub request_bytes: IntCounterVec,
     pub response_bytes: IntCounterVec,
     pub produce_requests: IntCounterVec,
@@ -75,6 +79,20 @@ impl Metrics {
                 "Records produced, by topic",
             ),
             &["topic"],
+        )?;
+        let connections_rejected = IntCounterVec::new(
+            Opts::new(
+                "runnel_connections_rejected_total",
+                "Client connections refused at accept, by limit (max.connections, max.connections.per.ip)",
+            ),
+            &["reason"],
+        )?;
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "runnel_connections_closed_total",
+                "Client connections the broker closed, by reason (malformed frame, oversized frame, idle)",
+            ),
+            &["reason"],
         )?;
         let connections = IntGauge::new(
             "kafka_server_socket_server_connections",
@@ -135,6 +153,8 @@ impl Metrics {
         registry.register(Box::new(bytes_out.clone()))?;
         registry.register(Box::new(messages_in.clone()))?;
         registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(connections_rejected.clone()))?;
+        registry.register(Box::new(connections_closed.clone()))?;
         for c in [
             &request_bytes,
             &response_bytes,
@@ -159,6 +179,8 @@ impl Metrics {
             bytes_out,
             messages_in,
             connections,
+            connections_rejected,
+            connections_closed,
             request_bytes,
             response_bytes,
             produce_requests,

@@ -1,7 +1,16 @@
 //! One client connection: reads length-prefixed frames, runs each request in
 //! its own task, and writes responses back strictly in request order.
+//!
+//! What one connection may hold is bounded: at most `MAX_IN_FLIGHT` requests,
+//! request bytes within the broker-wide `queued.max.request.bytes` budget,
+//! at most one Fetch whose response is not yet written (a client has one Fetch
+//! outstanding per connection anyway), and reading stops while more than
+//! `runnel.socket.response.queue.bytes` of answers wait for a client that does
+//! not read them. A frame's buffer grows with the bytes that actually arrive,
+//! so a lying size prefix costs nothing.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,9 +18,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::limits::{Admission, Slot};
 use super::shutdown::ShutdownListener;
 use crate::broker::Broker;
 use crate::dispatch::{self, Outcome, Turn};
@@ -20,8 +30,12 @@ use crate::dispatch::{self, Outcome, Turn};
 const MAX_IN_FLIGHT: usize = 64;
 /// Smallest valid request: api key, api version, correlation id.
 const MIN_FRAME: usize = 8;
-/// Kafka's `connections.max.idle.ms` default.
-const IDLE_LIMIT: Duration = Duration::from_secs(600);
+/// First allocation for a frame; it grows as bytes arrive.
+const FIRST_CHUNK: usize = 64 * 1024;
+/// Kafka's Fetch API key.
+const FETCH_KEY: i16 = 1;
+/// How long a closing connection waits for its last responses to be written.
+const FINAL_WRITE_LIMIT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 enum FrameError {
@@ -35,58 +49,153 @@ enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+impl FrameError {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            FrameError::Malformed(_) => "malformed_frame",
+            FrameError::TooLarge { .. } => "frame_too_large",
+            FrameError::Idle(_) => "idle",
+            FrameError::Io(_) => "io_error",
+        }
+    }
+}
+
+/// A request read off the wire, with the budget it holds until answered.
+struct Frame {
+    bytes: Bytes,
+    request_bytes: Option<OwnedSemaphorePermit>,
+}
+
+/// A request on its way to the writer; the permits go when its answer is sent.
+struct Pending {
+    task: JoinHandle<Outcome>,
+    permits: [Option<OwnedSemaphorePermit>; 2],
+}
+
+/// Answered bytes not yet written to the socket, and a wake-up when that falls.
+#[derive(Default)]
+struct Unsent {
+    bytes: AtomicUsize,
+    drained: Notify,
+}
+
 pub async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
     mut shutdown: ShutdownListener,
+    admission: Arc<Admission>,
+    _slot: Slot,
 ) {
     broker.metrics.connections.inc();
     tracing::debug!(%peer, "connection opened");
     let max = broker.config.socket_request_max_bytes;
+    let limits = admission.limits().clone();
     let (mut rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::channel::<JoinHandle<Outcome>>(MAX_IN_FLIGHT);
+    let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
     let (closed_tx, mut closed_rx) = oneshot::channel::<()>();
-    let writer = tokio::spawn(write_loop(wr, rx, closed_tx, peer));
+    let unsent = Arc::new(Unsent::default());
+    let fetch_slot = Arc::new(Semaphore::new(1));
+    let mut writer = tokio::spawn(write_loop(wr, rx, closed_tx, peer, unsent.clone()));
 
     let mut previous_turn = None;
-    let reason = loop {
+    let reason = 'conn: loop {
+        // A client that does not read its answers stops being read, until it
+        // drains them or stays stuck for the idle limit.
+        let stuck_since = tokio::time::Instant::now();
+        while unsent.bytes.load(Ordering::Acquire) > limits.response_queue_bytes {
+            if stuck_since.elapsed() >= limits.idle {
+                broker
+                    .metrics
+                    .connections_closed
+                    .with_label_values(&["not_reading"])
+                    .inc();
+                tracing::warn!(%peer, "closing connection: client has not read its responses for {:?}", limits.idle);
+                break 'conn "client not reading its responses".to_string();
+            }
+            tokio::select! {
+                _ = unsent.drained.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = shutdown.wait() => break 'conn "broker shutting down".to_string(),
+                _ = &mut closed_rx => break 'conn "closed after an invalid request".to_string(),
+            }
+        }
         let frame = tokio::select! {
-            f = read_frame(&mut rd, max) => f,
+            f = read_frame(&mut rd, max, limits.idle, &admission) => f,
             _ = shutdown.wait() => break "broker shutting down".to_string(),
             _ = &mut closed_rx => break "closed after an invalid request".to_string(),
         };
         match frame {
-            Ok(Some(frame)) => {
+            Ok(Some(Frame {
+                bytes,
+                request_bytes,
+            })) => {
+                // One Fetch answer at a time per connection: its response can be
+                // tens of megabytes, and nothing else bounds a pipelining client.
+                let fetch = if i16::from_be_bytes([bytes[0], bytes[1]]) == FETCH_KEY {
+                    tokio::select! {
+                        p = fetch_slot.clone().acquire_owned() => p.ok(),
+                        _ = shutdown.wait() => break "broker shutting down".to_string(),
+                        _ = &mut closed_rx => break "closed after an invalid request".to_string(),
+                    }
+                } else {
+                    None
+                };
                 let b = broker.clone();
                 let (turn, next) = Turn::after(previous_turn.take());
                 previous_turn = Some(next);
-                let task =
-                    tokio::spawn(async move { dispatch::handle(&b, frame, peer, turn).await });
-                if tx.send(task).await.is_err() {
+                let counter = unsent.clone();
+                let task = tokio::spawn(async move {
+                    let out = dispatch::handle(&b, bytes, peer, turn).await;
+                    if let Outcome::Respond(r) = &out {
+                        counter.bytes.fetch_add(r.len(), Ordering::AcqRel);
+                    }
+                    out
+                });
+                let pending = Pending {
+                    task,
+                    permits: [request_bytes, fetch],
+                };
+                if tx.send(pending).await.is_err() {
                     break "response writer stopped".to_string();
                 }
             }
             Ok(None) => break "client closed the connection".to_string(),
             Err(FrameError::Io(e)) => break format!("read error: {e}"),
             Err(e) => {
+                broker
+                    .metrics
+                    .connections_closed
+                    .with_label_values(&[e.metric_label()])
+                    .inc();
                 tracing::warn!(%peer, error = %e, "closing connection: bad frame");
                 break e.to_string();
             }
         }
     };
-    // Let the writer finish responses for everything already read.
+    // Let the writer finish responses for everything already read, unless the
+    // client will not take them.
     drop(tx);
-    let _ = writer.await;
+    if tokio::time::timeout(FINAL_WRITE_LIMIT, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
     broker.metrics.connections.dec();
     tracing::debug!(%peer, %reason, "connection closed");
 }
 
 /// Reads one frame; `None` on a clean end of stream between frames.
-async fn read_frame(rd: &mut OwnedReadHalf, max: usize) -> Result<Option<Bytes>, FrameError> {
+async fn read_frame(
+    rd: &mut OwnedReadHalf,
+    max: usize,
+    idle: Duration,
+    admission: &Admission,
+) -> Result<Option<Frame>, FrameError> {
     let mut len = [0u8; 4];
-    match tokio::time::timeout(IDLE_LIMIT, rd.read_exact(&mut len)).await {
-        Err(_) => return Err(FrameError::Idle(IDLE_LIMIT)),
+    match tokio::time::timeout(idle, rd.read_exact(&mut len)).await {
+        Err(_) => return Err(FrameError::Idle(idle)),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Ok(Err(e)) => return Err(e.into()),
         Ok(Ok(_)) => {}
@@ -96,21 +205,26 @@ async fn read_frame(rd: &mut OwnedReadHalf, max: usize) -> Result<Option<Bytes>,
     if size_usize < MIN_FRAME {
         return Err(FrameError::Malformed(size));
     }
-    // Checked before allocating, so a lying prefix costs nothing.
     if size_usize > max {
         return Err(FrameError::TooLarge {
             size: size_usize,
             max,
         });
     }
-    // Read straight into spare capacity: zeroing a large produce frame first
-    // would cost a pass over every byte for nothing.
-    let mut buf = BytesMut::with_capacity(size_usize);
+    // Waits while the broker holds too many unanswered request bytes.
+    let request_bytes = admission.reserve_request_bytes(size_usize + 4).await;
+    // The buffer grows with what arrives (read into spare capacity, never
+    // zeroed): the prefix is only a claim.
+    let mut buf = BytesMut::with_capacity(size_usize.min(FIRST_CHUNK));
     while buf.len() < size_usize {
+        if buf.capacity() == buf.len() {
+            let grow = buf.len().max(FIRST_CHUNK).min(size_usize - buf.len());
+            buf.reserve(grow);
+        }
         let want = size_usize - buf.len();
         let mut limited = (&mut buf).limit(want);
-        match tokio::time::timeout(IDLE_LIMIT, rd.read_buf(&mut limited)).await {
-            Err(_) => return Err(FrameError::Idle(IDLE_LIMIT)),
+        match tokio::time::timeout(idle, rd.read_buf(&mut limited)).await {
+            Err(_) => return Err(FrameError::Idle(idle)),
             Ok(Err(e)) => return Err(e.into()),
             Ok(Ok(0)) => {
                 return Err(std::io::Error::new(
@@ -122,19 +236,28 @@ async fn read_frame(rd: &mut OwnedReadHalf, max: usize) -> Result<Option<Bytes>,
             Ok(Ok(_)) => {}
         }
     }
-    Ok(Some(buf.freeze()))
+    Ok(Some(Frame {
+        bytes: buf.freeze(),
+        request_bytes,
+    }))
 }
 
 async fn write_loop(
     mut wr: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<JoinHandle<Outcome>>,
+    mut rx: mpsc::Receiver<Pending>,
     closed: oneshot::Sender<()>,
     peer: SocketAddr,
+    unsent: Arc<Unsent>,
 ) {
-    while let Some(task) = rx.recv().await {
+    while let Some(Pending { task, permits }) = rx.recv().await {
+        // The permits are released once the answer is on the wire.
+        let _held = permits;
         match task.await {
             Ok(Outcome::Respond(bytes)) => {
-                if let Err(e) = wr.write_all(&bytes).await {
+                let written = wr.write_all(&bytes).await;
+                unsent.bytes.fetch_sub(bytes.len(), Ordering::AcqRel);
+                unsent.drained.notify_one();
+                if let Err(e) = written {
                     tracing::debug!(%peer, error = %e, "write failed");
                     break;
                 }

@@ -2,5 +2,6 @@
 //! ordered responses (`connection`), and graceful shutdown (`shutdown`).
 
 pub mod connection;
+pub mod limits;
 pub mod server;
 pub mod shutdown;

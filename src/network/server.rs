@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use super::connection;
+use super::limits::Admission;
 use super::shutdown::{self, Shutdown};
 use crate::broker::Broker;
 
@@ -30,6 +31,7 @@ pub async fn serve(broker: Arc<Broker>) -> Result<(), String> {
     if let Some(metrics_addr) = broker.config.metrics_listener.clone() {
         crate::metrics::http::serve(broker.clone(), metrics_addr).await?;
     }
+    let admission = Admission::new(broker.config.limits.clone());
     let shutdown = Shutdown::new();
     let stop = shutdown::signal();
     tokio::pin!(stop);
@@ -37,11 +39,25 @@ pub async fn serve(broker: Arc<Broker>) -> Result<(), String> {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let slot = match admission.admit(peer.ip()) {
+                        Ok(slot) => slot,
+                        Err(refusal) => {
+                            broker
+                                .metrics
+                                .connections_rejected
+                                .with_label_values(&[refusal.label()])
+                                .inc();
+                            tracing::warn!(%peer, limit = refusal.label(), "refusing connection: limit reached");
+                            drop(stream);
+                            continue;
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
                     let listener = shutdown.listener();
                     let broker = broker.clone();
+                    let admission = admission.clone();
                     tokio::spawn(async move {
-                        connection::serve(broker, stream, peer, listener).await;
+                        connection::serve(broker, stream, peer, listener, admission, slot).await;
                     });
                 }
                 Err(e) => {

@@ -5,23 +5,34 @@ use bytes::{Bytes, BytesMut};
 
 use crate::error::BrokerError;
 
-/// Size of the v2 batch header up to and including the record count.
-pub const HEADER_LEN: usize = 61;
-/// Bytes before `batch_length` counts: base offset (8) + the length itself (4).
-pub const LOG_OVERHEAD: usize = 12;
-const MAGIC_AT: usize = 16;
-const CRC_AT: usize = 17;
-/// The CRC covers everything from the attributes field to the end.
-const CRC_FROM: usize = 21;
-const LAST_OFFSET_DELTA_AT: usize = 23;
-const BASE_TIMESTAMP_AT: usize = 27;
-const MAX_TIMESTAMP_AT: usize = 35;
-const PRODUCER_ID_AT: usize = 43;
-const PRODUCER_EPOCH_AT: usize = 51;
-const BASE_SEQUENCE_AT: usize = 53;
-const RECORDS_COUNT_AT: usize = 57;
-const ATTRIBUTES_AT: usize = 21;
-const PARTITION_LEADER_EPOCH_AT: usize = 12;
+use crate::records::layout::{
+    be_i32, be_i64, reseal, ATTRIBUTES_AT, BASE_SEQUENCE_AT, BASE_TIMESTAMP_AT, CRC_AT, CRC_FROM,
+    LAST_OFFSET_DELTA_AT, MAGIC_AT, MAX_TIMESTAMP_AT, PARTITION_LEADER_EPOCH_AT, PRODUCER_EPOCH_AT,
+    PRODUCER_ID_AT, RECORDS_COUNT_AT,
+};
+pub use crate::records::layout::{HEADER_LEN, LOG_OVERHEAD};
+use crate::records::{layout, walk, Codec, RecordError};
+
+/// The most a batch may inflate to when the broker has to look inside it
+/// (key checks, timestamps, recompression, compaction), unless the topic's
+/// `max.message.bytes` is larger: a bound on what a compression bomb costs.
+pub const MIN_DECOMPRESSED_LIMIT: usize = 32 << 20;
+
+/// How far a batch of a topic with `max.message.bytes = max_batch` may inflate.
+pub fn decompressed_limit(max_batch: usize) -> usize {
+    max_batch.max(MIN_DECOMPRESSED_LIMIT)
+}
+
+impl From<RecordError> for BrokerError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Corrupt(m) => BrokerError::CorruptMessage(m),
+            RecordError::TooLarge { .. } | RecordError::Compress(_) => {
+                BrokerError::InvalidRecord(e.to_string())
+            }
+        }
+    }
+}
 
 /// The header fields the broker looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,18 +66,6 @@ impl BatchHeader {
     }
 }
 
-fn be_i64(b: &[u8], at: usize) -> i64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    i64::from_be_bytes(a)
-}
-
-fn be_i32(b: &[u8], at: usize) -> i32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    i32::from_be_bytes(a)
-}
-
 /// Reads the header of a batch already known to be at least `HEADER_LEN` long.
 pub fn read_header(b: &[u8]) -> Option<BatchHeader> {
     if b.len() < HEADER_LEN {
@@ -78,10 +77,10 @@ pub fn read_header(b: &[u8]) -> Option<BatchHeader> {
         base_timestamp: be_i64(b, BASE_TIMESTAMP_AT),
         max_timestamp: be_i64(b, MAX_TIMESTAMP_AT),
         producer_id: be_i64(b, PRODUCER_ID_AT),
-        producer_epoch: i16::from_be_bytes([b[PRODUCER_EPOCH_AT], b[PRODUCER_EPOCH_AT + 1]]),
+        producer_epoch: layout::be_i16(b, PRODUCER_EPOCH_AT),
         base_sequence: be_i32(b, BASE_SEQUENCE_AT),
         records_count: be_i32(b, RECORDS_COUNT_AT),
-        attributes: i16::from_be_bytes([b[ATTRIBUTES_AT], b[ATTRIBUTES_AT + 1]]),
+        attributes: layout::be_i16(b, ATTRIBUTES_AT),
     })
 }
 
@@ -174,18 +173,75 @@ pub fn split_and_validate(
     Ok(out)
 }
 
-/// Compacted topics need a key on every record; this decodes the batch (and
-/// decompresses it), so it is only used for those topics.
-pub fn require_keys(batch: &Bytes) -> Result<(), BrokerError> {
-    let mut b = batch.clone();
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut b)
-        .map_err(|e| BrokerError::CorruptMessage(format!("Cannot decode record batch: {e}")))?;
-    if set.records.iter().any(|r| r.key.is_none() && !r.control) {
-        return Err(BrokerError::InvalidRecord(
-            "Compacted topic cannot accept message without key".into(),
-        ));
+/// What record-level checks a topic asks of incoming batches.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRules {
+    /// Compacted topic: every (non-control) record needs a key.
+    pub require_keys: bool,
+    /// CreateTime bounds from `message.timestamp.before.max.ms` /
+    /// `message.timestamp.after.max.ms`, as (earliest, latest) allowed.
+    pub timestamps: Option<(i64, i64)>,
+    /// Cap on the inflated records section.
+    pub decompressed_limit: usize,
+}
+
+/// Record-level validation (KIP-467): looks inside a batch only when a rule
+/// needs it, and names every bad record with its index in the batch, so a
+/// client fails those records and retries none of the rest blindly.
+pub fn check_records(v: &ValidBatch, rules: &RecordRules) -> Result<(), BrokerError> {
+    let ts_suspect = rules.timestamps.is_some_and(|(lo, hi)| {
+        // The header's first and max timestamps bound a well-formed batch; walk
+        // the records only when they are out of range (to name the bad ones).
+        let h = &v.header;
+        h.base_timestamp < lo || h.max_timestamp > hi || h.base_timestamp > hi
+    });
+    if !rules.require_keys && !ts_suspect {
+        return Ok(());
     }
-    Ok(())
+    let section = layout::records_section(&v.bytes, rules.decompressed_limit)?;
+    let mut errors = Vec::new();
+    let mut bad_timestamp = false;
+    for r in walk::records(&section, v.header.records_count) {
+        let r = r?;
+        if rules.require_keys && r.key.is_none() {
+            errors.push((
+                r.index as i32,
+                "Compacted topic cannot accept message without key".to_string(),
+            ));
+            continue;
+        }
+        if let (true, Some((lo, hi))) = (ts_suspect, rules.timestamps) {
+            let ts = v.header.base_timestamp.saturating_add(r.timestamp_delta);
+            if ts < lo || ts > hi {
+                bad_timestamp = true;
+                errors.push((
+                    r.index as i32,
+                    format!(
+                        "Timestamp {ts} of message with offset {} is out of range: \
+                         it must be within [{lo}, {hi}]",
+                        v.header.base_offset + i64::from(r.offset_delta)
+                    ),
+                ));
+            }
+        }
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(BrokerError::RecordErrors {
+        timestamp: bad_timestamp,
+        message: format!(
+            "One or more records have been rejected due to {} record errors in total: {}",
+            errors.len(),
+            errors
+                .iter()
+                .take(3)
+                .map(|(i, m)| format!("[index {i}: {m}]"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        records: errors,
+    })
 }
 
 /// Encodes records as one v2 batch (or several, where the records' producer
@@ -219,8 +275,7 @@ pub fn empty_batch(batch: &[u8]) -> Result<Bytes, String> {
     let attributes = i16::from_be_bytes([b[ATTRIBUTES_AT], b[ATTRIBUTES_AT + 1]]) & !0x07;
     b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
     b[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&0i32.to_be_bytes());
-    let crc = crc32c::crc32c(&b[CRC_FROM..]);
-    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    reseal(&mut b);
     Ok(b.freeze())
 }
 
@@ -236,8 +291,7 @@ pub fn with_last_offset(batch: &[u8], last_offset: i64) -> Result<Bytes, String>
     }
     let mut b = BytesMut::from(batch);
     b[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&delta.to_be_bytes());
-    let crc = crc32c::crc32c(&b[CRC_FROM..]);
-    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    reseal(&mut b);
     Ok(b.freeze())
 }
 
@@ -247,19 +301,17 @@ pub fn codec_of(header: &BatchHeader) -> i16 {
 }
 
 /// Re-encodes a batch with another codec (topic `compression.type`),
-/// keeping offsets, timestamps, keys, values, headers and producer fields.
+/// keeping offsets, timestamps, keys, values, headers and producer fields:
+/// the records section is the same bytes under any codec.
 pub fn recompress(
     v: &ValidBatch,
-    target: kafka_protocol::records::Compression,
+    target: Codec,
+    decompressed_limit: usize,
 ) -> Result<ValidBatch, BrokerError> {
-    if codec_of(&v.header) == target as i16 {
+    if codec_of(&v.header) == target.id() {
         return Ok(v.clone());
     }
-    let mut b = v.bytes.clone();
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut b)
-        .map_err(|e| BrokerError::CorruptMessage(format!("Cannot decode record batch: {e}")))?;
-    let bytes = encode_records(&set.records, target)
-        .map_err(|e| BrokerError::InvalidRecord(format!("Cannot re-encode record batch: {e}")))?;
+    let bytes = layout::recompress(&v.bytes, target, decompressed_limit)?;
     let header = read_header(&bytes)
         .ok_or_else(|| BrokerError::InvalidRecord("re-encoded batch is empty".into()))?;
     Ok(ValidBatch { bytes, header })
@@ -272,8 +324,7 @@ pub fn stamp_log_append_time(v: &ValidBatch, now_ms: i64) -> ValidBatch {
     let attributes = v.header.attributes | 0x08;
     b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
     b[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&b[CRC_FROM..]);
-    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    reseal(&mut b);
     let mut header = v.header;
     header.attributes = attributes;
     header.max_timestamp = now_ms;
@@ -390,7 +441,7 @@ pub mod tests {
     fn recompression_and_append_time_keep_batches_valid() {
         let b = make_batch(4, 500, Compression::Gzip);
         let v = split_and_validate(&b, 1 << 20).unwrap().remove(0);
-        let z = recompress(&v, Compression::Zstd).unwrap();
+        let z = recompress(&v, Codec::Zstd, 1 << 20).unwrap();
         assert_eq!(codec_of(&z.header), Compression::Zstd as i16);
         let again = split_and_validate(&z.bytes, 1 << 20).unwrap();
         assert_eq!(again[0].header.records_count, 4);
@@ -398,6 +449,100 @@ pub mod tests {
         let checked = split_and_validate(&stamped.bytes, 1 << 20).unwrap();
         assert_eq!(checked[0].header.max_timestamp, 99_999);
         assert_eq!(checked[0].header.attributes & 0x08, 0x08);
+    }
+
+    fn batch_with(keys: impl Fn(usize) -> bool, ts: impl Fn(usize) -> i64, n: usize) -> ValidBatch {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: ts(i),
+                key: keys(i).then(|| Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from(format!("v{i}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let b = encode_records(&records, Compression::Zstd).unwrap();
+        split_and_validate(&b, 1 << 20).unwrap().remove(0)
+    }
+
+    #[test]
+    fn record_errors_name_each_bad_record() {
+        let rules = RecordRules {
+            require_keys: true,
+            timestamps: None,
+            decompressed_limit: 1 << 20,
+        };
+        let v = batch_with(|i| i % 10 != 0, |_| 1000, 100);
+        match check_records(&v, &rules) {
+            Err(e @ BrokerError::RecordErrors { .. }) => {
+                assert_eq!(e.code(), 87);
+                let BrokerError::RecordErrors { records, .. } = e else {
+                    unreachable!()
+                };
+                let idx: Vec<i32> = records.iter().map(|(i, _)| *i).collect();
+                assert_eq!(idx, (0..100).step_by(10).collect::<Vec<i32>>());
+            }
+            other => panic!("expected record errors, got {other:?}"),
+        }
+        let fine = batch_with(|_| true, |_| 1000, 10);
+        assert!(check_records(&fine, &rules).is_ok());
+    }
+
+    #[test]
+    fn out_of_range_timestamps_are_invalid_timestamp() {
+        let rules = RecordRules {
+            require_keys: false,
+            timestamps: Some((0, 10_000)),
+            decompressed_limit: 1 << 20,
+        };
+        let v = batch_with(|_| true, |i| if i == 3 { 50_000 } else { 5_000 }, 5);
+        let e = check_records(&v, &rules).unwrap_err();
+        assert_eq!(e.code(), 32);
+        let BrokerError::RecordErrors { records, .. } = e else {
+            panic!()
+        };
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].0, 3);
+        // In range: the header alone decides, nothing is inflated.
+        let ok = batch_with(|_| true, |_| 5_000, 5);
+        assert!(check_records(&ok, &rules).is_ok());
+    }
+
+    #[test]
+    fn a_bomb_is_refused_by_the_cap() {
+        let records = vec![Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 0,
+            key: None,
+            value: Some(Bytes::from(vec![0u8; 8 << 20])),
+            headers: Default::default(),
+        }];
+        let b = encode_records(&records, Compression::Zstd).unwrap();
+        assert!(b.len() < 4096, "bomb should be small: {}", b.len());
+        let v = split_and_validate(&b, 1 << 20).unwrap().remove(0);
+        let rules = RecordRules {
+            require_keys: true,
+            timestamps: None,
+            decompressed_limit: 1 << 20,
+        };
+        assert_eq!(check_records(&v, &rules).unwrap_err().code(), 87);
+        assert_eq!(recompress(&v, Codec::Lz4, 1 << 20).unwrap_err().code(), 87);
     }
 
     #[test]

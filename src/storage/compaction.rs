@@ -18,12 +18,15 @@ use bytes::Bytes;
 use kafka_protocol::records::{Record, RecordBatchDecoder};
 use rocksdb::WriteBatch;
 
-use super::batch::{empty_batch, encode_records, read_header, with_last_offset};
+use super::batch::{
+    decompressed_limit, empty_batch, encode_records, read_header, with_last_offset,
+};
 use super::catalog::Catalog;
 use super::db::{log_key, IndexEntry, ProducerFields, Store, TxnFields, CF_IDX, CF_LOG, CF_META};
 use super::partition::Partition;
 use crate::config::topic::effective_i64;
 use crate::error::{BrokerError, BrokerResult};
+use crate::records::{layout, Codec};
 use crate::types::now_ms;
 
 /// Where each partition's previous pass ended: its "clean" prefix.
@@ -69,10 +72,14 @@ pub struct PassStats {
     pub bytes_after: u64,
 }
 
+/// Decodes a stored batch. A batch stored before its topic became compacted
+/// was never inflated by the broker, so it is inflated here under the same cap
+/// as incoming batches (a compression bomb fails the pass, not the broker).
 fn decode(bytes: &Bytes) -> BrokerResult<kafka_protocol::records::RecordSet> {
-    let mut b = bytes.clone();
-    RecordBatchDecoder::decode(&mut b)
-        .map_err(|e| BrokerError::Storage(format!("cannot decode a stored batch: {e}")))
+    let fail = |e: String| BrokerError::Storage(format!("cannot decode a stored batch: {e}"));
+    let mut plain = layout::recompress(bytes, Codec::None, decompressed_limit(bytes.len()))
+        .map_err(|e| fail(e.to_string()))?;
+    RecordBatchDecoder::decode(&mut plain).map_err(|e| fail(e.to_string()))
 }
 
 fn is_control(bytes: &[u8]) -> bool {

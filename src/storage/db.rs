@@ -31,7 +31,17 @@ pub struct Store {
     pub db: DB,
     /// Serialises `reclaim`, which toggles a column family option.
     reclaiming: std::sync::Mutex<()>,
+    /// The data directory (for free-space checks).
+    pub dir: std::path::PathBuf,
+    /// Appends are refused while the data directory's file system has less
+    /// free space than this (`runnel.log.dir.min.free.bytes`), so RocksDB keeps
+    /// room to flush its memtables and never fails half-way for lack of disk.
+    pub min_free_bytes: std::sync::atomic::AtomicU64,
 }
+
+/// Default of `runnel.log.dir.min.free.bytes`: above what the memtables can
+/// hold (3 x 64 MiB), so a flush always has room.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 << 20;
 
 /// True if files in `dir` can be opened with O_DIRECT.
 fn direct_io_works(dir: &Path) -> bool {
@@ -101,7 +111,26 @@ impl Store {
         Ok(Arc::new(Store {
             db,
             reclaiming: std::sync::Mutex::new(()),
+            dir: dir.to_path_buf(),
+            min_free_bytes: std::sync::atomic::AtomicU64::new(DEFAULT_MIN_FREE_BYTES),
         }))
+    }
+
+    /// Refuses a write while free disk space is below the reserve; reads and
+    /// everything already stored are unaffected, and writes resume by
+    /// themselves once space is freed.
+    pub fn check_free_space(&self) -> BrokerResult<()> {
+        let min = self
+            .min_free_bytes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        match super::disk::space(&self.dir) {
+            Some(s) if s.available < min => Err(crate::error::BrokerError::Storage(format!(
+                "Not enough disk space in {}: {} bytes free, runnel.log.dir.min.free.bytes={min}",
+                self.dir.display(),
+                s.available
+            ))),
+            _ => Ok(()),
+        }
     }
 
     pub fn cf(&self, name: &str) -> BrokerResult<&ColumnFamily> {
@@ -361,6 +390,12 @@ impl IndexEntry {
             attributes: i16::from_be_bytes([v[30], v[31]]),
             control_type: i8::from_be_bytes([v[32]]),
         })
+    }
+}
+
+impl From<rocksdb::Error> for crate::error::BrokerError {
+    fn from(e: rocksdb::Error) -> Self {
+        crate::error::BrokerError::Storage(e.into_string())
     }
 }
 

@@ -1,11 +1,11 @@
 //! Offset lookups by timestamp (ListOffsets): the index narrows the search to
 //! one batch, whose records are then decoded to find the exact offset.
 
-use kafka_protocol::records::RecordBatchDecoder;
-
+use super::batch::{decompressed_limit, read_header};
 use super::db::Store;
 use super::partition::Partition;
 use crate::error::{BrokerError, BrokerResult};
+use crate::records::{layout, walk};
 
 /// (offset, timestamp) of a record.
 pub type Found = Option<(i64, i64)>;
@@ -44,16 +44,28 @@ fn find_in_batch(
     matches: impl Fn(i64) -> bool,
     log_start: i64,
 ) -> BrokerResult<Found> {
-    let Some(mut bytes) = p.batch_at(store, base)? else {
+    let Some(bytes) = p.batch_at(store, base)? else {
         return Ok(None);
     };
-    let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| {
+    let corrupt = |e: String| {
         BrokerError::Storage(format!("cannot decode stored batch at offset {base}: {e}"))
-    })?;
-    Ok(set
-        .records
-        .iter()
-        .filter(|r| r.offset >= log_start)
-        .find(|r| matches(r.timestamp))
-        .map(|r| (r.offset, r.timestamp)))
+    };
+    let h = read_header(&bytes).ok_or_else(|| corrupt("truncated header".into()))?;
+    let section = layout::records_section(&bytes, decompressed_limit(bytes.len()))
+        .map_err(|e| corrupt(e.to_string()))?;
+    // LogAppendTime batches carry one time for all records: the max timestamp.
+    let log_append = h.attributes & 0x08 != 0;
+    for r in walk::records(&section, h.records_count) {
+        let r = r.map_err(|e| corrupt(e.to_string()))?;
+        let offset = h.base_offset + i64::from(r.offset_delta);
+        let ts = if log_append {
+            h.max_timestamp
+        } else {
+            h.base_timestamp.saturating_add(r.timestamp_delta)
+        };
+        if offset >= log_start && matches(ts) {
+            return Ok(Some((offset, ts)));
+        }
+    }
+    Ok(None)
 }

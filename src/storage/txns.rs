@@ -26,7 +26,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::EndTxnMarker;
 use kafka_protocol::protocol::Encodable;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 use super::batch::{read_header, ValidBatch};
@@ -282,9 +282,13 @@ pub fn control_batch(
 /// The control type of a control batch's first record (0 abort, 1 commit),
 /// or `None` if it cannot be read.
 pub fn control_type(batch: &Bytes) -> Option<i16> {
-    let mut b = batch.clone();
-    let set = RecordBatchDecoder::decode(&mut b).ok()?;
-    let key = set.records.first()?.key.as_ref()?;
+    let h = read_header(batch)?;
+    // A marker is one tiny uncompressed record; anything bigger is not one.
+    let section = crate::records::layout::records_section(batch, 4096).ok()?;
+    let first = crate::records::walk::records(&section, h.records_count)
+        .next()?
+        .ok()?;
+    let key = first.key?;
     (key.len() >= 4).then(|| i16::from_be_bytes([key[2], key[3]]))
 }
 
@@ -409,7 +413,7 @@ mod tests {
         assert_eq!(control_type(&abort.bytes), Some(CONTROL_ABORT));
         // Key: version 0 + type; value: version 0 + coordinator epoch (6 bytes).
         let mut bytes = abort.bytes.clone();
-        let set = RecordBatchDecoder::decode(&mut bytes).unwrap();
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).unwrap();
         let r = &set.records[0];
         assert!(r.control && r.transactional);
         assert_eq!(r.key.as_deref(), Some(&[0u8, 0, 0, 0][..]));

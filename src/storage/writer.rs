@@ -205,9 +205,10 @@ fn write_group(store: &Store, opts: &WriteOptions, active: &ActiveTxns, group: G
     if group.is_empty() {
         return;
     }
-    let (log, idx) = match (store.cf(CF_LOG), store.cf(CF_IDX)) {
-        (Ok(l), Ok(i)) => (l, i),
-        (Err(e), _) | (_, Err(e)) => {
+    let (log, idx) = match (store.cf(CF_LOG), store.cf(CF_IDX), store.check_free_space()) {
+        (Ok(l), Ok(i), Ok(())) => (l, i),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            warn_rate_limited(&e);
             fail_all(group, &e);
             return;
         }
@@ -419,6 +420,22 @@ fn check_producer(
             );
             Err(e)
         }
+    }
+}
+
+/// Logs a refused write group at most every ten seconds: under a full disk
+/// every produce fails, and the log must not fill what is left.
+fn warn_rate_limited(err: &BrokerError) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = crate::types::now_ms();
+    let last = LAST.load(Ordering::Relaxed);
+    if now - last >= 10_000
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::error!(error = %err, "appends refused (logged at most every 10 s)");
     }
 }
 

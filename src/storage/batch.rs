@@ -462,7 +462,8 @@ pub mod tests {
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: -1,
+                // Constant offset - sequence keeps the encoder to one batch.
+                sequence: i as i32,
                 timestamp: ts(i),
                 key: keys(i).then(|| Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from(format!("v{i}"))),

@@ -12,7 +12,7 @@ JOBS="${FUZZ_JOBS:-1}"
 TARGETS="${FUZZ_TARGETS:-request record_batch decompress}"
 status=0
 total=0
-cargo +nightly fuzz build -O $TARGETS >/dev/null 2>build.log || { cat build.log; exit 2; }
+cargo +nightly fuzz build -O >/dev/null 2>build.log || { cat build.log; exit 2; }
 for t in $TARGETS; do
     mkdir -p "corpus/$t" "artifacts/$t"
     log="fuzz-$t.log"

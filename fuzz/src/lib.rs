@@ -6,7 +6,4 @@ pub mod error;
 #[path = "../../src/records/mod.rs"]
 pub mod records;
 
-pub mod storage {
-    #[path = "../../../src/storage/batch.rs"]
-    pub mod batch;
-}
+pub mod storage;

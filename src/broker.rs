@@ -12,6 +12,7 @@ use crate::coordinator::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::network;
 use crate::quotas::QuotaStore;
+use crate::security::credentials::CredentialStore;
 use crate::storage::catalog::Catalog;
 use crate::storage::db::Store;
 use crate::storage::writer::Writer;
@@ -28,6 +29,8 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     pub quotas: QuotaStore,
     pub txns: TxnCoordinator,
+    /// SCRAM users (AlterUserScramCredentials; SASL/SCRAM logins).
+    pub credentials: Arc<CredentialStore>,
 }
 
 impl Broker {
@@ -87,6 +90,10 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
     let broker_configs = DynamicConfigs::load(store.clone(), config.raw.clone())
         .map_err(|e| format!("cannot load dynamic broker configs: {e}"))?;
     let metrics = Metrics::new().map_err(|e| format!("cannot register metrics: {e}"))?;
+    let credentials = Arc::new(
+        CredentialStore::load(store.clone())
+            .map_err(|e| format!("cannot load SCRAM credentials: {e}"))?,
+    );
     tracing::info!(
         dir = %config.log_dir.display(),
         fsync_each_ack = sync,
@@ -102,6 +109,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         groups: groups.clone(),
         quotas,
         txns,
+        credentials,
     });
     // Transactions caught mid-commit or mid-abort complete before clients
     // are served.

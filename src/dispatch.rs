@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::broker::Broker;
 use crate::handlers;
+use crate::network::session::Session;
 
 /// What the connection does with a request's result.
 pub enum Outcome {
@@ -22,6 +23,8 @@ pub enum Outcome {
     NoResponse,
     /// The request was invalid: close the connection.
     Close,
+    /// Send this, then close (a failed SASL authentication).
+    RespondThenClose(Bytes),
 }
 
 /// A request's place in its connection's order.
@@ -75,12 +78,21 @@ pub struct RequestContext {
     pub api_version: i16,
     pub client_id: Option<StrBytes>,
     pub peer: SocketAddr,
+    /// The connection's listener and authenticated principal.
+    pub session: Arc<Session>,
     turn: Mutex<Turn>,
 }
 
 impl RequestContext {
     pub fn client(&self) -> &str {
         self.client_id.as_deref().unwrap_or("")
+    }
+
+    /// Host and port clients should use: those advertised by the listener
+    /// this request came in on.
+    pub fn advertised(&self) -> (&str, u16) {
+        let l = &self.session.listener.config;
+        (&l.advertised_host, l.advertised_port)
     }
 
     /// Lets the connection's next request proceed.
@@ -98,9 +110,10 @@ fn be_i16(b: &[u8], at: usize) -> i16 {
 pub async fn handle(
     broker: &Arc<Broker>,
     mut frame: Bytes,
-    peer: SocketAddr,
+    session: Arc<Session>,
     mut turn: Turn,
 ) -> Outcome {
+    let peer = session.peer;
     turn.wait().await;
     // The connection guarantees at least 8 bytes.
     let raw_key = be_i16(&frame, 0);
@@ -122,6 +135,21 @@ pub async fn handle(
         tracing::warn!(%peer, ?api, version, "closing connection: unsupported API version");
         return Outcome::Close;
     }
+    // Kafka serves nothing but ApiVersions and the SASL exchange before a
+    // SASL listener's client has authenticated.
+    if !matches!(
+        api,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    ) && !session.is_authenticated()
+    {
+        tracing::warn!(%peer, ?api, "closing connection: request before SASL authentication");
+        broker
+            .metrics
+            .connections_closed
+            .with_label_values(&["unauthenticated_request"])
+            .inc();
+        return Outcome::Close;
+    }
     let header = match RequestHeader::decode(&mut frame, api.request_header_version(version)) {
         Ok(h) => h,
         Err(e) => {
@@ -134,6 +162,7 @@ pub async fn handle(
         api_version: version,
         client_id: header.client_id,
         peer,
+        session,
         turn: Mutex::new(turn),
     };
     // Requests that may wait long (long poll, rebalance) must not hold up the
@@ -145,7 +174,7 @@ pub async fn handle(
     let started = Instant::now();
     let request_len = frame.len() as u64 + 4;
     let outcome = route(&ctx, api, correlation_id, frame).await;
-    if matches!(outcome, Outcome::Close) {
+    if matches!(outcome, Outcome::Close | Outcome::RespondThenClose(_)) {
         m_close(broker, &api_name);
     }
     let m = &broker.metrics;
@@ -153,7 +182,7 @@ pub async fn handle(
     m.request_bytes
         .with_label_values(&[&api_name])
         .inc_by(request_len);
-    if let Outcome::Respond(b) = &outcome {
+    if let Outcome::Respond(b) | Outcome::RespondThenClose(b) = &outcome {
         m.response_bytes
             .with_label_values(&[&api_name])
             .inc_by(b.len() as u64);
@@ -190,6 +219,33 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             Err(e) => malformed(ctx, "ProduceRequest", e),
         },
         ApiKey::Fetch => call!(ctx, cid, body, FetchRequest, fetch::handle),
+        ApiKey::SaslHandshake => call!(ctx, cid, body, SaslHandshakeRequest, sasl::handshake),
+        ApiKey::SaslAuthenticate => {
+            match SaslAuthenticateRequest::decode(&mut body, ctx.api_version) {
+                Ok(req) => {
+                    let (resp, failed) = sasl::authenticate(ctx, req).await;
+                    match (encode(ctx, cid, &resp), failed) {
+                        (Outcome::Respond(b), true) => Outcome::RespondThenClose(b),
+                        (o, _) => o,
+                    }
+                }
+                Err(e) => malformed(ctx, "SaslAuthenticateRequest", e),
+            }
+        }
+        ApiKey::DescribeUserScramCredentials => call!(
+            ctx,
+            cid,
+            body,
+            DescribeUserScramCredentialsRequest,
+            user_scram_credentials::describe
+        ),
+        ApiKey::AlterUserScramCredentials => call!(
+            ctx,
+            cid,
+            body,
+            AlterUserScramCredentialsRequest,
+            user_scram_credentials::alter
+        ),
         ApiKey::ListOffsets => call!(ctx, cid, body, ListOffsetsRequest, list_offsets::handle),
         ApiKey::OffsetForLeaderEpoch => call!(
             ctx,

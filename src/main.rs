@@ -15,6 +15,7 @@ mod metrics;
 mod network;
 mod quotas;
 mod records;
+mod security;
 mod storage;
 mod types;
 

@@ -7,6 +7,7 @@
 
 pub mod docs;
 pub mod dynamic;
+pub mod listeners;
 pub mod topic;
 
 use std::collections::BTreeMap;
@@ -16,10 +17,13 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub node_id: i32,
+    /// The first listener's address and advertised endpoint (see `listeners`).
     pub listen_host: String,
     pub listen_port: u16,
     pub advertised_host: String,
     pub advertised_port: u16,
+    /// Every client listener, in `listeners` order.
+    pub listeners: Vec<listeners::ListenerConfig>,
     pub log_dir: PathBuf,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
@@ -124,7 +128,6 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "controller.quorum.voters",
     "controller.quorum.bootstrap.servers",
     "inter.broker.listener.name",
-    "listener.security.protocol.map",
     "log.segment.bytes",
     "num.io.threads",
     "num.network.threads",
@@ -167,22 +170,11 @@ impl BrokerConfig {
         if node_id < 0 {
             return Err(format!("node.id must be >= 0, got {node_id}"));
         }
-        let (listen_host, listen_port) = match get("listeners") {
-            Some(v) => parse_listener("listeners", v)?,
-            None => ("127.0.0.1".to_string(), 9092),
-        };
-        let (advertised_host, advertised_port) = match get("advertised.listeners") {
-            Some(v) => parse_listener("advertised.listeners", v)?,
-            None => {
-                // Clients resolve `localhost` to ::1 first; advertise IPv4 loopback instead
-                // of an unspecified or name-based listen address.
-                let host = match listen_host.as_str() {
-                    "" | "0.0.0.0" | "localhost" | "::" => "127.0.0.1".to_string(),
-                    h => h.to_string(),
-                };
-                (host, listen_port)
-            }
-        };
+        let listeners = listeners::parse(&raw)?;
+        let first = &listeners[0];
+        let (listen_host, listen_port) = (first.host.clone(), first.port);
+        let (advertised_host, advertised_port) =
+            (first.advertised_host.clone(), first.advertised_port);
         let log_dir = PathBuf::from(
             get("log.dirs")
                 .or(get("log.dir"))
@@ -369,11 +361,12 @@ impl BrokerConfig {
             256 << 20,
         )?;
         let queued_max_request_bytes = match queued {
-            -1 => None,
+            // Kafka reads any value <= 0 as unbounded.
+            n if n <= 0 => None,
             n if n >= socket_request_max_bytes as i64 => Some(n as usize),
             n => {
                 return Err(format!(
-                    "queued.max.request.bytes={n} must be -1 or at least socket.request.max.bytes={socket_request_max_bytes}"
+                    "queued.max.request.bytes={n} must be <= 0 (unbounded) or at least socket.request.max.bytes={socket_request_max_bytes}"
                 ))
             }
         };
@@ -419,6 +412,7 @@ impl BrokerConfig {
                 listen_port,
                 advertised_host,
                 advertised_port,
+                listeners,
                 log_dir,
                 num_partitions,
                 default_replication_factor,
@@ -502,7 +496,7 @@ fn is_understood(key: &str) -> bool {
         "fetch.max.bytes",
         "runnel.log.dir.min.free.bytes",
     ];
-    KEYS.contains(&key) || topic::is_broker_default_key(key)
+    KEYS.contains(&key) || topic::is_broker_default_key(key) || listeners::is_listener_key(key)
 }
 
 /// Java-properties subset: `key=value` or `key: value`, `#`/`!` comments.
@@ -542,33 +536,6 @@ fn opt_bool(key: &str, v: Option<&str>, default: bool) -> Result<bool, String> {
             "invalid value {s:?} for {key}: expected true or false"
         )),
     }
-}
-
-/// `PLAINTEXT://host:port` (first entry of a comma-separated list).
-fn parse_listener(key: &str, v: &str) -> Result<(String, u16), String> {
-    let first = v.split(',').next().unwrap_or("").trim();
-    let rest = match first.split_once("://") {
-        Some((proto, rest)) => {
-            if !proto.eq_ignore_ascii_case("PLAINTEXT") {
-                return Err(format!(
-                    "{key}: only PLAINTEXT listeners are supported so far, got {proto}"
-                ));
-            }
-            rest
-        }
-        None => first,
-    };
-    let (host, port) = rest
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{key}: expected PLAINTEXT://host:port, got {v:?}"))?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| format!("{key}: invalid port in {v:?}"))?;
-    Ok((host, port))
 }
 
 #[cfg(test)]

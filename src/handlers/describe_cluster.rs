@@ -30,6 +30,6 @@ pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> Descri
     }
     resp.with_brokers(vec![DescribeClusterBroker::default()
         .with_broker_id(node)
-        .with_host(sb(b.config.advertised_host.clone()))
-        .with_port(i32::from(b.config.advertised_port))])
+        .with_host(sb(ctx.advertised().0.to_string()))
+        .with_port(i32::from(ctx.advertised().1))])
 }

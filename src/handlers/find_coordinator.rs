@@ -15,8 +15,10 @@ const KEY_TRANSACTION: i8 = 1;
 pub async fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let b = &ctx.broker;
     let node = BrokerId(b.config.node_id);
-    let host = sb(b.config.advertised_host.clone());
-    let port = i32::from(b.config.advertised_port);
+    // The endpoint of the listener this client came in on.
+    let (host, port) = ctx.advertised();
+    let host = sb(host.to_string());
+    let port = i32::from(port);
     let check = |key_type: i8| {
         if key_type == KEY_GROUP || key_type == KEY_TRANSACTION {
             Ok(())

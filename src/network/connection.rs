@@ -15,13 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::limits::{Admission, Slot};
+use super::session::Session;
 use super::shutdown::ShutdownListener;
 use crate::broker::Broker;
 use crate::dispatch::{self, Outcome, Turn};
@@ -79,19 +78,23 @@ struct Unsent {
     drained: Notify,
 }
 
-pub async fn serve(
+/// Serves one connection, plain TCP or TLS, already split into halves.
+pub async fn serve<R, W>(
     broker: Arc<Broker>,
-    stream: TcpStream,
-    peer: SocketAddr,
+    (mut rd, wr): (R, W),
+    session: Arc<Session>,
     mut shutdown: ShutdownListener,
     admission: Arc<Admission>,
     _slot: Slot,
-) {
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let peer: SocketAddr = session.peer;
     broker.metrics.connections.inc();
-    tracing::debug!(%peer, "connection opened");
+    tracing::debug!(%peer, listener = %session.listener.config.name, "connection opened");
     let max = broker.config.socket_request_max_bytes;
     let limits = admission.limits().clone();
-    let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
     let (closed_tx, mut closed_rx) = oneshot::channel::<()>();
     let unsent = Arc::new(Unsent::default());
@@ -145,9 +148,10 @@ pub async fn serve(
                 let (turn, next) = Turn::after(previous_turn.take());
                 previous_turn = Some(next);
                 let counter = unsent.clone();
+                let session = session.clone();
                 let task = tokio::spawn(async move {
-                    let out = dispatch::handle(&b, bytes, peer, turn).await;
-                    if let Outcome::Respond(r) = &out {
+                    let out = dispatch::handle(&b, bytes, session, turn).await;
+                    if let Outcome::Respond(r) | Outcome::RespondThenClose(r) = &out {
                         counter.bytes.fetch_add(r.len(), Ordering::AcqRel);
                     }
                     out
@@ -187,8 +191,8 @@ pub async fn serve(
 }
 
 /// Reads one frame; `None` on a clean end of stream between frames.
-async fn read_frame(
-    rd: &mut OwnedReadHalf,
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
     max: usize,
     idle: Duration,
     admission: &Admission,
@@ -242,8 +246,8 @@ async fn read_frame(
     }))
 }
 
-async fn write_loop(
-    mut wr: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::Receiver<Pending>,
     closed: oneshot::Sender<()>,
     peer: SocketAddr,
@@ -254,13 +258,25 @@ async fn write_loop(
         let _held = permits;
         match task.await {
             Ok(Outcome::Respond(bytes)) => {
-                let written = wr.write_all(&bytes).await;
+                // TLS buffers records: flush so each answer leaves now
+                // (a no-op on plain TCP).
+                let written = match wr.write_all(&bytes).await {
+                    Ok(()) => wr.flush().await,
+                    Err(e) => Err(e),
+                };
                 unsent.bytes.fetch_sub(bytes.len(), Ordering::AcqRel);
                 unsent.drained.notify_one();
                 if let Err(e) = written {
                     tracing::debug!(%peer, error = %e, "write failed");
                     break;
                 }
+            }
+            Ok(Outcome::RespondThenClose(bytes)) => {
+                let _ = wr.write_all(&bytes).await;
+                let _ = wr.flush().await;
+                unsent.bytes.fetch_sub(bytes.len(), Ordering::AcqRel);
+                unsent.drained.notify_one();
+                break;
             }
             Ok(Outcome::NoResponse) => {}
             Ok(Outcome::Close) => break,

@@ -4,4 +4,6 @@
 pub mod connection;
 pub mod limits;
 pub mod server;
+pub mod session;
 pub mod shutdown;
+pub mod tls;

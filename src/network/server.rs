@@ -1,43 +1,75 @@
-//! The accept loop: one task per connection until shutdown.
+//! The accept loops: one per listener (plaintext, TLS, SASL), each spawning a
+//! task per connection, until shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use super::connection;
-use super::limits::Admission;
-use super::shutdown::{self, Shutdown};
+use super::limits::{Admission, Slot};
+use super::session::{ListenerRuntime, Session};
+use super::shutdown::{self, Shutdown, ShutdownFactory};
 use crate::broker::Broker;
 
 /// Longest wait for in-flight requests once shutdown starts.
 const DRAIN_LIMIT: Duration = Duration::from_secs(15);
+/// Longest a client may take to finish its TLS handshake.
+const TLS_HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
 pub async fn serve(broker: Arc<Broker>) -> Result<(), String> {
-    let addr = format!(
-        "{}:{}",
-        broker.config.listen_host, broker.config.listen_port
-    );
-    let listener = TcpListener::bind(&addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    tracing::info!(
-        %addr,
-        advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
-        node_id = broker.config.node_id,
-        "listening for Kafka clients"
-    );
-    // Served once the Kafka listener is bound, so /healthz means ready.
+    let mut bound = Vec::new();
+    for l in &broker.config.listeners {
+        let runtime = Arc::new(ListenerRuntime::build(l)?);
+        let addr = format!("{}:{}", l.host, l.port);
+        let tcp = TcpListener::bind(&addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (listener {}): {e}", l.name))?;
+        tracing::info!(
+            listener = %l.name,
+            protocol = l.protocol.name(),
+            %addr,
+            advertised = %format!("{}:{}", l.advertised_host, l.advertised_port),
+            mechanisms = %runtime.mechanisms.join(","),
+            node_id = broker.config.node_id,
+            "listening for Kafka clients"
+        );
+        bound.push((tcp, runtime));
+    }
+    // Served once the Kafka listeners are bound, so /healthz means ready.
     if let Some(metrics_addr) = broker.config.metrics_listener.clone() {
         crate::metrics::http::serve(broker.clone(), metrics_addr).await?;
     }
     let admission = Admission::new(broker.config.limits.clone());
     let shutdown = Shutdown::new();
-    let stop = shutdown::signal();
-    tokio::pin!(stop);
+    for (tcp, runtime) in bound {
+        tokio::spawn(accept_loop(
+            broker.clone(),
+            tcp,
+            runtime,
+            admission.clone(),
+            shutdown.factory(),
+        ));
+    }
+    shutdown::signal().await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    if !shutdown.drain(DRAIN_LIMIT).await {
+        tracing::warn!("some connections did not finish within {DRAIN_LIMIT:?}");
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    broker: Arc<Broker>,
+    tcp: TcpListener,
+    runtime: Arc<ListenerRuntime>,
+    admission: Arc<Admission>,
+    factory: ShutdownFactory,
+) {
+    let mut stop = factory.listener();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = tcp.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let slot = match admission.admit(peer.ip()) {
                         Ok(slot) => slot,
@@ -48,17 +80,19 @@ pub async fn serve(broker: Arc<Broker>) -> Result<(), String> {
                                 .with_label_values(&[refusal.label()])
                                 .inc();
                             tracing::warn!(%peer, limit = refusal.label(), "refusing connection: limit reached");
-                            drop(stream);
                             continue;
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    let listener = shutdown.listener();
-                    let broker = broker.clone();
-                    let admission = admission.clone();
-                    tokio::spawn(async move {
-                        connection::serve(broker, stream, peer, listener, admission, slot).await;
-                    });
+                    tokio::spawn(start(
+                        broker.clone(),
+                        stream,
+                        peer,
+                        runtime.clone(),
+                        admission.clone(),
+                        slot,
+                        factory.clone(),
+                    ));
                 }
                 Err(e) => {
                     // Usually EMFILE: back off instead of spinning.
@@ -66,13 +100,77 @@ pub async fn serve(broker: Arc<Broker>) -> Result<(), String> {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = &mut stop => break,
+            _ = stop.wait() => break,
         }
     }
-    drop(listener);
-    tracing::info!("shutting down: no new connections, finishing in-flight requests");
-    if !shutdown.drain(DRAIN_LIMIT).await {
-        tracing::warn!("some connections did not finish within {DRAIN_LIMIT:?}");
+}
+
+/// Completes TLS (when the listener has it) and serves the connection.
+async fn start(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    runtime: Arc<ListenerRuntime>,
+    admission: Arc<Admission>,
+    slot: Slot,
+    factory: ShutdownFactory,
+) {
+    let listener = factory.listener();
+    match runtime.tls.clone() {
+        None => {
+            let session = Arc::new(Session::new(runtime, peer, None));
+            connection::serve(
+                broker,
+                stream.into_split(),
+                session,
+                listener,
+                admission,
+                slot,
+            )
+            .await;
+        }
+        Some(acceptor) => {
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_LIMIT, acceptor.accept(stream)).await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    broker
+                        .metrics
+                        .connections_closed
+                        .with_label_values(&["tls_handshake_failed"])
+                        .inc();
+                    tracing::warn!(%peer, listener = %runtime.config.name, error = %e, "TLS handshake failed; closing connection");
+                    return;
+                }
+                Err(_) => {
+                    broker
+                        .metrics
+                        .connections_closed
+                        .with_label_values(&["tls_handshake_timeout"])
+                        .inc();
+                    tracing::warn!(%peer, listener = %runtime.config.name, "TLS handshake timed out; closing connection");
+                    return;
+                }
+            };
+            let principal = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(super::tls::principal_of);
+            if let Some(p) = &principal {
+                tracing::debug!(%peer, principal = %p, "TLS client certificate");
+            }
+            let session = Arc::new(Session::new(runtime, peer, principal));
+            connection::serve(
+                broker,
+                tokio::io::split(tls),
+                session,
+                listener,
+                admission,
+                slot,
+            )
+            .await;
+        }
     }
-    Ok(())
 }

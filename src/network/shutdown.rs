@@ -20,6 +20,22 @@ impl ShutdownListener {
     }
 }
 
+/// Makes `ShutdownListener`s; held by each accept loop.
+#[derive(Clone)]
+pub struct ShutdownFactory {
+    rx: watch::Receiver<bool>,
+    alive_tx: mpsc::Sender<()>,
+}
+
+impl ShutdownFactory {
+    pub fn listener(&self) -> ShutdownListener {
+        ShutdownListener {
+            rx: self.rx.clone(),
+            _alive: self.alive_tx.clone(),
+        }
+    }
+}
+
 /// Owned by the server.
 pub struct Shutdown {
     tx: watch::Sender<bool>,
@@ -38,10 +54,11 @@ impl Shutdown {
         }
     }
 
-    pub fn listener(&self) -> ShutdownListener {
-        ShutdownListener {
+    /// Hands out listeners from other tasks (the accept loops).
+    pub fn factory(&self) -> ShutdownFactory {
+        ShutdownFactory {
             rx: self.tx.subscribe(),
-            _alive: self.alive_tx.clone(),
+            alive_tx: self.alive_tx.clone(),
         }
     }
 

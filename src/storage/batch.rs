@@ -185,24 +185,31 @@ pub struct RecordRules {
     pub decompressed_limit: usize,
 }
 
-/// Record-level validation (KIP-467): looks inside a batch only when a rule
-/// needs it, and names every bad record with its index in the batch, so a
-/// client fails those records and retries none of the rest blindly.
+/// Record-level validation, as Kafka's log validator does it: every record of
+/// the batch is walked (inflated under the cap when compressed), its framing
+/// checked, and its offset delta must be its position, so a batch can never
+/// claim more offsets or records than it holds. Keys (compacted topics) and
+/// CreateTime bounds are checked on the way, and each bad record is named by
+/// its index (KIP-467), so a client fails those records and retries the rest.
 pub fn check_records(v: &ValidBatch, rules: &RecordRules) -> Result<(), BrokerError> {
-    let ts_suspect = rules.timestamps.is_some_and(|(lo, hi)| {
-        // The header's first and max timestamps bound a well-formed batch; walk
-        // the records only when they are out of range (to name the bad ones).
-        let h = &v.header;
-        h.base_timestamp < lo || h.max_timestamp > hi || h.base_timestamp > hi
-    });
-    if !rules.require_keys && !ts_suspect {
-        return Ok(());
+    let h = &v.header;
+    if i64::from(h.last_offset_delta) + 1 != i64::from(h.records_count) {
+        return Err(BrokerError::CorruptMessage(format!(
+            "Record batch declares {} records but a last offset delta of {}",
+            h.records_count, h.last_offset_delta
+        )));
     }
     let section = layout::records_section(&v.bytes, rules.decompressed_limit)?;
     let mut errors = Vec::new();
     let mut bad_timestamp = false;
-    for r in walk::records(&section, v.header.records_count) {
+    for r in walk::records(&section, h.records_count) {
         let r = r?;
+        if usize::try_from(r.offset_delta).ok() != Some(r.index) {
+            return Err(BrokerError::CorruptMessage(format!(
+                "Record {} of the batch has offset delta {}",
+                r.index, r.offset_delta
+            )));
+        }
         if rules.require_keys && r.key.is_none() {
             errors.push((
                 r.index as i32,
@@ -210,8 +217,8 @@ pub fn check_records(v: &ValidBatch, rules: &RecordRules) -> Result<(), BrokerEr
             ));
             continue;
         }
-        if let (true, Some((lo, hi))) = (ts_suspect, rules.timestamps) {
-            let ts = v.header.base_timestamp.saturating_add(r.timestamp_delta);
+        if let Some((lo, hi)) = rules.timestamps {
+            let ts = h.base_timestamp.saturating_add(r.timestamp_delta);
             if ts < lo || ts > hi {
                 bad_timestamp = true;
                 errors.push((
@@ -219,7 +226,7 @@ pub fn check_records(v: &ValidBatch, rules: &RecordRules) -> Result<(), BrokerEr
                     format!(
                         "Timestamp {ts} of message with offset {} is out of range: \
                          it must be within [{lo}, {hi}]",
-                        v.header.base_offset + i64::from(r.offset_delta)
+                        h.base_offset + i64::from(r.offset_delta)
                     ),
                 ));
             }
@@ -512,7 +519,6 @@ pub mod tests {
         };
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].0, 3);
-        // In range: the header alone decides, nothing is inflated.
         let ok = batch_with(|_| true, |_| 5_000, 5);
         assert!(check_records(&ok, &rules).is_ok());
     }

@@ -1,0 +1,209 @@
+//! TLS for SSL and SASL_SSL listeners (rustls), configured with Kafka's keys:
+//! `ssl.keystore.type=PEM` with `ssl.keystore.location` (key and chain in one
+//! file) or inline `ssl.keystore.key` / `ssl.keystore.certificate.chain`,
+//! `ssl.truststore.location`, `ssl.client.auth`, `ssl.enabled.protocols`,
+//! `ssl.cipher.suites`; the client certificate's subject gives the principal.
+
+use std::sync::Arc;
+
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::listeners::ListenerConfig;
+
+fn pem_source(l: &ListenerConfig, location_key: &str, what: &str) -> Result<Vec<u8>, String> {
+    let path = l
+        .get(location_key)
+        .ok_or_else(|| format!("listener {}: {location_key} is required for {what}", l.name))?;
+    std::fs::read(path).map_err(|e| format!("{location_key}={path}: {e}"))
+}
+
+fn check_store_type(l: &ListenerConfig, key: &str) -> Result<(), String> {
+    match l.get(key).map(|s| s.to_ascii_uppercase()) {
+        None => Ok(()),
+        Some(t) if t == "PEM" => Ok(()),
+        Some(t) => Err(format!(
+            "listener {}: {key}={t} is not supported; use PEM (JKS and PKCS12 files can be converted with keytool and openssl)",
+            l.name
+        )),
+    }
+}
+
+/// The listener's certificate chain and private key.
+fn keystore(
+    l: &ListenerConfig,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    check_store_type(l, "ssl.keystore.type")?;
+    let (chain_pem, key_pem) = match (
+        l.get("ssl.keystore.key"),
+        l.get("ssl.keystore.certificate.chain"),
+    ) {
+        (Some(k), Some(c)) => (c.as_bytes().to_vec(), k.as_bytes().to_vec()),
+        _ => {
+            let both = pem_source(l, "ssl.keystore.location", "a TLS listener")?;
+            (both.clone(), both)
+        }
+    };
+    if String::from_utf8_lossy(&key_pem).contains("ENCRYPTED PRIVATE KEY") {
+        return Err(format!(
+            "listener {}: encrypted private keys (ssl.key.password) are not supported yet; store the key unencrypted with restricted file permissions",
+            l.name
+        ));
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            format!(
+                "listener {}: cannot read the keystore certificates: {e}",
+                l.name
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(format!(
+            "listener {}: the keystore holds no certificate",
+            l.name
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        format!(
+            "listener {}: cannot read the keystore private key: {e}",
+            l.name
+        )
+    })?;
+    Ok((chain, key))
+}
+
+fn versions(l: &ListenerConfig) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
+    let Some(list) = l.get("ssl.enabled.protocols") else {
+        return Ok(vec![&rustls::version::TLS13, &rustls::version::TLS12]);
+    };
+    let mut out = Vec::new();
+    for p in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match p {
+            "TLSv1.3" => out.push(&rustls::version::TLS13),
+            "TLSv1.2" => out.push(&rustls::version::TLS12),
+            other => return Err(format!(
+                "listener {}: ssl.enabled.protocols: {other} is not supported (TLSv1.2, TLSv1.3)",
+                l.name
+            )),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "listener {}: ssl.enabled.protocols is empty",
+            l.name
+        ));
+    }
+    Ok(out)
+}
+
+/// The crypto provider, narrowed to `ssl.cipher.suites` when set (Java/IANA
+/// names such as TLS_AES_128_GCM_SHA256 or TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256).
+fn provider(l: &ListenerConfig) -> Result<rustls::crypto::CryptoProvider, String> {
+    let mut p = rustls::crypto::ring::default_provider();
+    if let Some(list) = l.get("ssl.cipher.suites").filter(|s| !s.trim().is_empty()) {
+        let wanted: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
+        p.cipher_suites.retain(|s| {
+            let name = format!("{:?}", s.suite()).replacen("TLS13_", "TLS_", 1);
+            wanted.iter().any(|w| *w == name)
+        });
+        if p.cipher_suites.is_empty() {
+            return Err(format!(
+                "listener {}: ssl.cipher.suites names no suite this broker supports",
+                l.name
+            ));
+        }
+    }
+    Ok(p)
+}
+
+/// The rustls configuration of a TLS listener.
+pub fn server_config(l: &ListenerConfig) -> Result<Arc<rustls::ServerConfig>, String> {
+    let (chain, key) = keystore(l)?;
+    let provider = Arc::new(provider(l)?);
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions(l)?)
+        .map_err(|e| format!("listener {}: {e}", l.name))?;
+    let client_auth = l
+        .get("ssl.client.auth")
+        .unwrap_or("none")
+        .to_ascii_lowercase();
+    let builder = match client_auth.as_str() {
+        "none" => builder.with_no_client_auth(),
+        "requested" | "required" => {
+            check_store_type(l, "ssl.truststore.type")?;
+            let pem = match l.get("ssl.truststore.certificates") {
+                Some(inline) => inline.as_bytes().to_vec(),
+                None => pem_source(l, "ssl.truststore.location", "ssl.client.auth")?,
+            };
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| format!("listener {}: truststore: {e}", l.name))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("listener {}: truststore: {e}", l.name))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if client_auth == "requested" {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| format!("listener {}: client certificate verifier: {e}", l.name))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        other => {
+            return Err(format!(
+                "listener {}: ssl.client.auth={other}: expected none, requested or required",
+                l.name
+            ))
+        }
+    };
+    let mut cfg = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("listener {}: keystore: {e}", l.name))?;
+    cfg.alpn_protocols.clear();
+    Ok(Arc::new(cfg))
+}
+
+/// Kafka's DEFAULT principal for a client certificate: its subject as an
+/// RFC 2253 distinguished name (most specific attribute first).
+pub fn principal_of(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let mut rdns: Vec<String> = Vec::new();
+    for rdn in parsed.subject().iter() {
+        let mut parts = Vec::new();
+        for a in rdn.iter() {
+            let oid = a.attr_type();
+            let name = x509_parser::objects::oid2abbrev(oid, x509_parser::objects::oid_registry())
+                .map(str::to_string)
+                .unwrap_or_else(|_| oid.to_id_string());
+            let name = match name.as_str() {
+                "commonName" => "CN".to_string(),
+                other => other.to_string(),
+            };
+            let value = a.as_str().unwrap_or("").to_string();
+            parts.push(format!("{name}={}", escape_dn(&value)));
+        }
+        rdns.push(parts.join("+"));
+    }
+    rdns.reverse();
+    Some(rdns.join(","))
+}
+
+fn escape_dn(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for (i, c) in v.chars().enumerate() {
+        if matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (c == '#' || c == ' '))
+        {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

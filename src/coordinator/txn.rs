@@ -1139,8 +1139,11 @@ mod tests {
             writer,
             metrics: crate::metrics::Metrics::new().unwrap(),
             groups,
-            quotas: crate::quotas::QuotaStore::load(store).unwrap(),
+            quotas: crate::quotas::QuotaStore::load(store.clone()).unwrap(),
             txns,
+            credentials: Arc::new(
+                crate::security::credentials::CredentialStore::load(store).unwrap(),
+            ),
         };
         (Arc::new(broker), thread)
     }

@@ -1119,3 +1119,35 @@ def test_queued_max_request_bytes_accepted(make_broker, overrides):
     with conn_to(broker) as conn:
         err, _ = kw.parse_api_versions_v0(conn.request(kw.API_API_VERSIONS, 0))
         assert err == 0
+
+
+# ---------------------------------------------------------------- partition counts
+
+
+def test_huge_partition_counts_are_refused(b):
+    """One small request must not make the broker build billions of partitions:
+    more than 10,000 new partitions in one request is INVALID_PARTITIONS."""
+    from confluent_kafka.admin import NewPartitions, NewTopic
+    admin = admin_client(b.bootstrap)
+    # Raw CreateTopics v2 asking for 2^31-1 partitions (librdkafka refuses to send it).
+    name = unique_topic("hugeparts")
+    body = (kw.array([kw.string(name) + kw.i32(2**31 - 1) + kw.i16(1) + kw.array([])
+                      + kw.array([])]) + kw.i32(10000) + kw.i8(0))
+    with conn_to(b) as conn:
+        r = conn.request(19, 2, body)
+        r.i32()  # throttle
+        topics = r.array(lambda rr: (rr.string(), rr.i16(), rr.string()))
+    assert topics[0][1] == 37, topics  # INVALID_PARTITIONS
+    fs = admin.create_topics([NewTopic(name, num_partitions=50_000, replication_factor=1)])
+    with pytest.raises(Exception) as e:
+        fs[name].result(timeout=15)
+    assert "INVALID_PARTITIONS" in str(e.value) or "xcessively" in str(e.value)
+    topic = create_topic(admin, unique_topic("growparts"), partitions=1)
+    fs = admin.create_partitions([NewPartitions(topic, 50_000)])
+    with pytest.raises(Exception) as e:
+        fs[topic].result(timeout=15)
+    assert "INVALID_PARTITIONS" in str(e.value) or "xcessively" in str(e.value)
+    # Within the bound it works.
+    fs = admin.create_partitions([NewPartitions(topic, 3)])
+    fs[topic].result(timeout=15)
+    assert_rss_below(b, 200 << 20, "after huge partition counts")

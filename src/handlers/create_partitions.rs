@@ -28,6 +28,7 @@ pub async fn handle(
                         t.count
                     )));
                 }
+                super::create_topics::check_new_partitions(t.count - current)?;
                 if let Some(assignments) = &t.assignments {
                     if assignments.len() as i32 != t.count - current {
                         return Err(BrokerError::InvalidReplicaAssignment(format!(

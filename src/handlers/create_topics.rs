@@ -120,6 +120,7 @@ fn create_one(
             "Number of partitions must be larger than 0.".into(),
         ));
     }
+    check_new_partitions(partitions)?;
     if replication <= 0 {
         return Err(BrokerError::InvalidReplicationFactor(
             "Replication factor must be larger than 0.".into(),
@@ -151,4 +152,18 @@ fn create_one(
         partitions,
         configs: topic.configs.clone(),
     })
+}
+
+/// Kafka's controller refuses to create more than this many partitions in
+/// one request (`max.records.per.user.op`); without a bound, one 40-byte
+/// request could ask for two billion partitions.
+pub const MAX_NEW_PARTITIONS_PER_REQUEST: i32 = 10_000;
+
+pub fn check_new_partitions(n: i32) -> BrokerResult<()> {
+    if n > MAX_NEW_PARTITIONS_PER_REQUEST {
+        return Err(BrokerError::InvalidPartitions(format!(
+            "Excessively large number of partitions per request: {n} (at most {MAX_NEW_PARTITIONS_PER_REQUEST})"
+        )));
+    }
+    Ok(())
 }

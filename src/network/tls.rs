@@ -84,10 +84,12 @@ fn versions(l: &ListenerConfig) -> Result<Vec<&'static rustls::SupportedProtocol
         match p {
             "TLSv1.3" => out.push(&rustls::version::TLS13),
             "TLSv1.2" => out.push(&rustls::version::TLS12),
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "listener {}: ssl.enabled.protocols: {other} is not supported (TLSv1.2, TLSv1.3)",
                 l.name
-            )),
+            ))
+            }
         }
     }
     if out.is_empty() {

@@ -4,9 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := target/release/runnel
 # Debian packages: libclang for the rocksdb crate's bindgen (every build);
-# kcat and prometheus only for their compat tests.
+# kcat, prometheus and openssl (test certificates) only for their compat tests.
 BUILD_PACKAGES := libclang-dev
-TEST_PACKAGES := kcat prometheus
+TEST_PACKAGES := kcat prometheus openssl
 
 .PHONY: run build test deps apt-deps apt-test-deps apt-install py-deps unit compat bench clean fmt lint fuzz fuzz-tools fuzz-slice
 # make fuzz: seconds per cargo-fuzz target, and for the end-to-end wire fuzzer.

@@ -15,7 +15,7 @@ from runnel_harness import runnel_bin
 SECONDS = float(os.environ.get("RUNNEL_WIRE_FUZZ_SECONDS", "60"))
 MIN_INPUTS = int(os.environ.get("RUNNEL_WIRE_FUZZ_MIN_INPUTS", "10000"))
 
-# Recording (~20-40 s), the fuzzing itself, the final checks and a clean stop.
+# Recording (a few seconds, at most 90), the fuzzing, the final checks and a clean stop.
 pytestmark = pytest.mark.timeout(int(max(180, SECONDS + 120)))
 
 

@@ -1,42 +1,58 @@
 #!/usr/bin/env python3
 """End-to-end wire fuzzer for the real Runnel binary.
 
-1. Starts a broker of its own (runnel_harness.Broker: own port, own data dir).
+1. Starts a broker of its own (runnel_harness.Broker: own port, own data dir,
+   a metrics listener to count what the broker decoded).
 2. Records a corpus: real clients (confluent-kafka AdminClient, plain /
    idempotent / transactional producers, group consumers; kafka-python's
    admin, producers and consumer) talk to the broker through a small recording
    TCP proxy.  The broker advertises the proxy's address while recording, so
-   every connection goes through it.  Each client->broker frame is kept.
-   Hand-built seeds are added: every advertised (api key, version) with a
-   borrowed body, kafka_wire's requests, a gzip bomb inside a valid batch.
-3. Restarts the broker with its own advertised address and fuzzes it from
-   several worker processes: frames are mutated (bit flips, byte sets,
-   boundary integers over length fields, truncation, splices, header swaps,
-   wrong versions / api keys, repeated chunks, bogus tagged fields, record
-   batch fields with the CRC fixed up so the record decoder is reached, lying
-   size prefixes) and pipelined, many per connection, without waiting for
-   answers; whatever comes back is read and dropped; when the broker closes a
-   connection the worker opens another.
-4. Every ~2 s the main process checks the broker: process alive, a raw
-   ApiVersions on a fresh connection answered within 5 s, no panic in its log;
-   every ~30 s a well-behaved confluent-kafka producer produces a record and a
-   consumer reads it back.  It samples VmRSS and reports VmHWM at the end.
+   every connection goes through it.  Each client->broker frame is kept
+   (<workdir>/corpus/frames.bin).  Hand-built seeds are added: every
+   advertised (api key, version) with a borrowed body, kafka_wire's requests,
+   APIs no client sent, record batch oddities (a gzip bomb, garbage under each
+   codec, a huge record count), and compat-tests/fuzz_corpus/*.bin.
+3. Stops the broker (it must exit 0) and restarts it with its own advertised
+   address, then fuzzes it from several worker processes: frames are mutated
+   (bit flips, byte sets, boundary integers over length fields, truncation,
+   splices, header swaps, wrong versions / api keys, repeated chunks, bogus
+   tagged fields, record batch fields with the CRC fixed up so the record
+   decoder is reached, lying size prefixes) and pipelined, many per
+   connection, without waiting for answers; whatever comes back is read and
+   dropped; when the broker closes a connection the worker opens another.
+4. Every ~2 s the main process checks the broker: process alive ("crash"), a
+   raw ApiVersions on a fresh connection answered within 5 s ("hang"), no
+   panic in its log ("panic": tokio catches a panicking request task, so the
+   process lives on); every ~30 s a well-behaved confluent-kafka producer
+   produces a record and a consumer reads it back ("failed health check").
+   It samples VmRSS (over --max-rss-mb, default 2048, fails a health check)
+   and reports VmHWM.  After the run the same checks once
+   more, and a graceful stop must exit 0 within 20 s.
 
 An input is "tried" when all of its bytes were sent.  The summary line reads
 
-    wire-fuzz: inputs=... seconds=... rate=.../s crashes=0 hangs=0 failed_health_checks=0 ...
+    wire-fuzz: inputs=... seconds=... rate=.../s crashes=0 hangs=0
+        failed_health_checks=0 panics=0 peak_rss_mb=...   (one line)
 
-and the exit status is non-zero if anything failed.  On a failure the workers
-dump their last frames (a ring of --ring frames each) to <workdir>/crash/, and
-`--replay FILE` sends such a dump to a fresh broker connection by connection,
-reporting the first connection after which the broker is dead or stuck.
+and the exit status is non-zero if anything failed.  The details line adds
+broker_requests_decoded: requests the broker itself counted as reaching a body
+decoder (its kafka_network_requests_total), a check on the inputs figure.
+
+On a failure the workers dump their last frames (a ring of --ring frames
+each) to <workdir>/crash/worker<i>.frames (+ .txt, readable).
+`--replay FILE [--minimize]` sends such a dump to a fresh broker connection
+by connection, stops at the first connection after which the broker is dead,
+stuck or over 1 GiB, and with --minimize reduces that to the fewest
+connections and frames that still fail.
 
 Usage:
     python compat-tests/wire_fuzz.py --seconds 300 [--inputs 1000000] [--workers 2]
         [--seed N] [--corpus DIR] [--reuse-corpus] [--binary PATH] [--keep]
-    python compat-tests/wire_fuzz.py --replay DIR/worker0.frames [--binary PATH]
+        [--exclude-api 19,37]          # triage only: look past a known bug
+    python compat-tests/wire_fuzz.py --replay WORKDIR/crash/worker0.frames --minimize
 
-Importable: run(seconds=..., ...) returns the summary as a dict.
+Importable: run(seconds=..., ...) returns the summary as a dict
+(test_wire_fuzz.py runs a short slice).
 """
 
 import argparse
@@ -66,7 +82,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import kafka_wire as kw  # noqa: E402
-from runnel_harness import Broker, BrokerError, free_port, runnel_bin  # noqa: E402
+from runnel_harness import Broker, BrokerError, free_port  # noqa: E402
 
 # ----------------------------------------------------------------------------
 # Protocol facts the mutator uses
@@ -94,6 +110,10 @@ VARINTS = (b"\x00", b"\x01", b"\x02", b"\x7f", b"\x80\x01", b"\xff\xff\x03",
            b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01",   # over-long
            b"\xff" * 12, b"\x81", b"\xfe\xff\xff\xff\x0f")
 BYTES_OF_INTEREST = (0x00, 0x01, 0x02, 0x7F, 0x80, 0xFF, 0xFE, 0x20, 0x40, 0x03)
+
+# Extra seeds kept in the repository (same format as a saved corpus: u32 size +
+# payload per frame), e.g. reproducers of fixed bugs.
+SEED_DIR = HERE / "fuzz_corpus"
 
 MAX_MUTATED = 256 * 1024        # a mutated payload never grows past this
 CRC_FIX_LIMIT = 8 * 1024        # pure-Python CRC-32C: only small batches are re-signed
@@ -326,7 +346,8 @@ class Mutator:
             fmt = ">h" if width == 2 else ">i"
             (v,) = struct.unpack_from(fmt, p, off) if off + width <= len(p) else (0,)
             v += self.rng.choice((-2, -1, 1, 2, 7, 1000))
-            b = struct.pack(">H" if width == 2 else ">I", v & (0xFFFF if width == 2 else 0xFFFFFFFF))
+            mask = 0xFFFF if width == 2 else 0xFFFFFFFF
+            b = struct.pack(">H" if width == 2 else ">I", v & mask)
         else:
             b = self.int_bytes(width)
         p[off:off + width] = b
@@ -606,11 +627,13 @@ def _rst_close(sock):
 
 
 def worker_main(idx, port, corpus_path, stats_path, workers, seed, seconds, quota, ring_size,
-                dump_dir):
+                dump_dir, exclude_apis=()):
     """One fuzzing process.  Runs until the control word says stop, the time is
     up, or `quota` inputs were sent."""
     rng = random.Random(seed * 1000003 + idx)
     seeds = build_seeds(load_corpus(corpus_path), rng=random.Random(seed))
+    # triage only (--exclude-api): no frame goes out under these api keys
+    excluded = {struct.pack(">h", k) for k in exclude_apis}
     mut = Mutator(seeds, rng)
     stats = SharedStats(stats_path, workers)
     st = [0] * NSTAT
@@ -675,6 +698,8 @@ def worker_main(idx, port, corpus_path, stats_path, workers, seed, seconds, quot
             parts, terminal = [], False
             for _ in range(k):
                 payload, ops = mut.mutate()
+                while excluded and payload[:2] in excluded:
+                    payload, ops = mut.mutate()
                 n = len(payload)
                 if rng.random() < 0.07:
                     size = lying_prefix(rng, n)
@@ -1018,9 +1043,32 @@ def drive_clients(bootstrap, tag, log):
                 c.close()
 
     def groups_admin():
+        from confluent_kafka import ConsumerGroupTopicPartitions
+        g = group + "-read_committed"
         admin.list_consumer_groups().result(timeout=10)
-        for f in admin.describe_consumer_groups([group + "-read_committed"]).values():
+        for f in admin.describe_consumer_groups([g]).values():
             f.result(timeout=10)
+        for f in admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(g)]).values():
+            f.result(timeout=10)
+        for f in admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(
+                g, [TopicPartition(t_multi, 0, 1)])]).values():
+            f.result(timeout=10)
+        for f in admin.delete_consumer_groups([group + "-read_uncommitted"],
+                                              request_timeout=10).values():
+            f.result(timeout=10)
+
+    def records_admin():
+        from confluent_kafka import ElectionType
+        from confluent_kafka.admin import OffsetSpec
+        for f in admin.list_offsets({TopicPartition(t_multi, 0): OffsetSpec.latest(),
+                                     TopicPartition(t_multi, 1): OffsetSpec.earliest()},
+                                    request_timeout=10).values():
+            f.result(timeout=10)
+        for f in admin.delete_records([TopicPartition(t_multi, 2, 1)],
+                                      request_timeout=10).values():
+            f.result(timeout=10)
+        admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition(t_multi, 0)]).result(
+            timeout=10)
 
     def delete():
         for f in admin.delete_topics([t_del], operation_timeout=10).values():
@@ -1032,7 +1080,9 @@ def drive_clients(bootstrap, tag, log):
                      ("ck idempotent producer", produce_idempotent),
                      ("ck transactional producer", transactional),
                      ("ck group consumers", consume_group),
-                     ("ck admin groups", groups_admin), ("ck admin delete_topics", delete)):
+                     ("ck admin groups", groups_admin),
+                     ("ck admin records/offsets/leaders", records_admin),
+                     ("ck admin delete_topics", delete)):
         _step(log, name, fn)
 
     drive_kafka_python(bootstrap, tag, t_multi, log)
@@ -1111,6 +1161,32 @@ def drive_kafka_python(bootstrap, tag, t_multi, log):
         finally:
             c.close()
 
+    def admin_after():
+        from kafka.admin import OffsetSpec
+        a = state.get("admin")
+        if a is None:
+            raise RuntimeError("no admin client")
+        tp = TopicPartition(topic, 0)
+        for name, call in (
+                ("describe_topic_partitions", lambda: a.describe_topic_partitions([topic])),
+                ("describe_producers", lambda: a.describe_producers([tp])),
+                ("describe_transactions",
+                 lambda: a.describe_transactions(["fuzz-kp-txn-%s" % tag])),
+                ("describe_groups", lambda: a.describe_groups(["fuzz-kp-group-%s" % tag])),
+                ("list_partition_offsets",
+                 lambda: a.list_partition_offsets({tp: OffsetSpec.LATEST})),
+                ("alter_configs", lambda: a.alter_configs([ConfigResource(
+                    ConfigResourceType.TOPIC, topic, configs={"retention.ms": "3600000"})])),
+                ("delete_records", lambda: a.delete_records({tp: 1})),
+                ("delete_group_offsets",
+                 lambda: a.delete_group_offsets("fuzz-kp-group-%s" % tag, [tp])),
+                ("delete_groups", lambda: a.delete_groups(["fuzz-kp-group-%s" % tag])),
+                ("elect_leaders", lambda: a.elect_leaders(0, [tp]))):
+            try:
+                call()
+            except Exception as e:
+                log("    kafka-python %s: %s" % (name, str(e)[:120]))
+
     def delete():
         a = state.get("admin")
         if a is None:
@@ -1122,6 +1198,7 @@ def drive_kafka_python(bootstrap, tag, t_multi, log):
                      ("kafka-python producer", producer),
                      ("kafka-python transactional producer", txn_producer),
                      ("kafka-python group consumer", consumer),
+                     ("kafka-python admin (after clients)", admin_after),
                      ("kafka-python delete_topics", delete)):
         _step(log, name, fn)
 
@@ -1206,6 +1283,32 @@ def extra_seeds(recorded, apis, topic):
         hdr(13, 1, 11) + kw.leave_group_v1_body("fuzz-raw-group", "m"),
         hdr(8, 2, 12) + kw.offset_commit_v2_body("fuzz-raw-group", -1, "",
                                                   {topic: [(0, 1, "md")]}),
+    ]
+    # APIs the recorded clients do not send: OffsetForLeaderEpoch v3,
+    # DescribeClientQuotas v0, AlterClientQuotas v0 (validate_only), AlterConfigs v1.
+    out += [
+        hdr(33, 1, 44) + kw.array([kw.i8(2) + kw.string(topic) + kw.array([
+            kw.string("retention.ms") + kw.nullable_string("86400000"),
+            kw.string("cleanup.policy") + kw.nullable_string("delete")])]) + kw.i8(0),
+        hdr(23, 3, 40) + kw.i32(-1) + kw.array([kw.string(topic) + kw.array([
+            kw.i32(0) + kw.i32(-1) + kw.i32(0), kw.i32(1) + kw.i32(0) + kw.i32(0)])]),
+        hdr(48, 0, 41) + kw.array([kw.string("client-id") + kw.i8(0)
+                                   + kw.nullable_string("fuzz-quota")]) + kw.i8(0),
+        hdr(48, 0, 42) + kw.array([kw.string("client-id") + kw.i8(1)
+                                   + kw.nullable_string(None)]) + kw.i8(1),
+        hdr(49, 0, 43) + kw.array([
+            kw.array([kw.string("client-id") + kw.nullable_string("fuzz-quota")])
+            + kw.array([kw.string("producer_byte_rate") + struct.pack(">d", 1e6) + kw.i8(0),
+                        kw.string("consumer_byte_rate") + struct.pack(">d", 0.0) + kw.i8(1)])])
+        + kw.i8(1),
+    ]
+    # Found by this fuzzer (kept as regression seeds): counts of partitions
+    # near 2^31 in CreateTopics and CreatePartitions.
+    out += [
+        hdr(19, 4, 30) + kw.array([kw.string("fuzz-huge") + kw.i32(0x7FFFFFFF) + kw.i16(1)
+                                   + kw.array([]) + kw.array([])]) + kw.i32(30000) + kw.i8(0),
+        hdr(37, 1, 31) + kw.array([kw.string(topic) + kw.i32(0x7FFFFFFF) + kw.i32(-1)])
+        + kw.i32(30000) + kw.i8(0),
     ]
     # Record batch oddities, all with a valid CRC: a gzip bomb (40 MiB of zeros,
     # past the broker's 32 MiB decompression floor),
@@ -1311,7 +1414,11 @@ class HealthChecker:
 def create_health_topic(bootstrap, name):
     from confluent_kafka.admin import AdminClient, NewTopic
     a = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 10000})
-    fs = a.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)],
+    # Topic-level values, so that fuzzed dynamic broker defaults (which any
+    # client may legitimately alter) do not change what the check relies on.
+    cfg = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete",
+           "max.message.bytes": "1048588", "message.timestamp.type": "CreateTime"}
+    fs = a.create_topics([NewTopic(name, num_partitions=1, replication_factor=1, config=cfg)],
                          request_timeout=15)
     fs[name].result(timeout=20)
     deadline = time.monotonic() + 15
@@ -1423,12 +1530,13 @@ def _start_with_retry(broker, log, attempts=5):
 
 def run(seconds=60.0, inputs=0, workers=2, seed=None, corpus=None, reuse_corpus=False,
         binary=None, workdir=None, keep=False, ring=20000, check_interval=2.0,
-        round_trip_interval=30.0, record_timeout=120.0, log_level=None, verbose=True,
-        out=sys.stdout):
+        round_trip_interval=30.0, record_timeout=120.0, log_level=None, exclude_apis=(),
+        max_rss_mb=2048, verbose=True, out=None):
     """Record, fuzz, check; returns the summary dict (see summary_line)."""
     def log(msg):
         if verbose:
-            print("[wire-fuzz %s] %s" % (time.strftime("%H:%M:%S"), msg), file=out, flush=True)
+            print("[wire-fuzz %s] %s" % (time.strftime("%H:%M:%S"), msg),
+                  file=out or sys.stdout, flush=True)
 
     seed = int(seed if seed is not None else time.time_ns() % (1 << 31))
     own_workdir = workdir is None
@@ -1440,7 +1548,8 @@ def run(seconds=60.0, inputs=0, workers=2, seed=None, corpus=None, reuse_corpus=
     res = {"inputs": 0, "seconds": 0.0, "rate": 0.0, "crashes": 0, "hangs": 0,
            "failed_health_checks": 0, "panics": 0, "peak_rss_mb": 0.0, "seed": seed,
            "workdir": str(workdir), "corpus_frames": 0, "failures": [], "crash_dir": None,
-           "broker_requests": None, "broker_log": None}
+           "broker_requests": None, "broker_log": None,
+           "excluded_apis": sorted(exclude_apis)}
     proxy = RecordingProxy()
     metrics_port = free_port()
     overrides = {"metrics.listener": "http://127.0.0.1:%d" % metrics_port,
@@ -1453,6 +1562,16 @@ def run(seconds=60.0, inputs=0, workers=2, seed=None, corpus=None, reuse_corpus=
     os.environ["RUST_LOG"] = log_level or os.environ.get("RUNNEL_FUZZ_LOG", "error")
     procs = []
     stats = None
+    failure = None
+
+    def fail(kind, msg):
+        nonlocal failure
+        res[kind] += 1
+        res["failures"].append("%s: %s" % (kind, msg))
+        log("FAILURE %s: %s" % (kind, msg))
+        if failure is None:
+            failure = kind
+
     log("seed=%d workdir=%s binary=%s" % (seed, workdir, broker.binary))
     try:
         # ---- corpus
@@ -1476,7 +1595,10 @@ def run(seconds=60.0, inputs=0, workers=2, seed=None, corpus=None, reuse_corpus=
             del broker.overrides["advertised.listeners"]
             rc = broker.stop(expect_clean=False)
             if rc != 0:
-                log("broker exited with %s after recording" % rc)
+                # A graceful stop must exit 0; a signal here is a crash (the data
+                # dir is kept and fuzzing goes on against the restarted broker).
+                fail("crashes", "broker exited with %s on SIGTERM after recording; log tail:\n%s"
+                     % (rc, broker.log_tail(20)))
             _start_with_retry(broker, log)
         apis = api_versions(broker.port)
         topic = None
@@ -1486,6 +1608,15 @@ def run(seconds=60.0, inputs=0, workers=2, seed=None, corpus=None, reuse_corpus=
                 topic = m.group(0).decode()
                 break
         frames = recorded + extra_seeds(recorded, apis, topic or "fuzz-raw")
+        for f in sorted(SEED_DIR.glob("*.bin")):
+            extra = load_corpus(f)
+            frames += extra
+            log("seed file %s: %d frames" % (f.relative_to(HERE), len(extra)))
+        if exclude_apis:
+            # Triage only: keep a known bug's API out of the seeds (and the workers
+            # send nothing under those keys) to look for other bugs.
+            frames = [fr for fr in frames if struct.unpack_from(">h", fr, 0)[0] not in exclude_apis]
+            log("excluding api keys %s from the seeds" % sorted(exclude_apis))
         if not (reuse_corpus and corpus_file.exists()):
             save_corpus(corpus_file, recorded)
             (corpus_dir / "stats.json").write_text(json.dumps(corpus_stats(recorded), indent=1))
@@ -1520,7 +1651,8 @@ def run(seconds=60.0, inputs=0, workers=2, seed=None, corpus=None, reuse_corpus=
                     "--port", str(broker.port), "--seeds-file", str(seeds_file),
                     "--stats-file", str(stats_path), "--workers", str(workers),
                     "--seed", str(seed), "--seconds", str(seconds), "--quota", str(quota),
-                    "--ring", str(ring), "--dump-dir", str(crash_dir)]
+                    "--ring", str(ring), "--dump-dir", str(crash_dir),
+                    "--exclude-api", ",".join(str(k) for k in exclude_apis)]
             procs.append(subprocess.Popen(args, stdout=wl, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL))
         log("fuzzing %s with %d workers for up to %.0fs%s"
@@ -1530,15 +1662,7 @@ def run(seconds=60.0, inputs=0, workers=2, seed=None, corpus=None, reuse_corpus=
         next_rt = t_start + min(round_trip_interval, max(5.0, seconds / 2))
         next_report = t_start + 10
         peak_rss = read_status_kb(pid, "VmRSS") or 0
-        failure = None
-
-        def fail(kind, msg):
-            nonlocal failure
-            res[kind] += 1
-            res["failures"].append("%s: %s" % (kind, msg))
-            log("FAILURE %s: %s" % (kind, msg))
-            if failure is None:
-                failure = kind
+        failure = None   # failures while fuzzing end the run (one before it is already counted)
 
         while True:
             time.sleep(check_interval)
@@ -1551,6 +1675,9 @@ def run(seconds=60.0, inputs=0, workers=2, seed=None, corpus=None, reuse_corpus=
             if broker.proc.poll() is not None:
                 fail("crashes", "broker process exited with %s" % broker.proc.returncode)
             else:
+                if rss and max_rss_mb and rss / 1024 > max_rss_mb:
+                    fail("failed_health_checks", "broker RSS %.0f MB is over --max-rss-mb %d"
+                         % (rss / 1024, max_rss_mb))
                 bad = checker.api_versions_ok()
                 if bad:
                     kind, msg = bad
@@ -1604,6 +1731,9 @@ def run(seconds=60.0, inputs=0, workers=2, seed=None, corpus=None, reuse_corpus=
             if broker.proc.poll() is not None:
                 fail("crashes", "broker process exited with %s" % broker.proc.returncode)
             else:
+                if rss and max_rss_mb and rss / 1024 > max_rss_mb:
+                    fail("failed_health_checks", "broker RSS %.0f MB is over --max-rss-mb %d"
+                         % (rss / 1024, max_rss_mb))
                 bad = checker.api_versions_ok()
                 if bad:
                     fail("hangs" if bad[0] == "hang" else "failed_health_checks", bad[1])
@@ -1629,7 +1759,9 @@ def run(seconds=60.0, inputs=0, workers=2, seed=None, corpus=None, reuse_corpus=
             log("failure: last frames of each worker and the broker log tail are in %s"
                 % crash_dir)
             log("broker log tail:\n" + broker.log_tail(40))
-        if broker.is_running():
+        if broker.is_running() and failure:
+            broker.kill9()      # already failed: its graceful stop proves nothing more
+        elif broker.is_running():
             try:
                 broker.stop(expect_clean=True)
             except BrokerError as e:
@@ -1681,6 +1813,8 @@ def summary_line(res):
 
 def details_line(res):
     parts = ["seed=%d" % res["seed"], "corpus_frames=%d" % res["corpus_frames"]]
+    if res.get("excluded_apis"):
+        parts.append("EXCLUDED_APIS=%s" % ",".join(map(str, res["excluded_apis"])))
     for f in ("conns", "closed_by_broker", "lying", "send_stalls", "refused"):
         if f in res:
             parts.append("%s=%d" % (f, res[f]))
@@ -1699,53 +1833,132 @@ def details_line(res):
 # ----------------------------------------------------------------------------
 
 
-def replay(dump_path, binary=None, per_conn_wait=0.5, log=print):
-    """Send each connection's frames from a dump to a fresh broker, in order,
-    checking after each connection that the broker is alive and answers
-    ApiVersions.  Returns the first culprit (seq, [wire frames]) or None."""
-    entries = load_dump(dump_path)
-    conns = collections.OrderedDict()
-    for seq, _lport, wire in entries:
-        conns.setdefault(seq, []).append(wire)
-    broker = Broker(binary=binary)
-    broker.start()
+def _send_conn(port, wires, wait):
+    """One connection: send the frames as one write, read until closed or quiet."""
     try:
-        for seq, wires in conns.items():
-            try:
-                s = socket.create_connection(("127.0.0.1", broker.port), timeout=2)
-                s.sendall(b"".join(wires))
-                s.settimeout(per_conn_wait)
-                try:
-                    while s.recv(1 << 16):
-                        pass
-                except OSError:
-                    pass
-                _rst_close(s)
-            except OSError as e:
-                log("conn %d: %s" % (seq, e))
-            time.sleep(0.05)
-            dead = broker.proc.poll() is not None
-            hung = False
-            if not dead:
-                try:
-                    api_versions(broker.port, 5.0)
-                except Exception:
-                    hung = True
-                    dead = broker.proc.poll() is not None
-            if dead or hung:
-                log("%s after connection %d (%d frames):" % ("CRASH" if dead else "HANG", seq,
-                                                             len(wires)))
-                for w in wires:
-                    log("  " + w.hex())
-                log("broker log tail:\n" + broker.log_tail(40))
-                return seq, wires
-        log("replayed %d connections (%d frames): broker alive and answering"
-            % (len(conns), len(entries)))
-        return None
+        s = socket.create_connection(("127.0.0.1", port), timeout=2)
+    except OSError:
+        return
+    try:
+        s.sendall(b"".join(wires))
+        s.settimeout(wait)
+        while s.recv(1 << 16):
+            pass
+    except OSError:
+        pass
+    finally:
+        _rst_close(s)
+
+
+def _broker_state(broker, rss_limit_mb):
+    """None if fine, else "crash" / "hang" / "memory (N MB)"."""
+    if broker.proc.poll() is not None:
+        return "crash (exit %s)" % broker.proc.returncode
+    rss = (read_status_kb(broker.proc.pid, "VmHWM") or 0) / 1024
+    try:
+        api_versions(broker.port, 5.0)
+    except Exception:
+        return "crash (exit %s)" % broker.proc.returncode if broker.proc.poll() is not None \
+            else "hang"
+    if rss > rss_limit_mb:
+        return "memory (peak %.0f MB)" % rss
+    return None
+
+
+def _trial(binary, conns, rss_limit_mb, wait=0.05, settle=2.0):
+    """Fresh broker; send these connections; settle; -> failure kind or None."""
+    broker = Broker(binary=binary)
+    _start_with_retry(broker, lambda m: None)
+    try:
+        for wires in conns:
+            _send_conn(broker.port, wires, wait)
+            if broker.proc.poll() is not None:
+                break
+        time.sleep(settle)
+        return _broker_state(broker, rss_limit_mb)
     finally:
         if broker.is_running():
             broker.kill9()
         broker.cleanup()
+
+
+def _ddmin(items, fails, log):
+    """Delta debugging (Zeller): a smaller list of items that still fails."""
+    n = 2
+    while len(items) >= 2:
+        chunk = max(1, len(items) // n)
+        reduced = False
+        for i in range(0, len(items), chunk):
+            cand = items[:i] + items[i + chunk:]
+            if cand and fails(cand):
+                log("  minimize: %d -> %d" % (len(items), len(cand)))
+                items, n, reduced = cand, max(n - 1, 2), True
+                break
+        if not reduced:
+            if chunk == 1:
+                break
+            n = min(len(items), n * 2)
+    return items
+
+
+def replay(dump_path, binary=None, rss_limit_mb=1024, minimize=False, log=print):
+    """Send a worker dump's connections to a fresh broker, in order, checking
+    after each that the broker is alive, answers ApiVersions and stays under
+    rss_limit_mb.  With minimize, reduce the failing prefix to the fewest
+    connections (and then frames) that still fail.  Returns the failing list
+    of connections (each a list of wire frames) or None."""
+    entries = load_dump(dump_path)
+    by_conn = collections.OrderedDict()
+    for seq, _lport, wire in entries:
+        by_conn.setdefault(seq, []).append(wire)
+    conns = list(by_conn.values())
+    broker = Broker(binary=binary)
+    _start_with_retry(broker, log)
+    bad_at, kind = None, None
+    try:
+        for i, wires in enumerate(conns):
+            _send_conn(broker.port, wires, 0.05)
+            time.sleep(0.02)
+            kind = _broker_state(broker, rss_limit_mb)
+            if kind:
+                bad_at = i
+                log("%s after connection #%d of %d (%d frames)" % (kind.upper(), i, len(conns),
+                                                                     len(wires)))
+                log("broker log tail:\n" + broker.log_tail(30))
+                break
+    finally:
+        if broker.is_running():
+            broker.kill9()
+        broker.cleanup()
+    if bad_at is None:
+        log("replayed %d connections (%d frames): broker alive, answering, under %d MB"
+            % (len(conns), len(entries), rss_limit_mb))
+        return None
+    culprit = conns[:bad_at + 1]
+    if minimize:
+        fails = lambda cs: _trial(binary, cs, rss_limit_mb) is not None  # noqa: E731
+        if not fails(culprit):
+            log("the failure does not reproduce on a fresh broker with a 2 s settle; "
+                "reporting the whole prefix")
+        else:
+            culprit = _ddmin(culprit, fails, log)
+            # then the frames, each keeping its connection
+            items = [(ci, w) for ci, wires in enumerate(culprit) for w in wires]
+
+            def regroup(its):
+                conns_ = collections.OrderedDict()
+                for ci, w in its:
+                    conns_.setdefault(ci, []).append(w)
+                return list(conns_.values())
+
+            if len(items) > 1:
+                culprit = regroup(_ddmin(items, lambda its: fails(regroup(its)), log))
+    log("failing input: %d connection(s)" % len(culprit))
+    for i, wires in enumerate(culprit):
+        log(" connection %d:" % i)
+        for w in wires:
+            log("  " + w.hex())
+    return culprit
 
 
 # ----------------------------------------------------------------------------
@@ -1756,7 +1969,8 @@ def replay(dump_path, binary=None, per_conn_wait=0.5, log=print):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="fuzzing time (default 60)")
-    ap.add_argument("--inputs", type=int, default=0, help="stop after this many inputs (0: no limit)")
+    ap.add_argument("--inputs", type=int, default=0,
+                    help="stop after this many inputs (0: no limit)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--corpus", default=None, help="corpus directory (default <workdir>/corpus)")
@@ -1767,9 +1981,15 @@ def main(argv=None):
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the work dir after a clean run")
     ap.add_argument("--ring", type=int, default=20000, help="frames each worker keeps for a dump")
+    ap.add_argument("--max-rss-mb", type=int, default=2048,
+                    help="broker RSS above this fails a health check (0: no limit)")
     ap.add_argument("--log-level", default=None, help="broker RUST_LOG (default "
                     "$RUNNEL_FUZZ_LOG or error)")
+    ap.add_argument("--exclude-api", default="", help="triage: comma-separated api keys "
+                    "to leave out of the seeds (to look past a known bug)")
     ap.add_argument("--replay", default=None, help="replay a worker<i>.frames dump")
+    ap.add_argument("--minimize", action="store_true", help="with --replay: reduce the "
+                    "failing input (delta debugging over connections, then frames)")
     # internal: worker processes
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -1782,13 +2002,16 @@ def main(argv=None):
     if a.worker is not None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         worker_main(a.worker, a.port, a.seeds_file, a.stats_file, a.workers, a.seed,
-                    a.seconds, a.quota, a.ring, a.dump_dir)
+                    a.seconds, a.quota, a.ring, a.dump_dir,
+                    tuple(int(k) for k in a.exclude_api.split(",") if k.strip()))
         return 0
     if a.replay:
-        return 1 if replay(a.replay, binary=a.binary) else 0
+        return 1 if replay(a.replay, binary=a.binary, minimize=a.minimize) else 0
     res = run(seconds=a.seconds, inputs=a.inputs, workers=a.workers, seed=a.seed,
               corpus=a.corpus, reuse_corpus=a.reuse_corpus, binary=a.binary,
-              workdir=a.workdir, keep=a.keep, ring=a.ring, log_level=a.log_level)
+              workdir=a.workdir, keep=a.keep, ring=a.ring, log_level=a.log_level,
+              max_rss_mb=a.max_rss_mb,
+              exclude_apis=tuple(int(k) for k in a.exclude_api.split(",") if k.strip()))
     print(details_line(res))
     for line, n in (res.get("broker_errors") or {}).items():
         print("wire-fuzz broker ERROR x%d: %s" % (n, line))

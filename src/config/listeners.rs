@@ -167,6 +167,18 @@ pub fn parse(raw: &BTreeMap<String, String>) -> Result<Vec<ListenerConfig>, Stri
     Ok(out)
 }
 
+/// `metrics.listener`: `http://host:port` or `host:port`, as `host:port`.
+pub fn parse_metrics_listener(v: &str) -> Result<String, String> {
+    let rest = v.strip_prefix("http://").unwrap_or(v);
+    let (host, port) = rest
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .ok_or_else(|| format!("metrics.listener: expected http://host:port, got {v:?}"))?;
+    port.parse::<u16>()
+        .map_err(|_| format!("metrics.listener: invalid port in {v:?}"))?;
+    Ok(format!("{host}:{port}"))
+}
+
 /// True for keys this module reads (so they are not warned about).
 pub fn is_listener_key(key: &str) -> bool {
     key.starts_with("listener.name.")

@@ -390,7 +390,7 @@ impl BrokerConfig {
         )?;
         let metrics_listener = match get("metrics.listener").map(str::trim) {
             None | Some("") => None,
-            Some(v) => Some(crate::metrics::http::parse_listener(v)?),
+            Some(v) => Some(listeners::parse_metrics_listener(v)?),
         };
 
         for key in raw.keys() {

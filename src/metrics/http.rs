@@ -16,18 +16,6 @@ use tokio::net::TcpListener;
 
 use crate::broker::Broker;
 
-/// `http://host:port` or `host:port`.
-pub fn parse_listener(v: &str) -> Result<String, String> {
-    let rest = v.strip_prefix("http://").unwrap_or(v);
-    let (host, port) = rest
-        .trim_end_matches('/')
-        .rsplit_once(':')
-        .ok_or_else(|| format!("metrics.listener: expected http://host:port, got {v:?}"))?;
-    port.parse::<u16>()
-        .map_err(|_| format!("metrics.listener: invalid port in {v:?}"))?;
-    Ok(format!("{host}:{port}"))
-}
-
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;

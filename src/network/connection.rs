@@ -102,6 +102,7 @@ pub async fn serve<R, W>(
     let mut writer = tokio::spawn(write_loop(wr, rx, closed_tx, peer, unsent.clone()));
 
     let mut previous_turn = None;
+    let mut client_gone = false;
     let reason = 'conn: loop {
         // A client that does not read its answers stops being read, until it
         // drains them or stays stuck for the idle limit.
@@ -164,8 +165,14 @@ pub async fn serve<R, W>(
                     break "response writer stopped".to_string();
                 }
             }
-            Ok(None) => break "client closed the connection".to_string(),
-            Err(FrameError::Io(e)) => break format!("read error: {e}"),
+            Ok(None) => {
+                client_gone = true;
+                break "client closed the connection".to_string();
+            }
+            Err(FrameError::Io(e)) => {
+                client_gone = true;
+                break format!("read error: {e}");
+            }
             Err(e) => {
                 broker
                     .metrics
@@ -178,9 +185,12 @@ pub async fn serve<R, W>(
         }
     };
     // Let the writer finish responses for everything already read, unless the
-    // client will not take them.
+    // client is gone (nobody would read them; a pending JoinGroup could wait
+    // for minutes) or will not take them.
     drop(tx);
-    if tokio::time::timeout(FINAL_WRITE_LIMIT, &mut writer)
+    if client_gone {
+        writer.abort();
+    } else if tokio::time::timeout(FINAL_WRITE_LIMIT, &mut writer)
         .await
         .is_err()
     {

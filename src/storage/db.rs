@@ -37,6 +37,10 @@ pub struct Store {
     /// free space than this (`runnel.log.dir.min.free.bytes`), so RocksDB keeps
     /// room to flush its memtables and never fails half-way for lack of disk.
     pub min_free_bytes: std::sync::atomic::AtomicU64,
+    /// Threads working on the store outside any request (space reclamation
+    /// after a topic deletion); joined before the store closes, as RocksDB
+    /// must not be torn down under them.
+    helpers: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// Default of `runnel.log.dir.min.free.bytes`: above what the memtables can
@@ -113,6 +117,7 @@ impl Store {
             reclaiming: std::sync::Mutex::new(()),
             dir: dir.to_path_buf(),
             min_free_bytes: std::sync::atomic::AtomicU64::new(DEFAULT_MIN_FREE_BYTES),
+            helpers: std::sync::Mutex::new(Vec::new()),
         }))
     }
 
@@ -130,6 +135,30 @@ impl Store {
                 s.available
             ))),
             _ => Ok(()),
+        }
+    }
+
+    /// Runs `work` on a thread of its own that `join_helpers` waits for.
+    pub fn spawn_helper(
+        &self,
+        name: &str,
+        work: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<()> {
+        let handle = std::thread::Builder::new().name(name.into()).spawn(work)?;
+        let mut helpers = self.helpers.lock().unwrap_or_else(|p| p.into_inner());
+        helpers.retain(|h| !h.is_finished());
+        helpers.push(handle);
+        Ok(())
+    }
+
+    /// Waits for every helper thread (at shutdown, before the final flush).
+    pub fn join_helpers(&self) {
+        let helpers: Vec<_> =
+            std::mem::take(&mut *self.helpers.lock().unwrap_or_else(|p| p.into_inner()));
+        for h in helpers {
+            if h.join().is_err() {
+                tracing::error!("a storage helper thread panicked");
+            }
         }
     }
 

@@ -470,16 +470,14 @@ fn delete_topic(
         .iter()
         .map(|p| (log_key(p.uid, 0), log_key(p.uid + 1, 0)))
         .collect();
-    let store = store.clone();
-    let spawned = thread::Builder::new()
-        .name("runnel-reclaim".into())
-        .spawn(move || {
-            for (from, to) in ranges {
-                if let Err(e) = store.reclaim(Some(&from[..]), Some(&to[..])) {
-                    tracing::warn!(error = %e, "reclaiming a deleted topic's space failed; compaction will do it later");
-                }
+    let worker = store.clone();
+    let spawned = store.spawn_helper("runnel-reclaim", move || {
+        for (from, to) in ranges {
+            if let Err(e) = worker.reclaim(Some(&from[..]), Some(&to[..])) {
+                tracing::warn!(error = %e, "reclaiming a deleted topic's space failed; compaction will do it later");
             }
-        });
+        }
+    });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start space reclamation; compaction will reclaim it later");
     }

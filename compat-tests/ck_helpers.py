@@ -148,3 +148,27 @@ def wait_until(what, fn, timeout, interval=0.1):
         if time.monotonic() - start > timeout:
             raise AssertionError("%s: not within %ss (last: %r)" % (what, timeout, last))
         time.sleep(interval)
+
+
+def assert_healthy(broker):
+    """A well-behaved client still works: raw ApiVersions, AdminClient metadata,
+    and a produce/consume round trip on a fresh topic."""
+    import kafka_wire as kw
+    from confluent_kafka import TopicPartition
+    from runnel_harness import unique_topic
+    assert broker.is_running(), "broker process exited (rc=%s):\n%s" % (
+        broker.proc.returncode, broker.log_tail())
+    with kw.KafkaConn.to(broker.bootstrap) as conn:
+        err, apis = kw.parse_api_versions_v0(conn.request(kw.API_API_VERSIONS, 0))
+        assert err == 0 and kw.API_PRODUCE in apis
+    admin = admin_client(broker.bootstrap)
+    topic = create_topic(admin, unique_topic("healthy"), partitions=1)
+    p = producer(broker.bootstrap, **{"linger.ms": 0})
+    p.produce(topic, b"still-alive", partition=0)
+    assert p.flush(10) == 0
+    c = consumer(broker.bootstrap)
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        assert [m.value() for m in consume_n(c, 1, timeout=15)] == [b"still-alive"]
+    finally:
+        c.close()

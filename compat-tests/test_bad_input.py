@@ -13,7 +13,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic
 
 import kafka_wire as kw
-from ck_helpers import admin_client, consume_n, consumer, create_topic, producer
+from ck_helpers import admin_client, assert_healthy, consume_n, consumer, create_topic, producer
 from runnel_harness import unique_topic
 
 pytestmark = pytest.mark.timeout(60)
@@ -25,27 +25,6 @@ def b(isolated_broker):
         isolated_broker.log_tail()
     yield isolated_broker
     assert_healthy(isolated_broker)
-
-
-def assert_healthy(broker):
-    """A well-behaved client still works: raw ApiVersions, AdminClient metadata,
-    and a produce/consume round trip."""
-    assert broker.is_running(), "broker process exited (rc=%s):\n%s" % (
-        broker.proc.returncode, broker.log_tail())
-    with kw.KafkaConn.to(broker.bootstrap) as conn:
-        err, apis = kw.parse_api_versions_v0(conn.request(kw.API_API_VERSIONS, 0))
-        assert err == 0 and kw.API_PRODUCE in apis
-    admin = admin_client(broker.bootstrap)
-    topic = create_topic(admin, unique_topic("healthy"), partitions=1)
-    p = producer(broker.bootstrap, **{"linger.ms": 0})
-    p.produce(topic, b"still-alive", partition=0)
-    assert p.flush(10) == 0
-    c = consumer(broker.bootstrap)
-    try:
-        c.assign([TopicPartition(topic, 0, 0)])
-        assert [m.value() for m in consume_n(c, 1, timeout=15)] == [b"still-alive"]
-    finally:
-        c.close()
 
 
 def conn_to(broker, timeout=10.0):

@@ -205,25 +205,23 @@ def test_raw_wire_refusals(secure, certs):
     with kw.KafkaConn.to("127.0.0.1:%d" % secure.ports["SASL_SSL"]) as conn:
         conn.send_raw(kw.build_request(kw.API_API_VERSIONS, 0, 1))
         assert conn.wait_closed(12)
+    def refused_on_mtls_port(ctx):
+        """The handshake fails, or the broker answers nothing and closes."""
+        with socket.create_connection(("127.0.0.1", secure.ports["SSL"]), timeout=10) as s:
+            try:
+                with ctx.wrap_socket(s) as t:
+                    t.sendall(kw.build_request(kw.API_API_VERSIONS, 0, 1))
+                    assert t.recv(4) == b""
+            except (ssl.SSLError, ConnectionError, OSError):
+                pass
+
     # TLS without a client certificate on the mTLS port: refused.
     ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
     ctx.check_hostname = False
-    with socket.create_connection(("127.0.0.1", secure.ports["SSL"]), timeout=10) as s:
-        try:
-            with ctx.wrap_socket(s) as t:
-                t.sendall(kw.build_request(kw.API_API_VERSIONS, 0, 1))
-                assert t.recv(4) == b""
-        except (ssl.SSLError, ConnectionError, OSError):
-            pass
+    refused_on_mtls_port(ctx)
     # A client certificate from an untrusted CA: refused.
     ctx.load_cert_chain(str(certs / "rogue.crt"), str(certs / "rogue.key"))
-    with socket.create_connection(("127.0.0.1", secure.ports["SSL"]), timeout=10) as s:
-        try:
-            with ctx.wrap_socket(s) as t:
-                t.sendall(kw.build_request(kw.API_API_VERSIONS, 0, 1))
-                assert t.recv(4) == b""
-        except (ssl.SSLError, ConnectionError, OSError):
-            pass
+    refused_on_mtls_port(ctx)
     assert secure.is_running()
     round_trip(sasl_ssl_conf(secure, certs, "scram512", "s3cret-512"), make_topic(secure), n=3)
 

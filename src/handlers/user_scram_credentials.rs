@@ -103,29 +103,43 @@ pub async fn alter(
             *slot = Some((e.code(), msg));
         }
     }
-    let duplicate =
-        |user: &str, mech: i8| touched.get(&(user.to_string(), mech)).copied().unwrap_or(0) > 1;
-    let mut apply: Vec<(String, ScramMechanism, Option<ScramCredential>)> = Vec::new();
-    for d in &req.deletions {
-        let user = d.name.to_string();
-        let Some(mech) = ScramMechanism::from_wire_id(d.mechanism) else {
+    // The checks deletions and upsertions share: a known mechanism, and each
+    // (user, mechanism) altered once per request.
+    let checked = |results: &mut BTreeMap<String, Option<(i16, String)>>,
+                   user: &str,
+                   mech_id: i8|
+     -> Option<ScramMechanism> {
+        let Some(mech) = ScramMechanism::from_wire_id(mech_id) else {
             failed(
-                &mut results,
-                &user,
+                results,
+                user,
                 ResponseError::UnsupportedSaslMechanism,
-                format!("Unknown SCRAM mechanism {}", d.mechanism),
+                format!("Unknown SCRAM mechanism {mech_id}"),
             );
-            continue;
+            return None;
         };
-        if duplicate(&user, d.mechanism) {
+        if touched
+            .get(&(user.to_string(), mech_id))
+            .copied()
+            .unwrap_or(0)
+            > 1
+        {
             failed(
-                &mut results,
-                &user,
+                results,
+                user,
                 ResponseError::DuplicateResource,
                 format!("A user credential cannot be altered twice in the same request: {user}"),
             );
-            continue;
+            return None;
         }
+        Some(mech)
+    };
+    let mut apply: Vec<(String, ScramMechanism, Option<ScramCredential>)> = Vec::new();
+    for d in &req.deletions {
+        let user = d.name.to_string();
+        let Some(mech) = checked(&mut results, &user, d.mechanism) else {
+            continue;
+        };
         if creds.get(&user, mech).is_none() {
             failed(
                 &mut results,
@@ -139,24 +153,9 @@ pub async fn alter(
     }
     for u in &req.upsertions {
         let user = u.name.to_string();
-        let Some(mech) = ScramMechanism::from_wire_id(u.mechanism) else {
-            failed(
-                &mut results,
-                &user,
-                ResponseError::UnsupportedSaslMechanism,
-                format!("Unknown SCRAM mechanism {}", u.mechanism),
-            );
+        let Some(mech) = checked(&mut results, &user, u.mechanism) else {
             continue;
         };
-        if duplicate(&user, u.mechanism) {
-            failed(
-                &mut results,
-                &user,
-                ResponseError::DuplicateResource,
-                format!("A user credential cannot be altered twice in the same request: {user}"),
-            );
-            continue;
-        }
         if user.is_empty() {
             failed(
                 &mut results,

@@ -35,6 +35,9 @@ const FIRST_CHUNK: usize = 64 * 1024;
 const FETCH_KEY: i16 = 1;
 /// How long a closing connection waits for its last responses to be written.
 const FINAL_WRITE_LIMIT: Duration = Duration::from_secs(15);
+/// The same at shutdown: in-flight produces are answered, but a JoinGroup
+/// waiting out a long rebalance is not waited for.
+const SHUTDOWN_WRITE_LIMIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 enum FrameError {
@@ -161,8 +164,14 @@ pub async fn serve<R, W>(
                     task,
                     permits: [request_bytes, fetch],
                 };
-                if tx.send(pending).await.is_err() {
-                    break "response writer stopped".to_string();
+                // A full pipeline (64 answers pending, e.g. behind a long
+                // JoinGroup) must not keep shutdown waiting.
+                tokio::select! {
+                    sent = tx.send(pending) => if sent.is_err() {
+                        break "response writer stopped".to_string();
+                    },
+                    _ = shutdown.wait() => break "broker shutting down".to_string(),
+                    _ = &mut closed_rx => break "closed after an invalid request".to_string(),
                 }
             }
             Ok(None) => {
@@ -188,12 +197,14 @@ pub async fn serve<R, W>(
     // client is gone (nobody would read them; a pending JoinGroup could wait
     // for minutes) or will not take them.
     drop(tx);
+    let limit = if shutdown.is_shutting_down() {
+        SHUTDOWN_WRITE_LIMIT
+    } else {
+        FINAL_WRITE_LIMIT
+    };
     if client_gone {
         writer.abort();
-    } else if tokio::time::timeout(FINAL_WRITE_LIMIT, &mut writer)
-        .await
-        .is_err()
-    {
+    } else if tokio::time::timeout(limit, &mut writer).await.is_err() {
         writer.abort();
     }
     broker.metrics.connections.dec();

@@ -196,11 +196,14 @@ impl Session {
                 },
             },
             AuthState::InProgress(s) => s,
-            AuthState::Authenticated(_) | AuthState::NeedHandshake | AuthState::Failed => {
+            other => {
+                // Out of sequence: the state stays as it was (the connection
+                // closes after the answer anyway).
+                *st = other;
                 return Err(AuthError::new(
                     "Unexpected SaslAuthenticate: no SASL handshake in progress",
                     None,
-                ))
+                ));
             }
         };
         match server.step(token)? {

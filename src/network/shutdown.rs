@@ -10,6 +10,11 @@ pub struct ShutdownListener {
 }
 
 impl ShutdownListener {
+    /// True once shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.rx.borrow()
+    }
+
     /// Resolves once shutdown has begun.
     pub async fn wait(&mut self) {
         while !*self.rx.borrow_and_update() {

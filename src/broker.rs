@@ -149,7 +149,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
     if writer_thread.join().is_err() {
         tracing::error!("writer thread panicked");
     }
-    store.join_helpers();
+    store.stop_reclaimer();
     store
         .flush()
         .map_err(|e| format!("final flush failed: {e}"))?;

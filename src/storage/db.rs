@@ -37,11 +37,21 @@ pub struct Store {
     /// free space than this (`runnel.log.dir.min.free.bytes`), so RocksDB keeps
     /// room to flush its memtables and never fails half-way for lack of disk.
     pub min_free_bytes: std::sync::atomic::AtomicU64,
-    /// Threads working on the store outside any request (space reclamation
-    /// after a topic deletion); joined before the store closes, as RocksDB
-    /// must not be torn down under them.
-    helpers: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The one thread reclaiming deleted topics' space (started on first
+    /// need) and its queue; joined before the store closes, as RocksDB must
+    /// not be torn down under it.
+    reclaimer: std::sync::Mutex<Option<Reclaimer>>,
+    /// Set at shutdown: queued reclamation is left to later compactions.
+    stopping: std::sync::atomic::AtomicBool,
 }
+
+struct Reclaimer {
+    queue: std::sync::mpsc::Sender<KeyRange>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// `[from, to)` of one column family's keys.
+pub type KeyRange = (Vec<u8>, Vec<u8>);
 
 /// Default of `runnel.log.dir.min.free.bytes`: above what the memtables can
 /// hold (3 x 64 MiB), so a flush always has room.
@@ -117,7 +127,8 @@ impl Store {
             reclaiming: std::sync::Mutex::new(()),
             dir: dir.to_path_buf(),
             min_free_bytes: std::sync::atomic::AtomicU64::new(DEFAULT_MIN_FREE_BYTES),
-            helpers: std::sync::Mutex::new(Vec::new()),
+            reclaimer: std::sync::Mutex::new(None),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -138,26 +149,62 @@ impl Store {
         }
     }
 
-    /// Runs `work` on a thread of its own that `join_helpers` waits for.
-    pub fn spawn_helper(
-        &self,
-        name: &str,
-        work: impl FnOnce() + Send + 'static,
-    ) -> std::io::Result<()> {
-        let handle = std::thread::Builder::new().name(name.into()).spawn(work)?;
-        let mut helpers = self.helpers.lock().unwrap_or_else(|p| p.into_inner());
-        helpers.retain(|h| !h.is_finished());
-        helpers.push(handle);
-        Ok(())
+    /// Queues key ranges (of deleted topics) for space reclamation on the
+    /// reclaim thread, off the append path. One thread serves every deletion,
+    /// so a client deleting topics in a loop cannot multiply threads; what is
+    /// queued together is reclaimed together.
+    pub fn reclaim_later(self: &Arc<Self>, ranges: Vec<KeyRange>) {
+        let mut slot = self.reclaimer.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            let (tx, rx) = std::sync::mpsc::channel::<KeyRange>();
+            let store = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("runnel-reclaim".into())
+                .spawn(move || store.reclaim_loop(rx));
+            match spawned {
+                Ok(thread) => *slot = Some(Reclaimer { queue: tx, thread }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start space reclamation; compaction will reclaim it later");
+                    return;
+                }
+            }
+        }
+        if let Some(r) = slot.as_ref() {
+            for range in ranges {
+                let _ = r.queue.send(range);
+            }
+        }
     }
 
-    /// Waits for every helper thread (at shutdown, before the final flush).
-    pub fn join_helpers(&self) {
-        let helpers: Vec<_> =
-            std::mem::take(&mut *self.helpers.lock().unwrap_or_else(|p| p.into_inner()));
-        for h in helpers {
-            if h.join().is_err() {
-                tracing::error!("a storage helper thread panicked");
+    fn reclaim_loop(&self, rx: std::sync::mpsc::Receiver<KeyRange>) {
+        use std::sync::atomic::Ordering;
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
+            if self.stopping.load(Ordering::Relaxed) {
+                continue;
+            }
+            let ranges: Vec<_> = batch.into_iter().map(|(f, t)| (Some(f), Some(t))).collect();
+            if let Err(e) = self.reclaim_each(&ranges, &self.stopping) {
+                tracing::warn!(error = %e, "reclaiming deleted topics' space failed; compaction will do it later");
+            }
+        }
+    }
+
+    /// Stops the reclaim thread (what is still queued is left to compaction)
+    /// and waits for it; called at shutdown before the final flush.
+    pub fn stop_reclaimer(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let taken = self
+            .reclaimer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(Reclaimer { queue, thread }) = taken {
+            drop(queue);
+            if thread.join().is_err() {
+                tracing::error!("the reclaim thread panicked");
             }
         }
     }
@@ -174,29 +221,49 @@ impl Store {
     /// get deleted. Not exclusive: RocksDB's own compactions, and with them
     /// appends, carry on meanwhile.
     pub fn reclaim(&self, from: Option<&[u8]>, to: Option<&[u8]>) -> BrokerResult<()> {
+        let range = (from.map(<[u8]>::to_vec), to.map(<[u8]>::to_vec));
+        self.reclaim_each(
+            std::slice::from_ref(&range),
+            &std::sync::atomic::AtomicBool::new(false),
+        )
+    }
+
+    /// Compacts each range with blob garbage collection switched on once
+    /// around all of them (switching writes an OPTIONS file each time);
+    /// `stop` ends it between ranges.
+    fn reclaim_each(
+        &self,
+        ranges: &[(Option<Vec<u8>>, Option<Vec<u8>>)],
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> BrokerResult<()> {
         let (log, idx) = (self.cf(CF_LOG)?, self.cf(CF_IDX)?);
         let mut opts = rocksdb::CompactOptions::default();
         opts.set_exclusive_manual_compaction(false);
         // Data already at the bottom level is rewritten too: that is where
         // the tombstones and the blob references to collect are.
         opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
-        {
-            let _one_at_a_time = self
-                .reclaiming
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.db.set_options_cf(
-                log,
-                &[
-                    ("enable_blob_garbage_collection", "true"),
-                    ("blob_garbage_collection_age_cutoff", "1.0"),
-                ],
-            )?;
-            self.db.compact_range_cf_opt(log, from, to, &opts);
+        let _one_at_a_time = self
+            .reclaiming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.db.set_options_cf(
+            log,
+            &[
+                ("enable_blob_garbage_collection", "true"),
+                ("blob_garbage_collection_age_cutoff", "1.0"),
+            ],
+        )?;
+        for (from, to) in ranges {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
             self.db
-                .set_options_cf(log, &[("enable_blob_garbage_collection", "false")])?;
+                .compact_range_cf_opt(log, from.as_deref(), to.as_deref(), &opts);
+            self.db
+                .compact_range_cf_opt(idx, from.as_deref(), to.as_deref(), &opts);
         }
-        self.db.compact_range_cf_opt(idx, from, to, &opts);
+        self.db
+            .set_options_cf(log, &[("enable_blob_garbage_collection", "false")])?;
         Ok(())
     }
 

@@ -468,19 +468,9 @@ fn delete_topic(
     // append path so producers to other topics do not wait for it.
     let ranges: Vec<_> = partitions
         .iter()
-        .map(|p| (log_key(p.uid, 0), log_key(p.uid + 1, 0)))
+        .map(|p| (log_key(p.uid, 0).to_vec(), log_key(p.uid + 1, 0).to_vec()))
         .collect();
-    let worker = store.clone();
-    let spawned = store.spawn_helper("runnel-reclaim", move || {
-        for (from, to) in ranges {
-            if let Err(e) = worker.reclaim(Some(&from[..]), Some(&to[..])) {
-                tracing::warn!(error = %e, "reclaiming a deleted topic's space failed; compaction will do it later");
-            }
-        }
-    });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot start space reclamation; compaction will reclaim it later");
-    }
+    store.reclaim_later(ranges);
     Ok(())
 }
 

@@ -202,11 +202,11 @@ pub async fn serve<R, W>(
     } else {
         FINAL_WRITE_LIMIT
     };
-    if client_gone {
-        writer.abort();
-    } else if tokio::time::timeout(limit, &mut writer).await.is_err() {
+    let drained = !client_gone && tokio::time::timeout(limit, &mut writer).await.is_ok();
+    if !drained {
         writer.abort();
     }
+
     broker.metrics.connections.dec();
     tracing::debug!(%peer, %reason, "connection closed");
 }

@@ -109,7 +109,7 @@ fn provider(l: &ListenerConfig) -> Result<rustls::crypto::CryptoProvider, String
         let wanted: Vec<String> = list.split(',').map(|s| s.trim().to_string()).collect();
         p.cipher_suites.retain(|s| {
             let name = format!("{:?}", s.suite()).replacen("TLS13_", "TLS_", 1);
-            wanted.iter().any(|w| *w == name)
+            wanted.contains(&name)
         });
         if p.cipher_suites.is_empty() {
             return Err(format!(

@@ -56,7 +56,7 @@ fn unescape(name: &str) -> Result<String, AuthError> {
     Ok(out)
 }
 
-fn attr<'a>(part: &'a str, name: char) -> Option<&'a str> {
+fn attr(part: &str, name: char) -> Option<&str> {
     let mut c = part.chars();
     (c.next() == Some(name) && c.next() == Some('=')).then(|| &part[2..])
 }

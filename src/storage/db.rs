@@ -52,6 +52,8 @@ struct Reclaimer {
 
 /// `[from, to)` of one column family's keys.
 pub type KeyRange = (Vec<u8>, Vec<u8>);
+/// The same, where `None` is open-ended.
+type OpenRange = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Default of `runnel.log.dir.min.free.bytes`: above what the memtables can
 /// hold (3 x 64 MiB), so a flush always has room.
@@ -233,7 +235,7 @@ impl Store {
     /// `stop` ends it between ranges.
     fn reclaim_each(
         &self,
-        ranges: &[(Option<Vec<u8>>, Option<Vec<u8>>)],
+        ranges: &[OpenRange],
         stop: &std::sync::atomic::AtomicBool,
     ) -> BrokerResult<()> {
         let (log, idx) = (self.cf(CF_LOG)?, self.cf(CF_IDX)?);

@@ -458,23 +458,31 @@ pub mod tests {
         assert_eq!(checked[0].header.attributes & 0x08, 0x08);
     }
 
+    /// A record of a non-idempotent producer at position `i` of its batch
+    /// (sequence = offset keeps the encoder to one batch).
+    pub fn plain_record(i: usize, key: Option<Bytes>, value: Option<Bytes>, ts: i64) -> Record {
+        Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: ts,
+            key,
+            value,
+            headers: Default::default(),
+        }
+    }
+
     fn batch_with(keys: impl Fn(usize) -> bool, ts: impl Fn(usize) -> i64, n: usize) -> ValidBatch {
         let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // Constant offset - sequence keeps the encoder to one batch.
-                sequence: i as i32,
-                timestamp: ts(i),
-                key: keys(i).then(|| Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(format!("v{i}"))),
-                headers: Default::default(),
+            .map(|i| {
+                let key = keys(i).then(|| Bytes::from(format!("k{i}")));
+                plain_record(i, key, Some(Bytes::from(format!("v{i}"))), ts(i))
             })
             .collect();
         let b = encode_records(&records, Compression::Zstd).unwrap();
@@ -525,21 +533,12 @@ pub mod tests {
 
     #[test]
     fn a_bomb_is_refused_by_the_cap() {
-        let records = vec![Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: 0,
-            key: None,
-            value: Some(Bytes::from(vec![0u8; 8 << 20])),
-            headers: Default::default(),
-        }];
+        let records = vec![plain_record(
+            0,
+            None,
+            Some(Bytes::from(vec![0u8; 8 << 20])),
+            0,
+        )];
         let b = encode_records(&records, Compression::Zstd).unwrap();
         assert!(b.len() < 4096, "bomb should be small: {}", b.len());
         let v = split_and_validate(&b, 1 << 20).unwrap().remove(0);

@@ -425,28 +425,18 @@ pub fn pass(b: &crate::broker::Broker) {
 mod tests {
     use super::*;
     use crate::storage::batch::split_and_validate;
+    use crate::storage::batch::tests::plain_record;
     use crate::storage::writer::{PartitionAppend, Writer};
     use crate::types::PartitionId;
-    use kafka_protocol::records::{Compression, TimestampType};
+    use kafka_protocol::records::Compression;
 
     fn batch(records: &[(&str, Option<&str>)], ts: i64) -> Bytes {
         let recs: Vec<Record> = records
             .iter()
             .enumerate()
-            .map(|(i, (k, v))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: ts,
-                key: Some(Bytes::from(k.to_string())),
-                value: v.map(|v| Bytes::from(v.to_string())),
-                headers: Default::default(),
+            .map(|(i, (k, v))| {
+                let key = Some(Bytes::from(k.to_string()));
+                plain_record(i, key, v.map(|v| Bytes::from(v.to_string())), ts)
             })
             .collect();
         encode_records(&recs, Compression::Lz4).unwrap()

@@ -267,3 +267,15 @@ def test_bad_security_configs_refuse_to_start(certs, make_broker, tmp_path):
         with pytest.raises(BrokerError):
             b.start()
         b.cleanup()
+
+
+def test_broker_configs_report_every_listener(secure):
+    from confluent_kafka.admin import ConfigResource, ResourceType
+    admin = AdminClient({"bootstrap.servers": secure.bootstrap})
+    res = ConfigResource(ResourceType.BROKER, "0")
+    entries = admin.describe_configs([res])[res].result(timeout=15)
+    for key in ("listeners", "advertised.listeners"):
+        names = sorted(e.split("://")[0] for e in entries[key].value.split(","))
+        assert names == sorted(secure.ports), (key, entries[key].value)
+    # Secrets are not among the reported broker configs.
+    assert not any("jaas" in k or "ssl.keystore.key" in k for k in entries)

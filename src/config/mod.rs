@@ -17,11 +17,6 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub node_id: i32,
-    /// The first listener's address and advertised endpoint (see `listeners`).
-    pub listen_host: String,
-    pub listen_port: u16,
-    pub advertised_host: String,
-    pub advertised_port: u16,
     /// Every client listener, in `listeners` order.
     pub listeners: Vec<listeners::ListenerConfig>,
     pub log_dir: PathBuf,
@@ -171,10 +166,6 @@ impl BrokerConfig {
             return Err(format!("node.id must be >= 0, got {node_id}"));
         }
         let listeners = listeners::parse(&raw)?;
-        let first = &listeners[0];
-        let (listen_host, listen_port) = (first.host.clone(), first.port);
-        let (advertised_host, advertised_port) =
-            (first.advertised_host.clone(), first.advertised_port);
         let log_dir = PathBuf::from(
             get("log.dirs")
                 .or(get("log.dir"))
@@ -408,10 +399,6 @@ impl BrokerConfig {
         Ok(BrokerConfig {
             server: ServerConfig {
                 node_id,
-                listen_host,
-                listen_port,
-                advertised_host,
-                advertised_port,
                 listeners,
                 log_dir,
                 num_partitions,
@@ -556,8 +543,8 @@ mod tests {
         let c = load(&[("listeners", "PLAINTEXT://0.0.0.0:19092")])
             .unwrap()
             .server;
-        assert_eq!(c.listen_port, 19092);
-        assert_eq!(c.advertised_host, "127.0.0.1");
+        assert_eq!(c.listeners[0].port, 19092);
+        assert_eq!(c.listeners[0].advertised_host, "127.0.0.1");
         assert_eq!(c.num_partitions, 1);
         assert!(c.auto_create_topics_enable);
         assert_eq!(c.socket_request_max_bytes, 100 * 1024 * 1024);

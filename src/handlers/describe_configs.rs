@@ -180,18 +180,28 @@ fn broker_entries(
     c: &ServerConfig,
     merged: &BTreeMap<String, String>,
 ) -> Vec<(&'static str, Option<String>, ConfigType)> {
-    let listener = |h: &str, p: u16| format!("PLAINTEXT://{h}:{p}");
+    // Every listener, as `NAME://host:port` (bound, then advertised).
+    let endpoints = |advertised: bool| {
+        c.listeners
+            .iter()
+            .map(|l| {
+                let (h, p) = if advertised {
+                    (&l.advertised_host, l.advertised_port)
+                } else {
+                    (&l.host, l.port)
+                };
+                format!("{}://{h}:{p}", l.name)
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let mut out = vec![
         ("node.id", Some(c.node_id.to_string()), ConfigType::Int),
         ("broker.id", Some(c.node_id.to_string()), ConfigType::Int),
-        (
-            "listeners",
-            Some(listener(&c.listen_host, c.listen_port)),
-            ConfigType::List,
-        ),
+        ("listeners", Some(endpoints(false)), ConfigType::List),
         (
             "advertised.listeners",
-            Some(listener(&c.advertised_host, c.advertised_port)),
+            Some(endpoints(true)),
             ConfigType::List,
         ),
         (

@@ -87,9 +87,9 @@ impl TopicRules {
                     "A transactional batch must carry a producer id".into(),
                 ));
             }
-            check_records(v, &self.records)?;
+            let section = check_records(v, &self.records)?;
             if let Some(codec) = self.codec {
-                *v = recompress(v, codec, self.records.decompressed_limit)?;
+                *v = recompress(v, &section, codec)?;
             }
             if self.log_append_time {
                 *v = stamp_log_append_time(v, now);

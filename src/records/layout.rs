@@ -48,25 +48,38 @@ pub fn reseal(b: &mut [u8]) {
 }
 
 /// The uncompressed records section of a batch (everything after the header),
-/// decompressed with its codec but never to more than `limit` bytes.
-pub fn records_section(batch: &[u8], limit: usize) -> Result<Bytes, RecordError> {
+/// decompressed with its codec but never to more than `limit` bytes. An
+/// uncompressed batch's section is shared, not copied.
+pub fn records_section(batch: &Bytes, limit: usize) -> Result<Bytes, RecordError> {
     if batch.len() < HEADER_LEN {
         return Err(RecordError::corrupt(format!(
             "Record batch of {} bytes is shorter than its {HEADER_LEN}-byte header",
             batch.len()
         )));
     }
-    let codec = Codec::from_attributes(be_i16(batch, ATTRIBUTES_AT))?;
-    codec::decompress(codec, &batch[HEADER_LEN..], limit)
+    match Codec::from_attributes(be_i16(batch, ATTRIBUTES_AT))? {
+        Codec::None if batch.len() - HEADER_LEN > limit => Err(RecordError::TooLarge { limit }),
+        Codec::None => Ok(batch.slice(HEADER_LEN..)),
+        codec => codec::decompress(codec, &batch[HEADER_LEN..], limit),
+    }
 }
 
 /// The same batch with its records stored under another codec. Records are
 /// the same bytes whatever the codec, so nothing is decoded record by record:
 /// the section is inflated (bounded by `limit`), deflated with `target`, and
 /// the header's attributes, length and CRC follow.
-pub fn recompress(batch: &[u8], target: Codec, limit: usize) -> Result<Bytes, RecordError> {
+pub fn recompress(batch: &Bytes, target: Codec, limit: usize) -> Result<Bytes, RecordError> {
     let raw = records_section(batch, limit)?;
-    let packed = codec::compress(target, &raw)?;
+    with_section(batch, &raw, target)
+}
+
+/// `batch`'s header over `raw` (its uncompressed records section, already
+/// inflated by the caller) stored under `target`.
+pub fn with_section(batch: &[u8], raw: &[u8], target: Codec) -> Result<Bytes, RecordError> {
+    if batch.len() < HEADER_LEN {
+        return Err(RecordError::corrupt("record batch shorter than its header"));
+    }
+    let packed = codec::compress(target, raw)?;
     let body = HEADER_LEN - LOG_OVERHEAD + packed.len();
     let body = i32::try_from(body)
         .map_err(|_| RecordError::Compress(format!("batch of {body} bytes is too large")))?;

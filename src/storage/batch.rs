@@ -191,7 +191,9 @@ pub struct RecordRules {
 /// claim more offsets or records than it holds. Keys (compacted topics) and
 /// CreateTime bounds are checked on the way, and each bad record is named by
 /// its index (KIP-467), so a client fails those records and retries the rest.
-pub fn check_records(v: &ValidBatch, rules: &RecordRules) -> Result<(), BrokerError> {
+///
+/// Returns the uncompressed records section, for recompression to reuse.
+pub fn check_records(v: &ValidBatch, rules: &RecordRules) -> Result<Bytes, BrokerError> {
     let h = &v.header;
     if i64::from(h.last_offset_delta) + 1 != i64::from(h.records_count) {
         return Err(BrokerError::CorruptMessage(format!(
@@ -233,7 +235,7 @@ pub fn check_records(v: &ValidBatch, rules: &RecordRules) -> Result<(), BrokerEr
         }
     }
     if errors.is_empty() {
-        return Ok(());
+        return Ok(section);
     }
     Err(BrokerError::RecordErrors {
         timestamp: bad_timestamp,
@@ -309,16 +311,17 @@ pub fn codec_of(header: &BatchHeader) -> i16 {
 
 /// Re-encodes a batch with another codec (topic `compression.type`),
 /// keeping offsets, timestamps, keys, values, headers and producer fields:
-/// the records section is the same bytes under any codec.
+/// the records section is the same bytes under any codec. `section` is the
+/// batch's uncompressed records section (from `check_records`).
 pub fn recompress(
     v: &ValidBatch,
+    section: &[u8],
     target: Codec,
-    decompressed_limit: usize,
 ) -> Result<ValidBatch, BrokerError> {
     if codec_of(&v.header) == target.id() {
         return Ok(v.clone());
     }
-    let bytes = layout::recompress(&v.bytes, target, decompressed_limit)?;
+    let bytes = layout::with_section(&v.bytes, section, target)?;
     let header = read_header(&bytes)
         .ok_or_else(|| BrokerError::InvalidRecord("re-encoded batch is empty".into()))?;
     Ok(ValidBatch { bytes, header })
@@ -448,7 +451,8 @@ pub mod tests {
     fn recompression_and_append_time_keep_batches_valid() {
         let b = make_batch(4, 500, Compression::Gzip);
         let v = split_and_validate(&b, 1 << 20).unwrap().remove(0);
-        let z = recompress(&v, Codec::Zstd, 1 << 20).unwrap();
+        let section = layout::records_section(&v.bytes, 1 << 20).unwrap();
+        let z = recompress(&v, &section, Codec::Zstd).unwrap();
         assert_eq!(codec_of(&z.header), Compression::Zstd as i16);
         let again = split_and_validate(&z.bytes, 1 << 20).unwrap();
         assert_eq!(again[0].header.records_count, 4);
@@ -548,7 +552,8 @@ pub mod tests {
             decompressed_limit: 1 << 20,
         };
         assert_eq!(check_records(&v, &rules).unwrap_err().code(), 87);
-        assert_eq!(recompress(&v, Codec::Lz4, 1 << 20).unwrap_err().code(), 87);
+        let refused = layout::recompress(&v.bytes, Codec::Lz4, 1 << 20).unwrap_err();
+        assert_eq!(BrokerError::from(refused).code(), 87);
     }
 
     #[test]

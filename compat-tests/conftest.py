@@ -74,6 +74,17 @@ def isolated_broker():
 
 
 @pytest.fixture
+def healthy_broker(isolated_broker):
+    """The module's own broker, which must still serve a well-behaved client
+    after each test (for modules that throw bad input at it)."""
+    from ck_helpers import assert_healthy
+    assert isolated_broker.is_running(), "isolated broker died earlier:\n" + \
+        isolated_broker.log_tail()
+    yield isolated_broker
+    assert_healthy(isolated_broker)
+
+
+@pytest.fixture
 def make_broker():
     factory = BrokerFactory()
     yield factory

@@ -20,11 +20,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def b(isolated_broker):
-    assert isolated_broker.is_running(), "isolated broker died earlier:\n" + \
-        isolated_broker.log_tail()
-    yield isolated_broker
-    assert_healthy(isolated_broker)
+def b(healthy_broker):
+    return healthy_broker
 
 
 def conn_to(broker, timeout=10.0):

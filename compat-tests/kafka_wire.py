@@ -447,6 +447,20 @@ def produce_v3_body(topic, partition, records, acks=1, timeout_ms=10000,
             + array([string(topic) + array([i32(partition) + nullable_bytes(records)])]))
 
 
+def produce_v3(conn, topic, partition, records, acks=1, timeout=None):
+    """One Produce v3 for one partition; returns that partition's answer
+    (partition, error_code, base_offset, log_append_time)."""
+    r = conn.request(API_PRODUCE, 3, produce_v3_body(topic, partition, records, acks=acks),
+                     timeout=timeout)
+    topics, _throttle = parse_produce_v3(r)
+    assert r.remaining() == 0, "trailing bytes in Produce v3 response"
+    [t] = topics
+    assert t["name"] == topic
+    [p] = t["partitions"]
+    assert p["partition"] == partition
+    return p
+
+
 def parse_produce_v3(r):
     def partition(rr):
         return {"partition": rr.i32(), "error_code": rr.i16(),

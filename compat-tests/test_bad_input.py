@@ -147,15 +147,8 @@ def one_record_batch(value=b"hello-raw", key=b"k"):
     return kw.encode_record_batch([(key, value, [("h", b"v")], ts)], base_timestamp=ts)
 
 
-def produce_v3(conn, topic, partition, records, acks=1):
-    r = conn.request(kw.API_PRODUCE, 3, kw.produce_v3_body(topic, partition, records, acks=acks))
-    topics, _throttle = kw.parse_produce_v3(r)
-    assert r.remaining() == 0, "trailing bytes in Produce v3 response"
-    [t] = topics
-    assert t["name"] == topic
-    [p] = t["partitions"]
-    assert p["partition"] == partition
-    return p
+def produce_v3(conn, topic, partition, records, acks=1, timeout=30):
+    return kw.produce_v3(conn, topic, partition, records, acks=acks, timeout=timeout)
 
 
 def test_raw_produce_valid_batch_accepted(b, raw_topic):

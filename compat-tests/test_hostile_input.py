@@ -304,15 +304,7 @@ def test_hand_built_compressed_sections_are_valid():
 
 
 def produce_v3(conn, topic, partition, records, acks=1, timeout=30):
-    r = conn.request(kw.API_PRODUCE, 3, kw.produce_v3_body(topic, partition, records, acks=acks),
-                     timeout=timeout)
-    topics, _throttle = kw.parse_produce_v3(r)
-    assert r.remaining() == 0, "trailing bytes in Produce v3 response"
-    [t] = topics
-    assert t["name"] == topic
-    [p] = t["partitions"]
-    assert p["partition"] == partition
-    return p
+    return kw.produce_v3(conn, topic, partition, records, acks=acks, timeout=timeout)
 
 
 def parse_produce_v8(r):

@@ -12,6 +12,7 @@ use crate::coordinator::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::network;
 use crate::quotas::QuotaStore;
+use crate::security::authorizer::Authorizer;
 use crate::security::credentials::CredentialStore;
 use crate::storage::catalog::Catalog;
 use crate::storage::db::Store;
@@ -31,6 +32,8 @@ pub struct Broker {
     pub txns: TxnCoordinator,
     /// SCRAM users (AlterUserScramCredentials; SASL/SCRAM logins).
     pub credentials: Arc<CredentialStore>,
+    /// ACLs and the decisions made with them.
+    pub authorizer: Authorizer,
 }
 
 impl Broker {
@@ -94,6 +97,8 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         CredentialStore::load(store.clone())
             .map_err(|e| format!("cannot load SCRAM credentials: {e}"))?,
     );
+    let authorizer = Authorizer::load(config.authorizer.clone(), store.clone())
+        .map_err(|e| format!("cannot load ACLs: {e}"))?;
     tracing::info!(
         dir = %config.log_dir.display(),
         fsync_each_ack = sync,
@@ -110,6 +115,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         quotas,
         txns,
         credentials,
+        authorizer,
     });
     // Transactions caught mid-commit or mid-abort complete before clients
     // are served.

@@ -14,6 +14,9 @@ use tokio::sync::oneshot;
 use crate::broker::Broker;
 use crate::handlers;
 use crate::network::session::Session;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+use crate::security::authorizer::Subject;
+use crate::security::Principal;
 
 /// What the connection does with a request's result.
 pub enum Outcome {
@@ -80,6 +83,9 @@ pub struct RequestContext {
     pub peer: SocketAddr,
     /// The connection's listener and authenticated principal.
     pub session: Arc<Session>,
+    /// Who sent the request, and from which address (for ACLs).
+    pub principal: Principal,
+    pub host: String,
     turn: Mutex<Turn>,
 }
 
@@ -93,6 +99,75 @@ impl RequestContext {
     pub fn advertised(&self) -> (&str, u16) {
         let l = &self.session.listener.config;
         (&l.advertised_host, l.advertised_port)
+    }
+
+    fn subject(&self) -> Subject<'_> {
+        Subject {
+            principal: &self.principal,
+            host: &self.host,
+        }
+    }
+
+    /// May this request's principal perform `op` on the resource? A refusal
+    /// is logged (the audit trail) and counted.
+    pub fn authorize(&self, op: Operation, rt: ResourceType, name: &str) -> bool {
+        let ok = self
+            .broker
+            .authorizer
+            .authorize(self.subject(), op, rt, name);
+        if !ok {
+            self.denied(op, rt, name);
+        }
+        ok
+    }
+
+    /// As `authorize`, without logging a refusal: for listings that silently
+    /// leave out what the principal may not see.
+    pub fn authorize_quiet(&self, op: Operation, rt: ResourceType, name: &str) -> bool {
+        self.broker
+            .authorizer
+            .authorize(self.subject(), op, rt, name)
+    }
+
+    pub fn authorize_cluster(&self, op: Operation) -> bool {
+        self.authorize(op, ResourceType::Cluster, CLUSTER_NAME)
+    }
+
+    /// May the principal perform `op` on some resource of type `rt`?
+    pub fn authorize_any(&self, op: Operation, rt: ResourceType) -> bool {
+        let ok = self.broker.authorizer.authorize_any(self.subject(), op, rt);
+        if !ok {
+            self.denied(op, rt, "<any>");
+        }
+        ok
+    }
+
+    fn denied(&self, op: Operation, rt: ResourceType, name: &str) {
+        tracing::info!(
+            principal = %self.principal,
+            host = %self.host,
+            operation = %op,
+            resource_type = %rt,
+            resource = %name,
+            "authorization denied"
+        );
+        self.broker
+            .metrics
+            .authorization_denied
+            .with_label_values(&[op.label(), rt.label()])
+            .inc();
+    }
+
+    /// The `authorized_operations` field: the bit set when the client asked
+    /// for it, Kafka's "omitted" marker otherwise.
+    pub fn authorized_operations(&self, requested: bool, rt: ResourceType, name: &str) -> i32 {
+        if requested {
+            self.broker
+                .authorizer
+                .authorized_operations(self.subject(), rt, name)
+        } else {
+            crate::handlers::AUTHORIZED_OPERATIONS_OMITTED
+        }
     }
 
     /// Lets the connection's next request proceed.
@@ -162,6 +237,8 @@ pub async fn handle(
         api_version: version,
         client_id: header.client_id,
         peer,
+        principal: session.principal().unwrap_or_else(Principal::anonymous),
+        host: peer.ip().to_canonical().to_string(),
         session,
         turn: Mutex::new(turn),
     };
@@ -246,6 +323,9 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             AlterUserScramCredentialsRequest,
             user_scram_credentials::alter
         ),
+        ApiKey::CreateAcls => call!(ctx, cid, body, CreateAclsRequest, acls::create),
+        ApiKey::DescribeAcls => call!(ctx, cid, body, DescribeAclsRequest, acls::describe),
+        ApiKey::DeleteAcls => call!(ctx, cid, body, DeleteAclsRequest, acls::delete),
         ApiKey::ListOffsets => call!(ctx, cid, body, ListOffsetsRequest, list_offsets::handle),
         ApiKey::OffsetForLeaderEpoch => call!(
             ctx,

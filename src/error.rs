@@ -101,6 +101,16 @@ pub enum BrokerError {
     UnstableOffsetCommit,
     #[error("The broker did not attempt to execute this operation")]
     OperationNotAttempted,
+    #[error("Topic authorization failed")]
+    TopicAuthorizationFailed,
+    #[error("Group authorization failed")]
+    GroupAuthorizationFailed,
+    #[error("Cluster authorization failed")]
+    ClusterAuthorizationFailed,
+    #[error("Transactional Id authorization failed")]
+    TransactionalIdAuthorizationFailed,
+    #[error("No Authorizer is configured on the broker")]
+    SecurityDisabled,
     #[error("storage error: {0}")]
     Storage(String),
     #[error("The broker is shutting down")]
@@ -156,6 +166,11 @@ impl BrokerError {
             TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
             UnstableOffsetCommit => ResponseError::UnstableOffsetCommit,
             OperationNotAttempted => ResponseError::OperationNotAttempted,
+            TopicAuthorizationFailed => ResponseError::TopicAuthorizationFailed,
+            GroupAuthorizationFailed => ResponseError::GroupAuthorizationFailed,
+            ClusterAuthorizationFailed => ResponseError::ClusterAuthorizationFailed,
+            TransactionalIdAuthorizationFailed => ResponseError::TransactionalIdAuthorizationFailed,
+            SecurityDisabled => ResponseError::SecurityDisabled,
             Storage(_) => ResponseError::KafkaStorageError,
             ShuttingDown => ResponseError::BrokerNotAvailable,
         }

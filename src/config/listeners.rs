@@ -185,7 +185,6 @@ pub fn is_listener_key(key: &str) -> bool {
         || key.starts_with("ssl.")
         || key.starts_with("sasl.")
         || key == "listener.security.protocol.map"
-        || key == "super.users"
 }
 
 #[cfg(test)]

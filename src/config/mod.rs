@@ -62,6 +62,8 @@ pub struct ServerConfig {
     pub fetch_max_bytes: usize,
     /// `runnel.log.dir.min.free.bytes`: appends are refused below this much free disk.
     pub log_dir_min_free_bytes: u64,
+    /// `authorizer.class.name`, `super.users`, `allow.everyone.if.no.acl.found`.
+    pub authorizer: crate::security::authorizer::AuthorizerConfig,
     /// Every key/value the file and overrides set, as given, for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
 }
@@ -384,6 +386,8 @@ impl BrokerConfig {
             Some(v) => Some(listeners::parse_metrics_listener(v)?),
         };
 
+        let authorizer = crate::security::authorizer::AuthorizerConfig::from_raw(&raw)?;
+
         for key in raw.keys() {
             if ACCEPTED_WITHOUT_EFFECT.contains(&key.as_str()) {
                 warnings.push(format!(
@@ -428,6 +432,7 @@ impl BrokerConfig {
                 limits,
                 fetch_max_bytes,
                 log_dir_min_free_bytes,
+                authorizer,
                 raw,
             },
             warnings,
@@ -483,7 +488,10 @@ fn is_understood(key: &str) -> bool {
         "fetch.max.bytes",
         "runnel.log.dir.min.free.bytes",
     ];
-    KEYS.contains(&key) || topic::is_broker_default_key(key) || listeners::is_listener_key(key)
+    KEYS.contains(&key)
+        || topic::is_broker_default_key(key)
+        || listeners::is_listener_key(key)
+        || crate::security::authorizer::AuthorizerConfig::is_key(key)
 }
 
 /// Java-properties subset: `key=value` or `key: value`, `#`/`!` comments.

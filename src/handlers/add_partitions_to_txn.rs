@@ -20,6 +20,7 @@ use kafka_protocol::messages::{
 use super::txn_error_code;
 use crate::dispatch::RequestContext;
 use crate::error::BrokerError;
+use crate::security::acl::Operation;
 
 /// PRODUCER_FENCED exists from v2; older versions get INVALID_PRODUCER_EPOCH.
 const FENCED_FROM_VERSION: i16 = 2;
@@ -72,14 +73,17 @@ async fn one(
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     let b = &ctx.broker;
     let id = txn_id.0.as_str();
-    // (topic, partition, known?) in request order.
-    let wanted: Vec<(TopicName, i32, bool)> = topics
+    let id_allowed = super::txn_id_allowed(ctx, Operation::Write, id);
+    // (topic, partition, what is wrong with it) in request order.
+    let wanted: Vec<(TopicName, i32, Option<BrokerError>)> = topics
         .iter()
         .flat_map(|t| {
-            let topic = b.catalog.get(t.name.0.as_str());
+            let topic = id_allowed
+                .clone()
+                .and_then(|()| super::topic_for(ctx, t.name.0.as_str(), Operation::Write));
             t.partitions.iter().map(move |&p| {
-                let known = topic.as_ref().is_some_and(|t| t.partition(p).is_some());
-                (t.name.clone(), p, known)
+                let problem = super::partition_of(&topic, p).err();
+                (t.name.clone(), p, problem)
             })
         })
         .collect();
@@ -87,15 +91,14 @@ async fn one(
         .iter()
         .map(|(t, p, _)| (t.0.to_string(), *p))
         .collect();
-    let codes: Vec<i16> = if wanted.iter().any(|(_, _, known)| !known) {
+    let codes: Vec<i16> = if wanted.iter().any(|(_, _, problem)| problem.is_some()) {
         wanted
             .iter()
-            .map(|(_, _, known)| {
-                if *known {
-                    BrokerError::OperationNotAttempted.code()
-                } else {
-                    BrokerError::UnknownTopicOrPartition.code()
-                }
+            .map(|(_, _, problem)| {
+                problem
+                    .as_ref()
+                    .unwrap_or(&BrokerError::OperationNotAttempted)
+                    .code()
             })
             .collect()
     } else if verify_only {

@@ -17,6 +17,7 @@ use crate::config::dynamic::{self, Scope};
 use crate::config::topic::{lookup, supplied_by, validate_topic_config, ConfigType};
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
+use crate::security::acl::Operation;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -33,6 +34,7 @@ enum Target {
 }
 
 fn target(ctx: &RequestContext, resource_type: i8, name: &str) -> BrokerResult<Target> {
+    super::config_allowed(ctx, resource_type, name, Operation::AlterConfigs)?;
     match resource_type {
         RESOURCE_TOPIC => Ok(Target::Topic),
         RESOURCE_BROKER => Ok(Target::Broker(Scope::of(name, ctx.broker.config.node_id)?)),

@@ -14,6 +14,7 @@ use super::sb;
 use crate::dispatch::RequestContext;
 use crate::error::BrokerError;
 use crate::quotas::NameMatch;
+use crate::security::acl::Operation;
 
 const MATCH_EXACT: i8 = 0;
 const MATCH_DEFAULT: i8 = 1;
@@ -24,6 +25,12 @@ pub async fn describe(
     req: DescribeClientQuotasRequest,
 ) -> DescribeClientQuotasResponse {
     let b = &ctx.broker;
+    if let Err(e) = super::cluster_allowed(ctx, Operation::DescribeConfigs) {
+        b.metrics.error("DescribeClientQuotas", e.code());
+        return DescribeClientQuotasResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(e.message());
+    }
     let mut components = Vec::with_capacity(req.components.len());
     for c in &req.components {
         let m = match (c.match_type, &c._match) {
@@ -84,6 +91,7 @@ pub async fn alter(
     req: AlterClientQuotasRequest,
 ) -> AlterClientQuotasResponse {
     let b = &ctx.broker;
+    let allowed = super::cluster_allowed(ctx, Operation::AlterConfigs);
     let entries = req
         .entries
         .into_iter()
@@ -114,7 +122,10 @@ pub async fn alter(
                     })
                     .collect(),
             );
-            match b.quotas.alter(entity, &ops, req.validate_only) {
+            let result = allowed
+                .clone()
+                .and_then(|()| b.quotas.alter(entity, &ops, req.validate_only));
+            match result {
                 Ok(()) => r.with_error_message(None),
                 Err(e) => {
                     b.metrics.error("AlterClientQuotas", e.code());

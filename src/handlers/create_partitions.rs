@@ -17,10 +17,11 @@ pub async fn handle(
         .into_iter()
         .map(|t| {
             let result: BrokerResult<()> = (|| {
-                let topic = b
-                    .catalog
-                    .get(t.name.0.as_str())
-                    .ok_or(BrokerError::UnknownTopicOrPartition)?;
+                let topic = super::topic_for(
+                    ctx,
+                    t.name.0.as_str(),
+                    crate::security::acl::Operation::Alter,
+                )?;
                 let current = topic.partitions.len() as i32;
                 if t.count <= current {
                     return Err(BrokerError::InvalidPartitions(format!(

@@ -13,6 +13,7 @@ use super::sb;
 use crate::config::topic::{resolve_all, validate_topic_config};
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::types::TopicName;
 
 pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsResponse {
@@ -21,12 +22,19 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
     for t in &req.topics {
         *seen.entry(t.name.0.to_string()).or_default() += 1;
     }
+    // CREATE on the cluster covers every topic; otherwise each needs its own.
+    let cluster_create =
+        ctx.authorize_quiet(Operation::Create, ResourceType::Cluster, CLUSTER_NAME);
     let results = req
         .topics
         .into_iter()
         .map(|t| {
             let name = t.name.clone();
-            let outcome = if seen.get(name.0.as_str()).copied().unwrap_or(0) > 1 {
+            let outcome = if !cluster_create
+                && !ctx.authorize(Operation::Create, ResourceType::Topic, name.0.as_str())
+            {
+                Err(BrokerError::TopicAuthorizationFailed)
+            } else if seen.get(name.0.as_str()).copied().unwrap_or(0) > 1 {
                 Err(BrokerError::InvalidRequest(format!(
                     "Create topics request from client `{}` contains multiple entries for the following topics: {}",
                     ctx.client(),
@@ -37,6 +45,21 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
             };
             let r = CreatableTopicResult::default().with_name(name.clone());
             match outcome {
+                // Configs are shown only to who may describe them (Kafka).
+                Ok(created)
+                    if !ctx.authorize(
+                        Operation::DescribeConfigs,
+                        ResourceType::Topic,
+                        name.0.as_str(),
+                    ) =>
+                {
+                    r.with_topic_id(created.id)
+                        .with_num_partitions(created.partitions)
+                        .with_replication_factor(1)
+                        .with_topic_config_error_code(
+                            BrokerError::TopicAuthorizationFailed.code(),
+                        )
+                }
                 Ok(created) => {
                     let configs = resolve_all(&created.configs, &b.broker_configs.layers())
                         .into_iter()

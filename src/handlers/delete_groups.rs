@@ -1,5 +1,6 @@
 //! DeleteGroups (42): removes groups that have no members, with their offsets.
 
+use crate::security::acl::Operation;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
@@ -12,7 +13,8 @@ pub async fn handle(ctx: &RequestContext, req: DeleteGroupsRequest) -> DeleteGro
         .into_iter()
         .map(|g| {
             let r = DeletableGroupResult::default().with_group_id(g.clone());
-            match b.groups.delete_group(g.0.as_str()) {
+            let allowed = super::group_allowed(ctx, Operation::Delete, g.0.as_str());
+            match allowed.and_then(|()| b.groups.delete_group(g.0.as_str())) {
                 Ok(()) => r,
                 Err(e) => {
                     b.metrics.error("DeleteGroups", e.code());

@@ -15,13 +15,13 @@ pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRe
         .topics
         .into_iter()
         .map(|t| {
-            let topic = b.catalog.get(t.name.0.as_str());
+            let topic = super::topic_for(ctx, t.name.0.as_str(), crate::security::acl::Operation::Delete);
             let partitions = t
                 .partitions
                 .into_iter()
                 .map(|p| {
                     let r = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
-                    let result = super::partition_of(topic.as_ref(), p.partition_index)
+                    let result = super::partition_of(&topic, p.partition_index)
                         .and_then(|part| {
                             let target = if p.offset == -1 { part.high_watermark() } else { p.offset };
                             if target < 0 || target > part.high_watermark() {

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::sb;
 use crate::dispatch::RequestContext;
 use crate::error::BrokerError;
+use crate::security::acl::{Operation, ResourceType};
 
 pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let b = &ctx.broker;
@@ -25,11 +26,18 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
     let mut responses = Vec::with_capacity(wanted.len());
     for (name, id) in wanted {
         let topic = match &name {
-            Some(n) => b
+            Some(n) => super::topic_for(ctx, n.0.as_str(), Operation::Delete),
+            None => b
                 .catalog
-                .get(n.0.as_str())
-                .ok_or(BrokerError::UnknownTopicOrPartition),
-            None => b.catalog.get_by_id(&id).ok_or(BrokerError::UnknownTopicId),
+                .get_by_id(&id)
+                .ok_or(BrokerError::UnknownTopicId)
+                .and_then(|t| {
+                    if ctx.authorize(Operation::Delete, ResourceType::Topic, t.name.as_str()) {
+                        Ok(t)
+                    } else {
+                        Err(BrokerError::TopicAuthorizationFailed)
+                    }
+                }),
         };
         let result = match topic {
             Ok(t) => b.catalog.delete_topic(&b.writer, &t).await.map(|()| {

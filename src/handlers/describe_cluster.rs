@@ -6,6 +6,7 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 use super::{sb, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::dispatch::RequestContext;
 use crate::error::BrokerError;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 
 /// `endpoint_type` 1 asks for brokers (2 would be controllers).
 const ENDPOINT_BROKERS: i8 = 1;
@@ -18,6 +19,17 @@ pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> Descri
         .with_controller_id(node)
         .with_endpoint_type(req.endpoint_type)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+    if let Err(e) = super::cluster_allowed(ctx, Operation::Describe) {
+        b.metrics.error("DescribeCluster", e.code());
+        return resp
+            .with_error_code(e.code())
+            .with_error_message(e.message());
+    }
+    let resp = resp.with_cluster_authorized_operations(ctx.authorized_operations(
+        req.include_cluster_authorized_operations,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ));
     if ctx.api_version >= 1 && req.endpoint_type != ENDPOINT_BROKERS {
         let e = BrokerError::InvalidRequest(format!(
             "Unsupported endpoint type {}: this node serves brokers only",

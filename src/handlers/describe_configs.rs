@@ -19,6 +19,7 @@ use crate::config::topic::{
 use crate::config::ServerConfig;
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
+use crate::security::acl::Operation;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -100,6 +101,12 @@ fn describe(
     synonyms: bool,
 ) -> BrokerResult<Vec<DescribeConfigsResourceResult>> {
     let b = &ctx.broker;
+    super::config_allowed(
+        ctx,
+        res.resource_type,
+        res.resource_name.as_str(),
+        Operation::DescribeConfigs,
+    )?;
     match res.resource_type {
         RESOURCE_TOPIC => {
             let topic = b

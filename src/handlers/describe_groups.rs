@@ -6,6 +6,7 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use super::{sb, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::dispatch::RequestContext;
+use crate::security::acl::{Operation, ResourceType};
 
 pub async fn handle(ctx: &RequestContext, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let b = &ctx.broker;
@@ -17,6 +18,15 @@ pub async fn handle(ctx: &RequestContext, req: DescribeGroupsRequest) -> Describ
             let d = DescribedGroup::default()
                 .with_group_id(id.clone())
                 .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+            if let Err(e) = super::group_allowed(ctx, Operation::Describe, id.0.as_str()) {
+                b.metrics.error("DescribeGroups", e.code());
+                return d.with_error_code(e.code()).with_group_state(sb("Dead"));
+            }
+            let d = d.with_authorized_operations(ctx.authorized_operations(
+                req.include_authorized_operations,
+                ResourceType::Group,
+                id.0.as_str(),
+            ));
             match b.groups.describe(id.0.as_str()) {
                 Ok(Some(g)) => d
                     .with_group_state(sb(g.state))

@@ -12,6 +12,11 @@ use crate::storage::disk;
 
 pub async fn handle(ctx: &RequestContext, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
     let b = &ctx.broker;
+    if let Err(e) = super::cluster_allowed(ctx, crate::security::acl::Operation::Describe) {
+        b.metrics.error("DescribeLogDirs", e.code());
+        // Before v3 there is no error field: Kafka answers no log dirs.
+        return DescribeLogDirsResponse::default().with_error_code(e.code());
+    }
     let wanted: Option<Vec<(String, Vec<i32>)>> = req.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.topic.0.to_string(), t.partitions))

@@ -9,7 +9,6 @@ use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersRespon
 
 use crate::coordinator::txn::COORDINATOR_EPOCH;
 use crate::dispatch::RequestContext;
-use crate::error::BrokerError;
 
 pub async fn handle(
     ctx: &RequestContext,
@@ -20,16 +19,22 @@ pub async fn handle(
         .topics
         .into_iter()
         .map(|t| {
-            let topic = b.catalog.get(t.name.0.as_str());
+            let topic = super::topic_for(
+                ctx,
+                t.name.0.as_str(),
+                crate::security::acl::Operation::Read,
+            );
             let partitions = t
                 .partition_indexes
                 .iter()
                 .map(|&index| {
                     let r = PartitionResponse::default().with_partition_index(index);
-                    let Some(p) = topic.as_ref().and_then(|t| t.partition(index)) else {
-                        let e = BrokerError::UnknownTopicOrPartition;
-                        b.metrics.error("DescribeProducers", e.code());
-                        return r.with_error_code(e.code()).with_error_message(e.message());
+                    let p = match super::partition_of(&topic, index) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            b.metrics.error("DescribeProducers", e.code());
+                            return r.with_error_code(e.code()).with_error_message(e.message());
+                        }
                     };
                     let producers = p
                         .producer_snapshot()

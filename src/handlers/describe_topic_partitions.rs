@@ -11,6 +11,7 @@ use kafka_protocol::messages::{
 use super::{sb, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::dispatch::RequestContext;
 use crate::error::BrokerError;
+use crate::security::acl::{Operation, ResourceType};
 
 /// Kafka's cap on partitions in one response.
 const MAX_PARTITIONS: usize = 2000;
@@ -26,7 +27,12 @@ pub async fn handle(
         .clamp(1, MAX_PARTITIONS);
     // Names to describe, sorted: all topics when the request lists none.
     let mut names: Vec<String> = if req.topics.is_empty() {
-        b.catalog.all().iter().map(|t| t.name.to_string()).collect()
+        b.catalog
+            .all()
+            .iter()
+            .map(|t| t.name.to_string())
+            .filter(|n| ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, n))
+            .collect()
     } else {
         req.topics.iter().map(|t| t.name.0.to_string()).collect()
     };
@@ -48,8 +54,14 @@ pub async fn handle(
         } else {
             0
         };
-        let Some(topic) = b.catalog.get(&name) else {
-            let e = BrokerError::UnknownTopicOrPartition;
+        let authorized = ctx.authorize(Operation::Describe, ResourceType::Topic, &name);
+        let found = b.catalog.get(&name).filter(|_| authorized);
+        let Some(topic) = found else {
+            let e = if authorized {
+                BrokerError::UnknownTopicOrPartition
+            } else {
+                BrokerError::TopicAuthorizationFailed
+            };
             b.metrics.error("DescribeTopicPartitions", e.code());
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()
@@ -59,6 +71,8 @@ pub async fn handle(
             );
             continue;
         };
+        // Kafka always reports these here.
+        let ops = ctx.authorized_operations(true, ResourceType::Topic, &name);
         if remaining == 0 {
             next_cursor = Some(
                 Cursor::default()
@@ -98,7 +112,7 @@ pub async fn handle(
                 .with_name(Some(TopicName(sb(name))))
                 .with_topic_id(topic.id)
                 .with_partitions(partitions)
-                .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
+                .with_topic_authorized_operations(ops),
         );
         if next_cursor.is_some() {
             break;

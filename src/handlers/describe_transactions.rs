@@ -8,6 +8,7 @@ use kafka_protocol::messages::{
 
 use super::sb;
 use crate::dispatch::RequestContext;
+use crate::security::acl::{Operation, ResourceType};
 
 pub async fn handle(
     ctx: &RequestContext,
@@ -17,10 +18,17 @@ pub async fn handle(
     let mut states = Vec::with_capacity(req.transactional_ids.len());
     for id in req.transactional_ids {
         let s = TransactionState::default().with_transactional_id(id.clone());
-        let s = match b.txns.describe(id.0.as_str()).await {
+        let found = match super::txn_id_allowed(ctx, Operation::Describe, id.0.as_str()) {
+            Ok(()) => b.txns.describe(id.0.as_str()).await,
+            Err(e) => Err(e),
+        };
+        let s = match found {
             Ok(m) => {
                 let mut topics: Vec<TopicData> = Vec::new();
-                for (topic, partition) in &m.partitions {
+                // Partitions of topics the principal may not describe are left out.
+                for (topic, partition) in m.partitions.iter().filter(|(t, _)| {
+                    ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, t)
+                }) {
                     match topics.iter_mut().find(|t| t.topic.0.as_str() == topic) {
                         Some(t) => t.partitions.push(*partition),
                         None => topics.push(

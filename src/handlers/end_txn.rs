@@ -8,6 +8,7 @@ use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
 
 use super::txn_error_code;
 use crate::dispatch::RequestContext;
+use crate::security::acl::Operation;
 
 /// PRODUCER_FENCED exists from v2; older versions get INVALID_PRODUCER_EPOCH.
 const FENCED_FROM_VERSION: i16 = 2;
@@ -15,10 +16,14 @@ const FENCED_FROM_VERSION: i16 = 2;
 pub async fn handle(ctx: &RequestContext, req: EndTxnRequest) -> EndTxnResponse {
     let b = &ctx.broker;
     let id = req.transactional_id.0.as_str();
-    let result = b
-        .txns
-        .end_txn(b, id, req.producer_id.0, req.producer_epoch, req.committed)
-        .await;
+    let result = match super::txn_id_allowed(ctx, Operation::Write, id) {
+        Ok(()) => {
+            b.txns
+                .end_txn(b, id, req.producer_id.0, req.producer_epoch, req.committed)
+                .await
+        }
+        Err(e) => Err(e),
+    };
     let resp = EndTxnResponse::default().with_throttle_time_ms(0);
     match result {
         Ok(()) => resp,

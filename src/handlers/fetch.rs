@@ -23,6 +23,7 @@ use uuid::Uuid;
 use super::check_leader_epoch;
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
+use crate::security::acl::{Operation, ResourceType};
 use crate::storage::partition::Partition;
 
 /// One requested partition, resolved.
@@ -66,6 +67,17 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
                 b.catalog
                     .get(t.topic.0.as_str())
                     .ok_or(BrokerError::UnknownTopicOrPartition)
+            };
+            let read = |name: &str| ctx.authorize(Operation::Read, ResourceType::Topic, name);
+            let topic = match topic {
+                Ok(found) if !read(found.name.as_str()) => {
+                    Err(BrokerError::TopicAuthorizationFailed)
+                }
+                // Whether a topic exists is itself protected by name.
+                Err(_) if v < 13 && !read(t.topic.0.as_str()) => {
+                    Err(BrokerError::TopicAuthorizationFailed)
+                }
+                other => other,
             };
             let partitions = t
                 .partitions

@@ -2,6 +2,7 @@
 //! transactional id. v4+ batches keys. Other key types (share groups) have
 //! no coordinator here.
 
+use crate::security::acl::Operation;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
@@ -19,20 +20,19 @@ pub async fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCo
     let (host, port) = ctx.advertised();
     let host = sb(host.to_string());
     let port = i32::from(port);
-    let check = |key_type: i8| {
-        if key_type == KEY_GROUP || key_type == KEY_TRANSACTION {
-            Ok(())
-        } else {
-            Err(BrokerError::CoordinatorNotAvailable)
-        }
+    let check = |key_type: i8, key: &str| match key_type {
+        KEY_GROUP => super::group_allowed(ctx, Operation::Describe, key),
+        KEY_TRANSACTION => super::txn_id_allowed(ctx, Operation::Describe, key),
+        _ => Err(BrokerError::CoordinatorNotAvailable),
     };
     if ctx.api_version >= 4 {
         let coordinators = req
             .coordinator_keys
             .into_iter()
             .map(|key| {
+                let checked = check(req.key_type, key.as_str());
                 let c = Coordinator::default().with_key(key);
-                match check(req.key_type) {
+                match checked {
                     Ok(()) => c.with_node_id(node).with_host(host.clone()).with_port(port),
                     Err(e) => {
                         b.metrics.error("FindCoordinator", e.code());
@@ -46,7 +46,7 @@ pub async fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCo
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    match check(req.key_type) {
+    match check(req.key_type, req.key.as_str()) {
         Ok(()) => FindCoordinatorResponse::default()
             .with_node_id(node)
             .with_host(host)

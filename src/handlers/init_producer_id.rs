@@ -20,6 +20,8 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 
 use super::txn_error_code;
 use crate::dispatch::RequestContext;
+use crate::error::BrokerError;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 
 /// PRODUCER_FENCED exists from v4; older versions get INVALID_PRODUCER_EPOCH.
 const FENCED_FROM_VERSION: i16 = 4;
@@ -27,6 +29,9 @@ const FENCED_FROM_VERSION: i16 = 4;
 pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let b = &ctx.broker;
     let result = match &req.transactional_id {
+        Some(txn_id) if !ctx.authorize(Operation::Write, ResourceType::TransactionalId, txn_id) => {
+            Err(BrokerError::TransactionalIdAuthorizationFailed)
+        }
         Some(txn_id) => {
             // KIP-360 (v3+): the producer id and epoch the client had, if any.
             let expected = (ctx.api_version >= 3 && req.producer_id.0 >= 0)
@@ -34,6 +39,16 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
             b.txns
                 .init_producer_id(b, txn_id.0.as_str(), req.transaction_timeout_ms, expected)
                 .await
+        }
+        // An idempotent producer needs IDEMPOTENT_WRITE on the cluster or,
+        // since Kafka 2.8, WRITE on any topic.
+        None if !ctx.authorize_quiet(
+            Operation::IdempotentWrite,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        ) && !ctx.authorize_any(Operation::Write, ResourceType::Topic) =>
+        {
+            Err(BrokerError::ClusterAuthorizationFailed)
         }
         None => b.catalog.allocate_producer_id().map(|id| (id, 0)),
     };

@@ -1,6 +1,7 @@
 //! JoinGroup (11): enters a member into a group's rebalance and answers when
 //! the join phase completes (MEMBER_ID_REQUIRED first for new members, v4+).
 
+use crate::security::acl::Operation;
 use std::time::Duration;
 
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
@@ -18,6 +19,13 @@ pub async fn handle(ctx: &RequestContext, req: JoinGroupRequest) -> JoinGroupRes
     let b = &ctx.broker;
     let v = ctx.api_version;
     let group_id = req.group_id.0.to_string();
+    if let Err(e) = super::group_allowed(ctx, Operation::Read, &group_id) {
+        b.metrics.error("JoinGroup", e.code());
+        return JoinGroupResponse::default()
+            .with_error_code(e.code())
+            .with_generation_id(-1)
+            .with_member_id(req.member_id);
+    }
     let join = JoinRequest {
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),

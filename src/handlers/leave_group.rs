@@ -1,6 +1,7 @@
 //! LeaveGroup (13): a member (v0–2) or a batch of members (v3+) leaves at
 //! once, so the rebalance starts without waiting for a session timeout.
 
+use crate::security::acl::Operation;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
@@ -9,6 +10,10 @@ use crate::dispatch::RequestContext;
 pub async fn handle(ctx: &RequestContext, req: LeaveGroupRequest) -> LeaveGroupResponse {
     let b = &ctx.broker;
     let group = req.group_id.0.as_str();
+    if let Err(e) = super::group_allowed(ctx, Operation::Read, group) {
+        b.metrics.error("LeaveGroup", e.code());
+        return LeaveGroupResponse::default().with_error_code(e.code());
+    }
     if ctx.api_version < 3 {
         return match b.groups.leave(group, req.member_id.as_str(), None) {
             Ok(()) => LeaveGroupResponse::default(),

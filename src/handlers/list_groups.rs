@@ -6,6 +6,7 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
 use super::sb;
 use crate::dispatch::RequestContext;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 
 /// Every group here speaks the classic protocol.
 const GROUP_TYPE: &str = "classic";
@@ -25,6 +26,9 @@ pub async fn handle(ctx: &RequestContext, req: ListGroupsRequest) -> ListGroupsR
         .iter()
         .map(|s| s.to_ascii_lowercase())
         .collect();
+    // DESCRIBE on the cluster lists every group; otherwise only the groups
+    // the principal may describe.
+    let all = ctx.authorize_quiet(Operation::Describe, ResourceType::Cluster, CLUSTER_NAME);
     let types: Vec<String> = req
         .types_filter
         .iter()
@@ -32,6 +36,7 @@ pub async fn handle(ctx: &RequestContext, req: ListGroupsRequest) -> ListGroupsR
         .collect();
     let listed = groups
         .into_iter()
+        .filter(|g| all || ctx.authorize_quiet(Operation::Describe, ResourceType::Group, &g.id))
         .filter(|g| states.is_empty() || states.contains(&g.state.to_ascii_lowercase()))
         .filter(|_| types.is_empty() || types.iter().any(|t| t == GROUP_TYPE))
         .map(|g| {

@@ -27,13 +27,13 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
         .topics
         .into_iter()
         .map(|t| {
-            let topic = b.catalog.get(t.name.0.as_str());
+            let topic = super::topic_for(ctx, t.name.0.as_str(), crate::security::acl::Operation::Describe);
             let partitions = t
                 .partitions
                 .into_iter()
                 .map(|p| {
                     let r = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-                    let result = super::partition_of(topic.as_ref(), p.partition_index)
+                    let result = super::partition_of(&topic, p.partition_index)
                         .and_then(|part| {
                             check_leader_epoch(p.current_leader_epoch)?;
                             lookup(ctx, part, p.timestamp, committed)

@@ -10,6 +10,7 @@ use kafka_protocol::messages::{
 use super::sb;
 use crate::coordinator::txn::TxnState;
 use crate::dispatch::RequestContext;
+use crate::security::acl::{Operation, ResourceType};
 use crate::types::now_ms;
 
 pub async fn handle(
@@ -38,7 +39,11 @@ pub async fn handle(
         .await
         .into_iter()
         .filter(|m| {
-            (req.state_filters.is_empty() || states.contains(&m.state))
+            ctx.authorize_quiet(
+                Operation::Describe,
+                ResourceType::TransactionalId,
+                &m.transactional_id,
+            ) && (req.state_filters.is_empty() || states.contains(&m.state))
                 && (req.producer_id_filters.is_empty()
                     || req.producer_id_filters.iter().any(|p| p.0 == m.producer_id))
                 && (min_duration < 0

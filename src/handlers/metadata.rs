@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::{auto_create, sb, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::dispatch::RequestContext;
 use crate::error::BrokerError;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::storage::catalog::Topic;
 
 pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataResponse {
@@ -26,18 +27,23 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
     };
     // Before v4 the request has no flag and creation depends on the broker alone.
     let client_allows = v < 4 || req.allow_auto_topic_creation;
+    let ops = req.include_topic_authorized_operations;
     let topics: Vec<MetadataResponseTopic> = match wanted {
+        // Topics the principal may not describe are left out, not refused.
         None => b
             .catalog
             .all()
             .iter()
-            .map(|t| describe(t, node, v))
+            .filter(|t| {
+                ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, t.name.as_str())
+            })
+            .map(|t| describe(ctx, t, node, ops))
             .collect(),
         Some(list) => list
             .into_iter()
             .map(|t| match t.name {
-                Some(name) => by_name(ctx, name.0.as_str(), client_allows, node),
-                None => by_id(ctx, t.topic_id, node),
+                Some(name) => by_name(ctx, name.0.as_str(), client_allows, node, ops),
+                None => by_id(ctx, t.topic_id, node, ops),
             })
             .collect(),
     };
@@ -52,7 +58,17 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
         .with_cluster_id(Some(sb(b.cluster_id())))
         .with_controller_id(node)
         .with_topics(topics)
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(ctx.authorized_operations(
+            req.include_cluster_authorized_operations,
+            ResourceType::Cluster,
+            CLUSTER_NAME,
+        ))
+}
+
+fn failed(e: BrokerError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(e.code())
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
 fn by_name(
@@ -60,38 +76,55 @@ fn by_name(
     name: &str,
     client_allows: bool,
     node: BrokerId,
+    ops: bool,
 ) -> MetadataResponseTopic {
     let b = &ctx.broker;
-    let found = match b.catalog.get(name) {
-        Some(t) => Ok(t),
-        None if client_allows && b.config.auto_create_topics_enable => auto_create(b, name),
-        None => Err(crate::types::TopicName::parse(name)
-            .err()
-            .unwrap_or(BrokerError::UnknownTopicOrPartition)),
+    let found = if !ctx.authorize(Operation::Describe, ResourceType::Topic, name) {
+        Err(BrokerError::TopicAuthorizationFailed)
+    } else {
+        match b.catalog.get(name) {
+            Some(t) => Ok(t),
+            // Creating needs CREATE on the cluster or on the topic (as Kafka,
+            // refused with TOPIC_AUTHORIZATION_FAILED).
+            None if client_allows && b.config.auto_create_topics_enable => {
+                if ctx.authorize_quiet(Operation::Create, ResourceType::Cluster, CLUSTER_NAME)
+                    || ctx.authorize(Operation::Create, ResourceType::Topic, name)
+                {
+                    auto_create(b, name)
+                } else {
+                    Err(BrokerError::TopicAuthorizationFailed)
+                }
+            }
+            None => Err(crate::types::TopicName::parse(name)
+                .err()
+                .unwrap_or(BrokerError::UnknownTopicOrPartition)),
+        }
     };
     match found {
-        Ok(t) => describe(&t, node, ctx.api_version),
+        Ok(t) => describe(ctx, &t, node, ops),
         Err(e) => {
             tracing::debug!(peer = %ctx.peer, topic = name, error = %e, "Metadata: topic not available");
-            MetadataResponseTopic::default()
-                .with_error_code(e.code())
-                .with_name(Some(TopicName(sb(name))))
-                .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+            failed(e).with_name(Some(TopicName(sb(name))))
         }
     }
 }
 
-fn by_id(ctx: &RequestContext, id: Uuid, node: BrokerId) -> MetadataResponseTopic {
+fn by_id(ctx: &RequestContext, id: Uuid, node: BrokerId, ops: bool) -> MetadataResponseTopic {
     match ctx.broker.catalog.get_by_id(&id) {
-        Some(t) => describe(&t, node, ctx.api_version),
-        None => MetadataResponseTopic::default()
-            .with_error_code(BrokerError::UnknownTopicId.code())
-            .with_topic_id(id)
-            .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
+        Some(t) if ctx.authorize(Operation::Describe, ResourceType::Topic, t.name.as_str()) => {
+            describe(ctx, &t, node, ops)
+        }
+        Some(_) => failed(BrokerError::TopicAuthorizationFailed).with_topic_id(id),
+        None => failed(BrokerError::UnknownTopicId).with_topic_id(id),
     }
 }
 
-fn describe(t: &Arc<Topic>, node: BrokerId, _version: i16) -> MetadataResponseTopic {
+fn describe(
+    ctx: &RequestContext,
+    t: &Arc<Topic>,
+    node: BrokerId,
+    ops: bool,
+) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
@@ -109,5 +142,9 @@ fn describe(t: &Arc<Topic>, node: BrokerId, _version: i16) -> MetadataResponseTo
         .with_topic_id(t.id)
         .with_is_internal(false)
         .with_partitions(partitions)
-        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_topic_authorized_operations(ctx.authorized_operations(
+            ops,
+            ResourceType::Topic,
+            t.name.as_str(),
+        ))
 }

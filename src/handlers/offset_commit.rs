@@ -1,6 +1,7 @@
 //! OffsetCommit (8): stores a group's consumed positions (offset, leader
 //! epoch, metadata) after checking membership and generation.
 
+use crate::security::acl::Operation;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -37,21 +38,26 @@ pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
     let max_meta = b.config.offset_metadata_max_bytes;
     // Per partition: Ok(commit) to store, or the error to answer.
     let mut plan: Vec<(usize, i32, Result<Committed, BrokerError>)> = Vec::new();
+    let group_ok = super::group_allowed(ctx, Operation::Read, &group);
     for (ti, t) in req.topics.iter().enumerate() {
-        let topic = b.catalog.get(t.name.0.as_str());
+        let topic = group_ok
+            .clone()
+            .and_then(|()| super::topic_for(ctx, t.name.0.as_str(), Operation::Read));
         for p in &t.partitions {
             let meta = p
                 .committed_metadata
                 .as_ref()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            let r = check_offset(topic.as_deref(), p.partition_index, &meta, max_meta).map(|()| {
-                Committed {
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata: meta,
-                    commit_ms: now_ms(),
-                }
+            let checked = match &topic {
+                Ok(t) => check_offset(Some(t), p.partition_index, &meta, max_meta),
+                Err(e) => Err(e.clone()),
+            };
+            let r = checked.map(|()| Committed {
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata: meta,
+                commit_ms: now_ms(),
             });
             plan.push((ti, p.partition_index, r));
         }

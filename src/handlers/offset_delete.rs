@@ -1,6 +1,7 @@
 //! OffsetDelete (47): removes a group's committed offsets for partitions of
 //! topics its members are not subscribed to.
 
+use crate::security::acl::Operation;
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
@@ -12,6 +13,10 @@ use crate::error::BrokerError;
 pub async fn handle(ctx: &RequestContext, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let b = &ctx.broker;
     let group = req.group_id.0.to_string();
+    if let Err(e) = super::group_allowed(ctx, Operation::Delete, &group) {
+        b.metrics.error("OffsetDelete", e.code());
+        return OffsetDeleteResponse::default().with_error_code(e.code());
+    }
     match b.groups.describe(&group) {
         Ok(Some(_)) => {}
         Ok(None) => {
@@ -28,21 +33,17 @@ pub async fn handle(ctx: &RequestContext, req: OffsetDeleteRequest) -> OffsetDel
         .into_iter()
         .map(|t| {
             let name = t.name.0.to_string();
-            let exists = b.catalog.get(&name);
+            let exists = super::topic_for(ctx, &name, Operation::Read);
             let partitions = t
                 .partitions
                 .into_iter()
                 .map(|p| {
                     let r = OffsetDeleteResponsePartition::default()
                         .with_partition_index(p.partition_index);
-                    let err = if subscribed.contains(&name) {
+                    let err = if let Err(e) = super::partition_of(&exists, p.partition_index) {
+                        Some(e)
+                    } else if subscribed.contains(&name) {
                         Some(BrokerError::GroupSubscribedToTopic)
-                    } else if exists
-                        .as_ref()
-                        .and_then(|t| t.partition(p.partition_index))
-                        .is_none()
-                    {
-                        Some(BrokerError::UnknownTopicOrPartition)
                     } else {
                         to_delete.push((name.clone(), p.partition_index));
                         None

@@ -13,6 +13,7 @@ use super::sb;
 use crate::coordinator::offsets::Committed;
 use crate::dispatch::RequestContext;
 use crate::error::BrokerError;
+use crate::security::acl::{Operation, ResourceType};
 
 /// (topic, [(partition, committed)]) for what was asked (`None`: everything committed).
 type Found = Vec<(String, Vec<(i32, Option<Committed>)>)>;
@@ -32,7 +33,10 @@ fn lookup(ctx: &RequestContext, group: &str, wanted: Option<Vec<(String, Vec<i32
             .collect(),
         None => {
             let mut out: Found = Vec::new();
-            for (t, p, c) in offsets.all(group) {
+            // Topics the principal may not describe are left out.
+            let visible =
+                |t: &str| ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, t);
+            for (t, p, c) in offsets.all(group).into_iter().filter(|(t, ..)| visible(t)) {
                 match out.last_mut() {
                     Some((last, parts)) if *last == t => parts.push((p, Some(c))),
                     _ => out.push((t, vec![(p, Some(c))])),
@@ -49,22 +53,38 @@ fn unpack(c: Option<Committed>) -> (i64, i32, String) {
     })
 }
 
-/// With `require_stable`, partitions with a pending transactional commit
-/// answer UNSTABLE_OFFSET_COMMIT (and no offset) instead.
-fn stabilise(ctx: &RequestContext, group: &str, found: &mut Found) -> Vec<Vec<i16>> {
+/// Per-partition error codes: TOPIC_AUTHORIZATION_FAILED for a named topic
+/// the principal may not describe, and with `require_stable`,
+/// UNSTABLE_OFFSET_COMMIT for a pending transactional commit (no offset is
+/// answered for either).
+fn partition_codes(
+    ctx: &RequestContext,
+    group: &str,
+    found: &mut Found,
+    require_stable: bool,
+) -> Vec<Vec<i16>> {
     found
         .iter_mut()
         .map(|(topic, parts)| {
+            let allowed = ctx.authorize(Operation::Describe, ResourceType::Topic, topic);
             parts
                 .iter_mut()
                 .map(|(p, c)| {
-                    if ctx.broker.txns.has_pending_offset(group, topic, *p) {
-                        *c = None;
-                        let code = BrokerError::UnstableOffsetCommit.code();
-                        ctx.broker.metrics.error("OffsetFetch", code);
-                        code
+                    let error = if !allowed {
+                        Some(BrokerError::TopicAuthorizationFailed)
+                    } else if require_stable && ctx.broker.txns.has_pending_offset(group, topic, *p)
+                    {
+                        Some(BrokerError::UnstableOffsetCommit)
                     } else {
-                        0
+                        None
+                    };
+                    match error {
+                        Some(e) => {
+                            *c = None;
+                            ctx.broker.metrics.error("OffsetFetch", e.code());
+                            e.code()
+                        }
+                        None => 0,
                     }
                 })
                 .collect()
@@ -78,17 +98,22 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
             .groups
             .into_iter()
             .map(|g| {
+                if let Err(e) =
+                    super::group_allowed(ctx, Operation::Describe, g.group_id.0.as_str())
+                {
+                    ctx.broker.metrics.error("OffsetFetch", e.code());
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(e.code());
+                }
                 let wanted = g.topics.map(|ts| {
                     ts.into_iter()
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
                 let mut found = lookup(ctx, g.group_id.0.as_str(), wanted);
-                let codes = if req.require_stable {
-                    stabilise(ctx, g.group_id.0.as_str(), &mut found)
-                } else {
-                    Vec::new()
-                };
+                let codes =
+                    partition_codes(ctx, g.group_id.0.as_str(), &mut found, req.require_stable);
                 let topics = found
                     .into_iter()
                     .enumerate()
@@ -124,6 +149,10 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
+    if let Err(e) = super::group_allowed(ctx, Operation::Describe, req.group_id.0.as_str()) {
+        ctx.broker.metrics.error("OffsetFetch", e.code());
+        return OffsetFetchResponse::default().with_error_code(e.code());
+    }
     let wanted = req.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
@@ -131,11 +160,12 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
     });
     let with_epoch = ctx.api_version >= 5;
     let mut found = lookup(ctx, req.group_id.0.as_str(), wanted);
-    let codes = if ctx.api_version >= 7 && req.require_stable {
-        stabilise(ctx, req.group_id.0.as_str(), &mut found)
-    } else {
-        Vec::new()
-    };
+    let codes = partition_codes(
+        ctx,
+        req.group_id.0.as_str(),
+        &mut found,
+        ctx.api_version >= 7 && req.require_stable,
+    );
     let topics = found
         .into_iter()
         .enumerate()

@@ -18,17 +18,20 @@ pub async fn handle(
         .topics
         .into_iter()
         .map(|t| {
-            let topic = b.catalog.get(t.topic.0.as_str());
+            let topic = super::topic_for(
+                ctx,
+                t.topic.0.as_str(),
+                crate::security::acl::Operation::Describe,
+            );
             let partitions = t
                 .partitions
                 .into_iter()
                 .map(|p| {
                     let r = EpochEndOffset::default().with_partition(p.partition);
-                    let result =
-                        super::partition_of(topic.as_ref(), p.partition).and_then(|part| {
-                            check_leader_epoch(p.current_leader_epoch)?;
-                            Ok(part)
-                        });
+                    let result = super::partition_of(&topic, p.partition).and_then(|part| {
+                        check_leader_epoch(p.current_leader_epoch)?;
+                        Ok(part)
+                    });
                     match result {
                         // Epochs above ours are unknown: Kafka answers undefined (-1, -1).
                         Ok(_) if p.leader_epoch > 0 => r.with_leader_epoch(-1).with_end_offset(-1),

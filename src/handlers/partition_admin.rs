@@ -12,15 +12,27 @@ use crate::dispatch::RequestContext;
 use crate::error::BrokerError;
 
 pub async fn list_reassignments(
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     _req: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
+    if let Err(e) = super::cluster_allowed(ctx, crate::security::acl::Operation::Describe) {
+        ctx.broker
+            .metrics
+            .error("ListPartitionReassignments", e.code());
+        return ListPartitionReassignmentsResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(e.message());
+    }
     // Replicas never move on a single node, so no reassignment is ever ongoing.
     ListPartitionReassignmentsResponse::default()
 }
 
 pub async fn elect_leaders(ctx: &RequestContext, req: ElectLeadersRequest) -> ElectLeadersResponse {
     let b = &ctx.broker;
+    if let Err(e) = super::cluster_allowed(ctx, crate::security::acl::Operation::Alter) {
+        b.metrics.error("ElectLeaders", e.code());
+        return ElectLeadersResponse::default().with_error_code(e.code());
+    }
     let Some(wanted) = req.topic_partitions else {
         return ElectLeadersResponse::default();
     };

@@ -15,6 +15,7 @@ use crate::config::topic::effective_i64;
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
 use crate::records::Codec;
+use crate::security::acl::{Operation, ResourceType};
 use crate::storage::batch::{
     check_records, decompressed_limit, recompress, split_and_validate, stamp_log_append_time,
     RecordRules, ValidBatch,
@@ -117,6 +118,11 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     let now = now_ms();
     // For LogAppendTime topics, the time each append was stamped with.
     let mut append_times: Vec<Option<i64>> = Vec::new();
+    // A transactional producer also needs WRITE on its transactional id.
+    let txn_denied = req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| !ctx.authorize(Operation::Write, ResourceType::TransactionalId, id));
     for td in req.topic_data {
         let name = td.name.0.as_str().to_string();
         // Produce v13 addresses topics by ID.
@@ -130,13 +136,24 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 .get(&name)
                 .ok_or(BrokerError::UnknownTopicOrPartition)
         };
+        let denied = if txn_denied {
+            Some(BrokerError::TransactionalIdAuthorizationFailed)
+        } else {
+            let auth_name = topic.as_ref().map_or(name.as_str(), |t| t.name.as_str());
+            // An unknown topic id has no name to authorize.
+            let unknown_id = ctx.api_version >= 13 && topic.is_err();
+            (!unknown_id && !ctx.authorize(Operation::Write, ResourceType::Topic, auth_name))
+                .then_some(BrokerError::TopicAuthorizationFailed)
+        };
         let rules = topic
             .as_ref()
             .ok()
             .map(|t| TopicRules::of(&t.configs, &b.broker_configs.layers().merged, now));
         let mut slots = Vec::with_capacity(td.partition_data.len());
         for pd in td.partition_data {
-            let slot = if bad_acks {
+            let slot = if let Some(e) = &denied {
+                Slot::Failed(e.clone())
+            } else if bad_acks {
                 Slot::Failed(BrokerError::InvalidRequiredAcks(acks))
             } else {
                 match &topic {

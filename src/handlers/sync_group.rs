@@ -1,6 +1,7 @@
 //! SyncGroup (14): the leader hands in assignments; every member receives
 //! its own (possibly empty) once the leader's arrive.
 
+use crate::security::acl::Operation;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::sb;
@@ -9,6 +10,10 @@ use crate::dispatch::RequestContext;
 pub async fn handle(ctx: &RequestContext, req: SyncGroupRequest) -> SyncGroupResponse {
     let b = &ctx.broker;
     let group_id = req.group_id.0.to_string();
+    if let Err(e) = super::group_allowed(ctx, Operation::Read, &group_id) {
+        b.metrics.error("SyncGroup", e.code());
+        return SyncGroupResponse::default().with_error_code(e.code());
+    }
     let assignments = req
         .assignments
         .into_iter()

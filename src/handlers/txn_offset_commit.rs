@@ -13,6 +13,7 @@ use super::offset_commit::check_offset;
 use crate::coordinator::txn::PendingOffset;
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
+use crate::security::acl::Operation;
 use crate::types::now_ms;
 
 /// TxnOffsetCommit has no PRODUCER_FENCED version: fenced producers get
@@ -32,26 +33,32 @@ pub async fn handle(ctx: &RequestContext, req: TxnOffsetCommitRequest) -> TxnOff
     let now = now_ms();
     // Per partition: the offset to hold, or the error to answer.
     let mut plan: Vec<(usize, i32, BrokerResult<PendingOffset>)> = Vec::new();
+    // TRANSACTIONAL_ID WRITE and group READ first, then each topic's READ.
+    let allowed = super::txn_id_allowed(ctx, Operation::Write, id)
+        .and_then(|()| super::group_allowed(ctx, Operation::Read, group));
     for (ti, t) in req.topics.iter().enumerate() {
-        let topic = b.catalog.get(t.name.0.as_str());
+        let topic = allowed
+            .clone()
+            .and_then(|()| super::topic_for(ctx, t.name.0.as_str(), Operation::Read));
         for p in &t.partitions {
             let metadata = p
                 .committed_metadata
                 .as_ref()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            let r =
-                check_offset(topic.as_deref(), p.partition_index, &metadata, max_meta).map(|()| {
-                    PendingOffset {
-                        group: group.to_string(),
-                        topic: t.name.0.to_string(),
-                        partition: p.partition_index,
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata,
-                        commit_ms: now,
-                    }
-                });
+            let checked = match &topic {
+                Ok(t) => check_offset(Some(t), p.partition_index, &metadata, max_meta),
+                Err(e) => Err(e.clone()),
+            };
+            let r = checked.map(|()| PendingOffset {
+                group: group.to_string(),
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata,
+                commit_ms: now,
+            });
             plan.push((ti, p.partition_index, r));
         }
     }

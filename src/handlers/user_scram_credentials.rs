@@ -28,6 +28,14 @@ pub async fn describe(
     ctx: &RequestContext,
     req: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    if let Err(e) = super::cluster_allowed(ctx, crate::security::acl::Operation::Describe) {
+        ctx.broker
+            .metrics
+            .error("DescribeUserScramCredentials", e.code());
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(e.message());
+    }
     let all = ctx.broker.credentials.users();
     let info = |mechs: &Vec<(ScramMechanism, i32)>| -> Vec<CredentialInfo> {
         mechs
@@ -79,6 +87,7 @@ pub async fn alter(
     req: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
     let creds = &ctx.broker.credentials;
+    let allowed = ctx.authorize_cluster(crate::security::acl::Operation::Alter);
     // One result per user; the first error of a user's alterations wins.
     let mut results: BTreeMap<String, Option<(i16, String)>> = BTreeMap::new();
     let mut touched: BTreeMap<(String, i8), usize> = BTreeMap::new();
@@ -109,6 +118,15 @@ pub async fn alter(
                    user: &str,
                    mech_id: i8|
      -> Option<ScramMechanism> {
+        if !allowed {
+            failed(
+                results,
+                user,
+                ResponseError::ClusterAuthorizationFailed,
+                "Cluster authorization failed".into(),
+            );
+            return None;
+        }
         let Some(mech) = ScramMechanism::from_wire_id(mech_id) else {
             failed(
                 results,

@@ -33,6 +33,12 @@ pub struct Metrics {
     pub cleaner_passes: IntCounterVec,
     pub cleaner_bytes_removed: IntCounterVec,
     pub cleaner_last_pass_seconds: GaugeVec,
+    /// Requests (or parts of them) refused by the authorizer.
+    pub authorization_denied: IntCounterVec,
+    /// Throttle time handed out by quota, per entity.
+    pub quota_throttle_ms: IntCounterVec,
+    /// Bytes (or request time) counted against quotas, per entity.
+    pub quota_usage: IntCounterVec,
 }
 
 impl Metrics {
@@ -155,6 +161,30 @@ impl Metrics {
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(connections_rejected.clone()))?;
         registry.register(Box::new(connections_closed.clone()))?;
+        let authorization_denied = IntCounterVec::new(
+            Opts::new(
+                "runnel_authorization_denied_total",
+                "Operations the authorizer refused, by operation and resource type",
+            ),
+            &["operation", "resource_type"],
+        )?;
+        let quota_throttle_ms = IntCounterVec::new(
+            Opts::new(
+                "kafka_server_quota_throttle_time_ms_total",
+                "Throttle time given to clients over a quota, by quota type (Produce, Fetch, Request) and entity",
+            ),
+            &["quota", "user", "client_id"],
+        )?;
+        let quota_usage = IntCounterVec::new(
+            Opts::new(
+                "kafka_server_quota_usage_total",
+                "What was counted against quotas (bytes for Produce and Fetch, microseconds of handling for Request), by quota type and entity",
+            ),
+            &["quota", "user", "client_id"],
+        )?;
+        for c in [&authorization_denied, &quota_throttle_ms, &quota_usage] {
+            registry.register(Box::new(c.clone()))?;
+        }
         for c in [
             &request_bytes,
             &response_bytes,
@@ -181,6 +211,9 @@ impl Metrics {
             connections,
             connections_rejected,
             connections_closed,
+            authorization_denied,
+            quota_throttle_ms,
+            quota_usage,
             request_bytes,
             response_bytes,
             produce_requests,

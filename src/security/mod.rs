@@ -3,6 +3,8 @@
 //! Connections (`network::session`) drive these; handlers never parse
 //! credentials themselves.
 
+pub mod acl;
+pub mod authorizer;
 pub mod credentials;
 pub mod jaas;
 pub mod plain;

@@ -141,7 +141,7 @@ def scram_user(b, prefix):
 
 def produce(conf, topic, n=3, extra=None, timeout=30):
     """Produces n records b"v0".. ; returns (delivered values, KafkaErrors from delivery
-    reports, produce() and flush())."""
+    reports and from produce() itself)."""
     delivered, errors = [], []
     cfg = dict(conf, **{"linger.ms": 5, "message.timeout.ms": 15000})
     cfg.update(extra or {})
@@ -159,16 +159,7 @@ def produce(conf, topic, n=3, extra=None, timeout=30):
         except KafkaException as e:
             errors.append(e.args[0])
         p.poll(0)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            left = p.flush(max(0.1, deadline - time.monotonic()))
-            break
-        except KafkaException as e:  # a fatal error (e.g. no producer id) is raised here
-            errors.append(e.args[0])
-            if time.monotonic() > deadline:
-                left = len(p)
-                break
+    left = p.flush(timeout)
     assert left == 0, "%d records still queued %ss after produce (errors %s)" % (
         left, timeout, errors)
     return delivered, errors
@@ -420,6 +411,42 @@ def test_metadata_hides_undescribable_topics(acl_broker):
     assert topic_metadata(admin_of(b), ghost) is None
 
 
+def test_describe_is_not_read(acl_broker):
+    """ListOffsets needs DESCRIBE on the topic, Fetch needs READ."""
+    b = acl_broker
+    topic, group = make_topic(b, "acl-fetch"), unique_topic("acl-fg")
+    assert produce(sasl_conf(b, "admin"), topic, 3) == (values(3), [])
+    grant(b, acl(CAROL, TOPIC, topic, Op.DESCRIBE), acl(CAROL, GROUP, group, Op.DESCRIBE))
+    c = Consumer(dict(sasl_conf(b, "carol"), **{"group.id": group, "enable.auto.commit": False}))
+    try:
+        assert c.get_watermark_offsets(TopicPartition(topic, 0), timeout=15,
+                                       cached=False) == (0, 3)
+        c.assign([TopicPartition(topic, 0, 0)])
+        got, errors, deadline = [], [], time.monotonic() + 15
+        while not errors and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None:
+                (errors if m.error() else got).append(m.error() or m.value())
+        assert got == [] and codes(errors) == {E.TOPIC_AUTHORIZATION_FAILED}, errors
+    finally:
+        c.close()
+
+
+def test_invalid_acls_are_refused(acl_broker):
+    b = acl_broker
+    a = admin_of(b)
+    topic = unique_topic("acl-bad")
+    bad = [acl(ALICE, CLUSTER, "not-the-cluster", Op.ALTER),  # CLUSTER is 'kafka-cluster'
+           acl("alice", TOPIC, topic, Op.READ),                # principal without a type
+           acl(ALICE, TOPIC, "", Op.READ)]                     # empty resource name
+    fs = a.create_acls(bad, request_timeout=15)
+    for bnd in bad:
+        err = refusal(fs[bnd])
+        assert err.code() == E.INVALID_REQUEST, (bnd, err)
+    assert describe_acls(a, acl_filter(principal=ALICE, restype=CLUSTER)) == set()
+    assert describe_acls(a, acl_filter(restype=TOPIC, name=topic)) == set()
+
+
 def test_transactional_id_authorization(acl_broker):
     b = acl_broker
     topic, txid = make_topic(b, "acl-txn"), unique_topic("tx")
@@ -453,9 +480,17 @@ def test_idempotent_producer_with_topic_write_only(acl_broker):
     # A principal without WRITE on any topic is refused a producer id.
     reader, rconf = scram_user(b, "idem-ro")
     grant(b, acl(reader, TOPIC, topic, Op.READ))
-    delivered, errors = produce(rconf, topic, 1, {"enable.idempotence": True,
-                                                  "message.timeout.ms": 10000})
-    assert delivered == [] and E.CLUSTER_AUTHORIZATION_FAILED in codes(errors), errors
+    # librdkafka raises the fatal InitProducerId error from poll().
+    p = Producer(dict(rconf, **{"enable.idempotence": True, "message.timeout.ms": 10000}))
+    p.produce(topic, b"nope")
+    deadline = time.monotonic() + 20
+    with pytest.raises(KafkaException) as ei:
+        while time.monotonic() < deadline:
+            p.poll(0.2)
+    err = ei.value.args[0]
+    assert err.code() == E.CLUSTER_AUTHORIZATION_FAILED and err.fatal(), err
+    p.purge()
+    assert read_back(b, topic, 6, timeout=3) == values(5)
 
 
 def test_auto_create_needs_create(acl_broker):

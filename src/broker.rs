@@ -11,6 +11,7 @@ use crate::coordinator::txn::{TxnConfig, TxnCoordinator};
 use crate::coordinator::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::network;
+use crate::quotas::limiter::Limiter;
 use crate::quotas::QuotaStore;
 use crate::security::authorizer::Authorizer;
 use crate::security::credentials::CredentialStore;
@@ -29,6 +30,8 @@ pub struct Broker {
     pub metrics: Metrics,
     pub groups: Arc<GroupCoordinator>,
     pub quotas: QuotaStore,
+    /// Measures clients against `quotas` and computes throttle times.
+    pub limiter: Limiter,
     pub txns: TxnCoordinator,
     /// SCRAM users (AlterUserScramCredentials; SASL/SCRAM logins).
     pub credentials: Arc<CredentialStore>,
@@ -104,6 +107,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         fsync_each_ack = sync,
         "storage open"
     );
+    let limiter = Limiter::new(config.quota_window);
     let broker = Arc::new(Broker {
         config,
         broker_configs,
@@ -113,6 +117,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         metrics,
         groups: groups.clone(),
         quotas,
+        limiter,
         txns,
         credentials,
         authorizer,

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use crate::broker::Broker;
 use crate::handlers;
 use crate::network::session::Session;
+use crate::quotas::limiter::{Client, QuotaType};
 use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::security::authorizer::Subject;
 use crate::security::Principal;
@@ -170,6 +171,55 @@ impl RequestContext {
         }
     }
 
+    /// Counts `bytes` against the client's quota of type `t`; answers the
+    /// throttle time for the response's `throttle_time_ms` (0 within quota)
+    /// and mutes the connection for that long, as Kafka does (KIP-219).
+    pub fn throttle(&self, t: QuotaType, bytes: usize) -> i32 {
+        let b = &self.broker;
+        let client = self.quota_client();
+        let Some((delay, (user, client_id))) =
+            b.limiter.record(&b.quotas, t, &client, bytes as f64)
+        else {
+            return 0;
+        };
+        let labels = [t.label(), user.as_str(), client_id.as_str()];
+        b.metrics
+            .quota_usage
+            .with_label_values(&labels)
+            .inc_by(bytes as u64);
+        if delay.is_zero() {
+            return 0;
+        }
+        let ms = i32::try_from(delay.as_millis()).unwrap_or(i32::MAX);
+        b.metrics
+            .quota_throttle_ms
+            .with_label_values(&labels)
+            .inc_by(ms as u64);
+        tracing::debug!(peer = %self.peer, user = %user, client_id = %client_id, quota = t.label(), throttle_ms = ms, "client throttled");
+        self.session.mute_for(delay);
+        ms
+    }
+
+    fn quota_client(&self) -> Client<'_> {
+        Client {
+            user: &self.principal.name,
+            client_id: self.client(),
+        }
+    }
+
+    /// Takes back what `throttle` counted (for an answer not sent).
+    pub fn unrecord(&self, t: QuotaType, bytes: usize) {
+        let b = &self.broker;
+        b.limiter
+            .unrecord(&b.quotas, t, &self.quota_client(), bytes as f64);
+    }
+
+    /// The most the client's quota lets one response carry, if it has one.
+    pub fn quota_cap(&self, t: QuotaType) -> Option<usize> {
+        let b = &self.broker;
+        b.limiter.max_in_window(&b.quotas, t, &self.quota_client())
+    }
+
     /// Lets the connection's next request proceed.
     pub fn release_turn(&self) {
         if let Ok(mut t) = self.turn.lock() {
@@ -190,6 +240,11 @@ pub async fn handle(
 ) -> Outcome {
     let peer = session.peer;
     turn.wait().await;
+    // Requests pipelined behind a throttled one wait out the throttle, as
+    // they would behind Kafka's muted channel.
+    if let Some(until) = session.muted_until() {
+        tokio::time::sleep_until(until).await;
+    }
     // The connection guarantees at least 8 bytes.
     let raw_key = be_i16(&frame, 0);
     let version = be_i16(&frame, 2);

@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub log_dir_min_free_bytes: u64,
     /// `authorizer.class.name`, `super.users`, `allow.everyone.if.no.acl.found`.
     pub authorizer: crate::security::authorizer::AuthorizerConfig,
+    /// `quota.window.num` samples of `quota.window.size.seconds`.
+    pub quota_window: crate::quotas::limiter::WindowConfig,
     /// Every key/value the file and overrides set, as given, for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
 }
@@ -387,6 +389,10 @@ impl BrokerConfig {
         };
 
         let authorizer = crate::security::authorizer::AuthorizerConfig::from_raw(&raw)?;
+        let quota_window = crate::quotas::limiter::WindowConfig {
+            samples: positive("quota.window.num", 11)?,
+            sample: std::time::Duration::from_secs(positive("quota.window.size.seconds", 1)? as u64),
+        };
 
         for key in raw.keys() {
             if ACCEPTED_WITHOUT_EFFECT.contains(&key.as_str()) {
@@ -433,6 +439,7 @@ impl BrokerConfig {
                 fetch_max_bytes,
                 log_dir_min_free_bytes,
                 authorizer,
+                quota_window,
                 raw,
             },
             warnings,
@@ -487,6 +494,8 @@ fn is_understood(key: &str) -> bool {
         "runnel.socket.response.queue.bytes",
         "fetch.max.bytes",
         "runnel.log.dir.min.free.bytes",
+        "quota.window.num",
+        "quota.window.size.seconds",
     ];
     KEYS.contains(&key)
         || topic::is_broker_default_key(key)

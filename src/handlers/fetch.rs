@@ -23,6 +23,7 @@ use uuid::Uuid;
 use super::check_leader_epoch;
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
+use crate::quotas::limiter::QuotaType;
 use crate::security::acl::{Operation, ResourceType};
 use crate::storage::partition::Partition;
 
@@ -109,7 +110,8 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
     // The broker's fetch.max.bytes caps what a client may ask for (as Kafka).
     let max_bytes = usize::try_from(req.max_bytes)
         .unwrap_or(0)
-        .min(ctx.broker.config.fetch_max_bytes);
+        .min(ctx.broker.config.fetch_max_bytes)
+        .min(ctx.quota_cap(QuotaType::Fetch).unwrap_or(usize::MAX));
     let read_committed = req.isolation_level == 1;
     let live: Vec<Arc<Partition>> = topics
         .iter()
@@ -129,9 +131,18 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
         let (responses, bytes, errors) = collect(ctx, &topics, max_bytes, read_committed);
         if bytes >= min_bytes || errors || Instant::now() >= deadline {
             count_requests(ctx, &topics);
-            return FetchResponse::default()
+            let throttle = ctx.throttle(QuotaType::Fetch, bytes);
+            let resp = FetchResponse::default()
                 .with_session_id(0)
-                .with_responses(responses);
+                .with_throttle_time_ms(throttle);
+            if throttle > 0 {
+                // Over quota: Kafka answers empty (and does not count it), and
+                // the client asks again after the throttle time.
+                ctx.unrecord(QuotaType::Fetch, bytes);
+                super::delay_for_old_clients(ctx, throttle, 8).await;
+                return resp;
+            }
+            return resp.with_responses(responses);
         }
         if waits.is_empty() {
             tokio::time::sleep_until(deadline).await;

@@ -164,6 +164,18 @@ pub fn topic_for(
         .ok_or(BrokerError::UnknownTopicOrPartition)
 }
 
+/// Before KIP-219 (Produce v6, Fetch v8) clients did not back off by
+/// themselves: the broker held the throttled response back instead.
+pub async fn delay_for_old_clients(
+    ctx: &crate::dispatch::RequestContext,
+    throttle_ms: i32,
+    kip219_from: i16,
+) {
+    if throttle_ms > 0 && ctx.api_version < kip219_from {
+        tokio::time::sleep(std::time::Duration::from_millis(throttle_ms as u64)).await;
+    }
+}
+
 /// GROUP_AUTHORIZATION_FAILED unless the principal may perform `op` on the group.
 pub fn group_allowed(
     ctx: &crate::dispatch::RequestContext,

@@ -14,6 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::config::topic::effective_i64;
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
+use crate::quotas::limiter::QuotaType;
 use crate::records::Codec;
 use crate::security::acl::{Operation, ResourceType};
 use crate::storage::batch::{
@@ -115,6 +116,16 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     let mut layout = Vec::with_capacity(req.topic_data.len());
 
     let bad_acks = !matches!(acks, -1..=1);
+    // What the producer quota counts: the records sent.
+    let sent_bytes: usize = req
+        .topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .filter_map(|p| p.records.as_ref().map(|r| r.len()))
+        .sum();
+    // Counted before the append, while this request still holds the
+    // connection's turn, so that requests pipelined behind it wait.
+    let throttle = ctx.throttle(QuotaType::Produce, sent_bytes);
     let now = now_ms();
     // For LogAppendTime topics, the time each append was stamped with.
     let mut append_times: Vec<Option<i64>> = Vec::new();
@@ -217,6 +228,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             b.writer.append_detached(appends).await;
         }
         ctx.release_turn();
+        // No answer carries the throttle time: the muted connection is all.
         return None;
     }
     let snapshot: Vec<_> = appends.iter().map(|a| a.partition.clone()).collect();
@@ -296,7 +308,12 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             b.metrics.error("Produce", code);
         }
     }
-    Some(ProduceResponse::default().with_responses(responses))
+    super::delay_for_old_clients(ctx, throttle, 6).await;
+    Some(
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_throttle_time_ms(throttle),
+    )
 }
 
 /// KIP-467 per-record errors (Produce v8+; older versions have no field and

@@ -127,6 +127,14 @@ pub async fn serve<R, W>(
                 _ = &mut closed_rx => break 'conn "closed after an invalid request".to_string(),
             }
         }
+        // A throttled client is not read until its throttle time is over.
+        if let Some(until) = session.muted_until() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = shutdown.wait() => break 'conn "broker shutting down".to_string(),
+                _ = &mut closed_rx => break 'conn "closed after an invalid request".to_string(),
+            }
+        }
         let frame = tokio::select! {
             f = read_frame(&mut rd, max, limits.idle, &admission) => f,
             _ = shutdown.wait() => break "broker shutting down".to_string(),

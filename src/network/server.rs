@@ -83,6 +83,22 @@ async fn accept_loop(
                             continue;
                         }
                     };
+                    // Over its connection_creation_rate, an IP's connection is
+                    // held for the throttle time and then closed (KIP-612).
+                    let hold = broker.limiter.connection(&broker.quotas, peer.ip());
+                    if !hold.is_zero() {
+                        broker
+                            .metrics
+                            .connections_rejected
+                            .with_label_values(&["ip_connection_rate"])
+                            .inc();
+                        tracing::warn!(%peer, throttle_ms = hold.as_millis() as u64, "connection_creation_rate exceeded: closing the connection after the throttle time");
+                        tokio::spawn(async move {
+                            tokio::time::sleep(hold).await;
+                            drop((stream, slot));
+                        });
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     tokio::spawn(start(
                         broker.clone(),

@@ -102,6 +102,8 @@ pub struct Session {
     pub listener: Arc<ListenerRuntime>,
     pub peer: SocketAddr,
     state: Mutex<AuthState>,
+    /// A throttled client's connection is not read until then (KIP-219).
+    muted_until: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// What SaslHandshake answers.
@@ -140,6 +142,29 @@ impl Session {
             listener,
             peer,
             state: Mutex::new(state),
+            muted_until: Mutex::new(None),
+        }
+    }
+
+    /// Stops reading this connection for `d` (from now), as Kafka mutes a
+    /// throttled client's channel.
+    pub fn mute_for(&self, d: std::time::Duration) {
+        let until = tokio::time::Instant::now() + d;
+        let mut m = self.muted_until.lock().unwrap_or_else(|p| p.into_inner());
+        if m.is_none_or(|t| t < until) {
+            *m = Some(until);
+        }
+    }
+
+    /// When the connection may be read again, if it is muted.
+    pub fn muted_until(&self) -> Option<tokio::time::Instant> {
+        let mut m = self.muted_until.lock().unwrap_or_else(|p| p.into_inner());
+        match *m {
+            Some(t) if t > tokio::time::Instant::now() => Some(t),
+            _ => {
+                *m = None;
+                None
+            }
         }
     }
 

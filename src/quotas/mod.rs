@@ -1,8 +1,11 @@
 //! Client quotas (Describe/AlterClientQuotas): stored and reported per
-//! entity, persisted in RocksDB's `meta` CF. Enforcement (throttling) belongs
-//! to the security work and is not done here.
+//! entity, persisted in RocksDB's `meta` CF. `limiter` measures clients
+//! against them and computes throttle times.
+
+pub mod limiter;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -43,6 +46,10 @@ pub enum NameMatch {
 pub struct QuotaStore {
     store: Arc<Store>,
     entries: Mutex<BTreeMap<Vec<u8>, Stored>>,
+    /// Bumped on every change, so resolved quotas can be cached.
+    version: AtomicU64,
+    /// Whether any quota is set: with none, nothing is measured.
+    any: AtomicBool,
 }
 
 fn key(entity: &Entity) -> BrokerResult<Vec<u8>> {
@@ -112,8 +119,25 @@ impl QuotaStore {
         }
         Ok(QuotaStore {
             store,
+            any: AtomicBool::new(!entries.is_empty()),
             entries: Mutex::new(entries),
+            version: AtomicU64::new(0),
         })
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.any.load(Ordering::Acquire)
+    }
+
+    /// The value of `quota` set on exactly this entity (already normalized).
+    pub fn get(&self, entity: &Entity, quota: &str) -> Option<f64> {
+        let k = key(entity).ok()?;
+        let entries = self.entries.lock().ok()?;
+        entries.get(&k)?.values.get(quota).copied()
     }
 
     /// Applies set (`Some`) and remove (`None`) operations to one entity.
@@ -168,6 +192,8 @@ impl QuotaStore {
             self.store.db.put_cf(meta, &k, json)?;
             entries.insert(k, stored);
         }
+        self.any.store(!entries.is_empty(), Ordering::Release);
+        self.version.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 

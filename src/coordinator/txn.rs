@@ -1140,10 +1140,16 @@ mod tests {
             metrics: crate::metrics::Metrics::new().unwrap(),
             groups,
             quotas: crate::quotas::QuotaStore::load(store.clone()).unwrap(),
+            limiter: crate::quotas::limiter::Limiter::new(Default::default()),
             txns,
             credentials: Arc::new(
-                crate::security::credentials::CredentialStore::load(store).unwrap(),
+                crate::security::credentials::CredentialStore::load(store.clone()).unwrap(),
             ),
+            authorizer: crate::security::authorizer::Authorizer::load(
+                Default::default(),
+                store,
+            )
+            .unwrap(),
         };
         (Arc::new(broker), thread)
     }

@@ -280,6 +280,21 @@ pub async fn handle(
             .inc();
         return Outcome::Close;
     }
+    // KIP-368: once a session's lifetime is over, only re-authentication
+    // may follow; anything else closes the connection (the client reconnects).
+    if !matches!(
+        api,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    ) && session.expired()
+    {
+        tracing::info!(%peer, ?api, principal = ?session.principal().map(|p| p.to_string()), "closing connection: SASL session expired without re-authentication");
+        broker
+            .metrics
+            .connections_closed
+            .with_label_values(&["session_expired"])
+            .inc();
+        return Outcome::Close;
+    }
     let header = match RequestHeader::decode(&mut frame, api.request_header_version(version)) {
         Ok(h) => h,
         Err(e) => {

@@ -495,6 +495,7 @@ fn is_understood(key: &str) -> bool {
         "fetch.max.bytes",
         "runnel.log.dir.min.free.bytes",
         "quota.window.num",
+        "connections.max.reauth.ms",
         "quota.window.size.seconds",
     ];
     KEYS.contains(&key)

@@ -1145,11 +1145,8 @@ mod tests {
             credentials: Arc::new(
                 crate::security::credentials::CredentialStore::load(store.clone()).unwrap(),
             ),
-            authorizer: crate::security::authorizer::Authorizer::load(
-                Default::default(),
-                store,
-            )
-            .unwrap(),
+            authorizer: crate::security::authorizer::Authorizer::load(Default::default(), store)
+                .unwrap(),
         };
         (Arc::new(broker), thread)
     }

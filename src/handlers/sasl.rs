@@ -50,14 +50,23 @@ pub async fn authenticate(
             SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(reply)),
             false,
         ),
-        Ok(AuthOutcome::Done(reply)) => {
+        Ok(AuthOutcome::Done {
+            reply,
+            lifetime_ms,
+            reauthenticated,
+        }) => {
             if let Some(p) = s.principal() {
-                tracing::info!(peer = %ctx.peer, principal = %p, listener = %s.listener.config.name, "SASL authentication succeeded");
+                if reauthenticated {
+                    tracing::debug!(peer = %ctx.peer, principal = %p, listener = %s.listener.config.name, lifetime_ms, "SASL re-authentication succeeded");
+                } else {
+                    tracing::info!(peer = %ctx.peer, principal = %p, listener = %s.listener.config.name, lifetime_ms, "SASL authentication succeeded");
+                }
             }
+            // v0 has no lifetime field: its clients cannot re-authenticate.
             (
                 SaslAuthenticateResponse::default()
                     .with_auth_bytes(Bytes::from(reply))
-                    .with_session_lifetime_ms(0),
+                    .with_session_lifetime_ms(lifetime_ms),
                 false,
             )
         }

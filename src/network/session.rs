@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::config::listeners::{ListenerConfig, SecurityProtocol};
 use crate::security::credentials::{CredentialStore, ScramMechanism};
@@ -89,11 +90,29 @@ impl ListenerRuntime {
     }
 }
 
+/// A completed login.
+#[derive(Clone)]
+struct Login {
+    principal: Principal,
+    /// The SASL mechanism used (a re-authentication must use the same).
+    mechanism: Option<String>,
+    /// When the session ends unless re-authenticated (KIP-368).
+    expires: Option<Instant>,
+}
+
 enum AuthState {
-    Authenticated(Principal),
+    Authenticated(Login),
     NeedHandshake,
-    Handshaked(String),
-    InProgress(Box<dyn SaslServer>),
+    /// `previous`: the login being renewed, during a re-authentication.
+    Handshaked {
+        mechanism: String,
+        previous: Option<Login>,
+    },
+    InProgress {
+        mechanism: String,
+        server: Box<dyn SaslServer>,
+        previous: Option<Login>,
+    },
     Failed,
 }
 
@@ -118,8 +137,13 @@ pub enum HandshakeError {
 pub enum AuthOutcome {
     /// Send this token and wait for the next one.
     Continue(Vec<u8>),
-    /// Authenticated: send the final token.
-    Done(Vec<u8>),
+    /// Authenticated: send the final token, with the session's lifetime
+    /// (0: unlimited) for SaslAuthenticate v1+.
+    Done {
+        reply: Vec<u8>,
+        lifetime_ms: i64,
+        reauthenticated: bool,
+    },
 }
 
 impl Session {
@@ -132,11 +156,13 @@ impl Session {
         let state = if listener.protocol().sasl() {
             AuthState::NeedHandshake
         } else {
-            AuthState::Authenticated(
-                tls_principal
+            AuthState::Authenticated(Login {
+                principal: tls_principal
                     .map(Principal::user)
                     .unwrap_or_else(Principal::anonymous),
-            )
+                mechanism: None,
+                expires: None,
+            })
         };
         Session {
             listener,
@@ -172,30 +198,70 @@ impl Session {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn principal(&self) -> Option<Principal> {
+    /// The current login, or the one being renewed while a client
+    /// re-authenticates.
+    fn login(&self) -> Option<Login> {
         match &*self.state() {
-            AuthState::Authenticated(p) => Some(p.clone()),
+            AuthState::Authenticated(l) => Some(l.clone()),
+            AuthState::Handshaked { previous, .. } | AuthState::InProgress { previous, .. } => {
+                previous.clone()
+            }
             _ => None,
         }
     }
 
+    pub fn principal(&self) -> Option<Principal> {
+        self.login().map(|l| l.principal)
+    }
+
     pub fn is_authenticated(&self) -> bool {
-        matches!(&*self.state(), AuthState::Authenticated(_))
+        self.login().is_some()
+    }
+
+    /// Whether the session's lifetime is over (KIP-368): only
+    /// re-authentication may follow.
+    pub fn expired(&self) -> bool {
+        self.login()
+            .and_then(|l| l.expires)
+            .is_some_and(|t| t <= Instant::now())
     }
 
     pub fn enabled_mechanisms(&self) -> Vec<String> {
         self.listener.mechanisms.clone()
     }
 
+    /// `connections.max.reauth.ms` of the listener (0: sessions never expire
+    /// and clients do not re-authenticate).
+    fn reauth(&self) -> Option<Duration> {
+        let ms: u64 = self
+            .listener
+            .config
+            .get("connections.max.reauth.ms")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+
     pub fn handshake(&self, mechanism: &str) -> Result<(), HandshakeError> {
         let mut st = self.state();
-        if !matches!(*st, AuthState::NeedHandshake) {
-            return Err(HandshakeError::IllegalState);
-        }
+        let previous = match &*st {
+            AuthState::NeedHandshake => None,
+            // Re-authentication: on a SASL listener that asked for it, with
+            // the mechanism of the first login.
+            AuthState::Authenticated(l)
+                if self.reauth().is_some() && l.mechanism.as_deref() == Some(mechanism) =>
+            {
+                Some(l.clone())
+            }
+            _ => return Err(HandshakeError::IllegalState),
+        };
         if !self.listener.mechanisms.iter().any(|m| m == mechanism) {
             return Err(HandshakeError::Unsupported);
         }
-        *st = AuthState::Handshaked(mechanism.to_string());
+        *st = AuthState::Handshaked {
+            mechanism: mechanism.to_string(),
+            previous,
+        };
         Ok(())
     }
 
@@ -207,23 +273,34 @@ impl Session {
         creds: &Arc<CredentialStore>,
     ) -> Result<AuthOutcome, AuthError> {
         let mut st = self.state();
-        let mut server: Box<dyn SaslServer> = match std::mem::replace(&mut *st, AuthState::Failed) {
-            AuthState::Handshaked(m) => match m.as_str() {
-                "PLAIN" => Box::new(Plain::new(self.listener.plain_users.clone())),
-                other => match ScramMechanism::from_name(other) {
-                    Some(mech) => Box::new(Scram::new(mech, creds.clone())),
-                    None => {
-                        return Err(AuthError::new(
-                            format!("Unsupported SASL mechanism {other}"),
-                            None,
-                        ))
-                    }
-                },
-            },
-            AuthState::InProgress(s) => s,
+        let (mechanism, mut server, previous) = match std::mem::replace(&mut *st, AuthState::Failed)
+        {
+            AuthState::Handshaked {
+                mechanism,
+                previous,
+            } => {
+                let server: Box<dyn SaslServer> = match mechanism.as_str() {
+                    "PLAIN" => Box::new(Plain::new(self.listener.plain_users.clone())),
+                    other => match ScramMechanism::from_name(other) {
+                        Some(mech) => Box::new(Scram::new(mech, creds.clone())),
+                        None => {
+                            return Err(AuthError::new(
+                                format!("Unsupported SASL mechanism {other}"),
+                                None,
+                            ))
+                        }
+                    },
+                };
+                (mechanism, server, previous)
+            }
+            AuthState::InProgress {
+                mechanism,
+                server,
+                previous,
+            } => (mechanism, server, previous),
             other => {
-                // Out of sequence: the state stays as it was (the connection
-                // closes after the answer anyway).
+                // Out of sequence: the state stays as it was (the
+                // connection closes after the answer anyway).
                 *st = other;
                 return Err(AuthError::new(
                     "Unexpected SaslAuthenticate: no SASL handshake in progress",
@@ -233,12 +310,46 @@ impl Session {
         };
         match server.step(token)? {
             Step::Continue(reply) => {
-                *st = AuthState::InProgress(server);
+                *st = AuthState::InProgress {
+                    mechanism,
+                    server,
+                    previous,
+                };
                 Ok(AuthOutcome::Continue(reply))
             }
-            Step::Done { reply, user } => {
-                *st = AuthState::Authenticated(Principal::user(user));
-                Ok(AuthOutcome::Done(reply))
+            Step::Done {
+                reply,
+                user,
+                lifetime,
+            } => {
+                let principal = Principal::user(user);
+                if let Some(p) = previous.as_ref().map(|l| &l.principal) {
+                    if *p != principal {
+                        return Err(AuthError::new(
+                            format!(
+                                "Cannot change principals during re-authentication from {p} to {principal}"
+                            ),
+                            Some(&principal.name),
+                        ));
+                    }
+                }
+                // The session ends at the earlier of the listener's
+                // re-authentication interval and the credential's expiry.
+                let lifetime = match (self.reauth(), lifetime) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                *st = AuthState::Authenticated(Login {
+                    principal,
+                    mechanism: Some(mechanism),
+                    expires: lifetime.map(|d| Instant::now() + d),
+                });
+                Ok(AuthOutcome::Done {
+                    reply,
+                    lifetime_ms: lifetime
+                        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                    reauthenticated: previous.is_some(),
+                })
             }
         }
     }

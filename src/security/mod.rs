@@ -48,7 +48,13 @@ pub enum Step {
     /// Send this and wait for the client's next message.
     Continue(Vec<u8>),
     /// Authenticated as this user; send the final message (possibly empty).
-    Done { reply: Vec<u8>, user: String },
+    /// `lifetime`: how long the credential stays valid (an OAuth token's
+    /// expiry), which bounds the session.
+    Done {
+        reply: Vec<u8>,
+        user: String,
+        lifetime: Option<std::time::Duration>,
+    },
 }
 
 /// A failed login: the message goes to the client, `user` to the log.

@@ -46,6 +46,7 @@ impl SaslServer for Plain {
             Some(expected) if constant_time_eq(expected.as_bytes(), password) => Ok(Step::Done {
                 reply: Vec::new(),
                 user: user.to_string(),
+                lifetime: None,
             }),
             _ => Err(AuthError::new(
                 "Authentication failed: Invalid username or password",

@@ -167,6 +167,7 @@ impl SaslServer for Scram {
                 Ok(Step::Done {
                     reply: format!("v={}", B64.encode(server_signature)).into_bytes(),
                     user,
+                    lifetime: None,
                 })
             }
             State::Done => Err(bad("the exchange is already complete")),
@@ -232,7 +233,7 @@ mod tests {
                 let fin = client_final(mech, password, bare, &first);
                 let r = s.step(fin.as_bytes());
                 assert_eq!(r.is_ok(), ok, "{mech:?} {password}");
-                if let Ok(Step::Done { user, reply }) = r {
+                if let Ok(Step::Done { user, reply, .. }) = r {
                     assert_eq!(user, "ali,ce");
                     assert!(reply.starts_with(b"v="));
                 }

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::listeners::{ListenerConfig, SecurityProtocol};
 use crate::security::credentials::{CredentialStore, ScramMechanism};
+use crate::security::oauthbearer::{OAuthBearer, Validator};
 use crate::security::{jaas, plain::Plain, scram::Scram, AuthError, Principal, SaslServer, Step};
 
-const SUPPORTED_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+const SUPPORTED_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
 
 /// A listener ready to serve: its settings, TLS, and SASL set-up.
 pub struct ListenerRuntime {
@@ -22,6 +23,8 @@ pub struct ListenerRuntime {
     pub mechanisms: Vec<String>,
     /// SASL/PLAIN users from the listener's JAAS config.
     pub plain_users: Arc<BTreeMap<String, String>>,
+    /// How OAUTHBEARER tokens are checked, when enabled.
+    pub oauth: Option<Arc<Validator>>,
 }
 
 impl ListenerRuntime {
@@ -77,11 +80,20 @@ impl ListenerRuntime {
                 plain_users = j.plain_users();
             }
         }
+        let oauth = if mechanisms.iter().any(|m| m == "OAUTHBEARER") {
+            Some(Arc::new(
+                Validator::from_listener(config)
+                    .map_err(|e| format!("listener {}: {e}", config.name))?,
+            ))
+        } else {
+            None
+        };
         Ok(ListenerRuntime {
             config: config.clone(),
             tls,
             mechanisms,
             plain_users: Arc::new(plain_users),
+            oauth,
         })
     }
 
@@ -281,6 +293,10 @@ impl Session {
             } => {
                 let server: Box<dyn SaslServer> = match mechanism.as_str() {
                     "PLAIN" => Box::new(Plain::new(self.listener.plain_users.clone())),
+                    "OAUTHBEARER" => match &self.listener.oauth {
+                        Some(v) => Box::new(OAuthBearer::new(v.clone())),
+                        None => return Err(AuthError::new("OAUTHBEARER is not enabled", None)),
+                    },
                     other => match ScramMechanism::from_name(other) {
                         Some(mech) => Box::new(Scram::new(mech, creds.clone())),
                         None => {

@@ -7,6 +7,7 @@ pub mod acl;
 pub mod authorizer;
 pub mod credentials;
 pub mod jaas;
+pub mod oauthbearer;
 pub mod plain;
 pub mod scram;
 

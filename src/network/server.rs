@@ -1,6 +1,7 @@
 //! The accept loops: one per listener (plaintext, TLS, SASL), each spawning a
 //! task per connection, until shutdown.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +60,10 @@ pub async fn serve(broker: Arc<Broker>) -> Result<(), String> {
     Ok(())
 }
 
+/// Connections held open before closing them for connection_creation_rate.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+const MAX_HELD: usize = 1024;
+
 async fn accept_loop(
     broker: Arc<Broker>,
     tcp: TcpListener,
@@ -71,6 +76,28 @@ async fn accept_loop(
         tokio::select! {
             accepted = tcp.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Over its connection_creation_rate, an IP's connection is
+                    // held for the throttle time and then closed (KIP-612).
+                    let hold = broker.limiter.connection(&broker.quotas, peer.ip());
+                    if !hold.is_zero() {
+                        broker
+                            .metrics
+                            .connections_rejected
+                            .with_label_values(&["ip_connection_rate"])
+                            .inc();
+                        tracing::warn!(%peer, throttle_ms = hold.as_millis() as u64, "connection_creation_rate exceeded: closing the connection after the throttle time");
+                        // Held sockets are bounded: past the cap they close at once.
+                        if HELD.fetch_add(1, Ordering::AcqRel) < MAX_HELD {
+                            tokio::spawn(async move {
+                                tokio::time::sleep(hold).await;
+                                drop(stream);
+                                HELD.fetch_sub(1, Ordering::AcqRel);
+                            });
+                        } else {
+                            HELD.fetch_sub(1, Ordering::AcqRel);
+                        }
+                        continue;
+                    }
                     let slot = match admission.admit(peer.ip()) {
                         Ok(slot) => slot,
                         Err(refusal) => {
@@ -83,22 +110,6 @@ async fn accept_loop(
                             continue;
                         }
                     };
-                    // Over its connection_creation_rate, an IP's connection is
-                    // held for the throttle time and then closed (KIP-612).
-                    let hold = broker.limiter.connection(&broker.quotas, peer.ip());
-                    if !hold.is_zero() {
-                        broker
-                            .metrics
-                            .connections_rejected
-                            .with_label_values(&["ip_connection_rate"])
-                            .inc();
-                        tracing::warn!(%peer, throttle_ms = hold.as_millis() as u64, "connection_creation_rate exceeded: closing the connection after the throttle time");
-                        tokio::spawn(async move {
-                            tokio::time::sleep(hold).await;
-                            drop((stream, slot));
-                        });
-                        continue;
-                    }
                     let _ = stream.set_nodelay(true);
                     tokio::spawn(start(
                         broker.clone(),
@@ -168,15 +179,30 @@ async fn start(
                     return;
                 }
             };
-            let principal = tls
+            let subject = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(super::tls::principal_of);
-            if let Some(p) = &principal {
-                tracing::debug!(%peer, principal = %p, "TLS client certificate");
-            }
+            let principal = match subject {
+                Some(dn) => match runtime.principal_mapper.map(&dn) {
+                    Some(p) => {
+                        tracing::debug!(%peer, subject = %dn, principal = %p, "TLS client certificate");
+                        Some(p)
+                    }
+                    None => {
+                        broker
+                            .metrics
+                            .connections_closed
+                            .with_label_values(&["no_principal_mapping_rule"])
+                            .inc();
+                        tracing::warn!(%peer, subject = %dn, listener = %runtime.config.name, "no ssl.principal.mapping.rules rule applies to the client certificate; closing connection");
+                        return;
+                    }
+                },
+                None => None,
+            };
             let session = Arc::new(Session::new(runtime, peer, principal));
             connection::serve(
                 broker,

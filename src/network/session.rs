@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::config::listeners::{ListenerConfig, SecurityProtocol};
 use crate::security::credentials::{CredentialStore, ScramMechanism};
 use crate::security::oauthbearer::{OAuthBearer, Validator};
+use crate::security::ssl_principal::PrincipalMapper;
 use crate::security::{jaas, plain::Plain, scram::Scram, AuthError, Principal, SaslServer, Step};
 
 const SUPPORTED_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
@@ -25,6 +26,8 @@ pub struct ListenerRuntime {
     pub plain_users: Arc<BTreeMap<String, String>>,
     /// How OAUTHBEARER tokens are checked, when enabled.
     pub oauth: Option<Arc<Validator>>,
+    /// `ssl.principal.mapping.rules` for client certificates.
+    pub principal_mapper: PrincipalMapper,
 }
 
 impl ListenerRuntime {
@@ -88,8 +91,14 @@ impl ListenerRuntime {
         } else {
             None
         };
+        let principal_mapper = match config.get("ssl.principal.mapping.rules") {
+            Some(rules) => PrincipalMapper::parse(rules)
+                .map_err(|e| format!("listener {}: {e}", config.name))?,
+            None => PrincipalMapper::default(),
+        };
         Ok(ListenerRuntime {
             config: config.clone(),
+            principal_mapper,
             tls,
             mechanisms,
             plain_users: Arc::new(plain_users),

@@ -262,8 +262,15 @@ impl Limiter {
             meters.retain(|_, m| now.duration_since(m.last) < refill);
         }
         let m = meters.entry(ip).or_insert_with(|| Meter::new(now, burst));
-        m.record(now, 1.0, bound, burst)
-            .min(self.window.max_throttle())
+        let hold = m.record(now, 1.0, bound, burst);
+        if hold.is_zero() {
+            return hold;
+        }
+        // A refused connection does not use the allowance (as Kafka), so a
+        // client retrying too fast is let in again once the rate allows.
+        m.record(now, -1.0, bound, burst);
+        // Kafka holds a refused connection for at most one sample window.
+        hold.min(self.window.sample)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod jaas;
 pub mod oauthbearer;
 pub mod plain;
 pub mod scram;
+pub mod ssl_principal;
 
 /// Who a connection is, Kafka-style: `User:alice`, `User:CN=client,O=org`,
 /// `User:ANONYMOUS` on listeners without authentication.

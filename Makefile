@@ -71,7 +71,7 @@ fuzz: build py-deps fuzz-tools
 
 # Benchmark (bench/run.sh): runnel vs the nullbroker ceiling through librdkafka; prints a table.
 # Needs a C compiler and make for librdkafka's first build (rdkafka crate, from source).
-bench: apt-deps
+bench: apt-deps apt-test-deps py-deps
 	bash bench/run.sh
 
 fmt:

@@ -14,8 +14,11 @@
 #                             (the idempotence on/off runs go to the nullbroker as well)
 #   BENCH_COMPACT_BYTES=1073741824  BENCH_COMPACT_RATE_MBPS=20  BENCH_COMPACT_TIMEOUT_S=180   log compaction
 #   BENCH_SKIP_COMPACTION=1   no log-compaction scenario
-#   BENCH_ONLY=throughput,idle,compaction   run only these phases (default: all; throughput includes
-#                             the nullbroker ceiling, the group, latency and exactly-once scenarios)
+#   BENCH_ONLY=throughput,idle,compaction,security   run only these phases (default: all; throughput
+#                             includes the nullbroker ceiling, the group, latency and exactly-once
+#                             scenarios; security is bench/security.py: SASL_SSL vs PLAINTEXT produce,
+#                             SCRAM logins/s, broker CPU per GB; needs the compat-tests venv and openssl)
+#   BENCH_SECURITY_MESSAGES=75000  BENCH_SECURITY_SIZE=4096   security phase produce runs
 #   BENCH_SKIP_NULLBROKER=1   no ceiling run;  NULLBROKER_SRC=path to the nullbroker's source
 #   BENCH_KEEP=1              keep the broker data directories afterwards (logs and results always stay)
 #   BENCH_BUILD_RUNNEL=0      benchmark the existing target/release/runnel without rebuilding it
@@ -46,7 +49,7 @@ COMPACT_RATE=${BENCH_COMPACT_RATE_MBPS:-20}
 COMPACT_TIMEOUT=${BENCH_COMPACT_TIMEOUT_S:-180}
 ONLY=${BENCH_ONLY:-}
 for phase in ${ONLY//,/ }; do
-    case $phase in throughput | idle | compaction) ;; *) echo "BENCH_ONLY: unknown phase $phase (throughput, idle, compaction)" >&2; exit 2 ;; esac
+    case $phase in throughput | idle | compaction | security) ;; *) echo "BENCH_ONLY: unknown phase $phase (throughput, idle, compaction, security)" >&2; exit 2 ;; esac
 done
 phase_on() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 RUN_COMPACTION=0
@@ -371,6 +374,20 @@ if [ "$RUN_COMPACTION" = 1 ]; then
     stop_broker runnel-compaction
 fi
 
+SECURITY_OUT=""
+if phase_on security; then
+    log "=== runnel: security (SASL_SSL vs PLAINTEXT, SCRAM logins)"
+    if [ -x "$ROOT/.venv/bin/python" ]; then
+        mkdir -p "$WORK/security"
+        SECURITY_OUT=$("$ROOT/.venv/bin/python" bench/security.py --runnel "$RUNNEL" --work "$WORK/security" \
+            --messages "${BENCH_SECURITY_MESSAGES:-75000}" --size "${BENCH_SECURITY_SIZE:-4096}" --repeat "$REPEAT" \
+            2> >(sed "s/^/  [security] /" | tee -a "$CLIENT_LOG" >&2))
+        grep '^RESULT' <<<"$SECURITY_OUT" >"$WORK/security-results.txt"
+    else
+        echo "NOTE security phase skipped: no $ROOT/.venv (make py-deps creates it)" >>"$WORK/notes.txt"
+    fi
+fi
+
 # ---------------------------------------------------------------------------------------------
 echo
 echo "Runnel benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted src changes'), runnel binary built $RUNNEL_BUILT"
@@ -387,6 +404,7 @@ fi
 echo
 "$TOOL" report --results "$RESULTS"
 echo
+[ -n "$SECURITY_OUT" ] && grep -v '^RESULT' <<<"$SECURITY_OUT" | sed '/^$/d' && echo
 [ -n "${RUNNEL_CPU_TOTAL:-}" ] && echo "Runnel's total CPU over the throughput phase: ${RUNNEL_CPU_TOTAL}s."
 NOTES=$WORK/notes.txt
 [ -f "$NOTES" ] && sed 's/^NOTE /  - /' "$NOTES"

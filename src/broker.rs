@@ -37,6 +37,8 @@ pub struct Broker {
     pub credentials: Arc<CredentialStore>,
     /// ACLs and the decisions made with them.
     pub authorizer: Authorizer,
+    /// The Kafka listeners, ready to serve (TLS and SASL set up).
+    pub listeners: Vec<Arc<crate::network::session::ListenerRuntime>>,
 }
 
 impl Broker {
@@ -53,6 +55,13 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
 
+    // Listener settings (certificates, JAAS, mapping rules) are checked before
+    // anything is opened.
+    let mut listeners = config
+        .listeners
+        .iter()
+        .map(|l| crate::network::session::ListenerRuntime::build(l).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
     let store = Store::open(&config.log_dir)
         .map_err(|e| format!("cannot open {}: {e}", config.log_dir.display()))?;
     store.min_free_bytes.store(
@@ -95,6 +104,19 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
     .map_err(|e| format!("cannot load transactions: {e}"))?;
     let broker_configs = DynamicConfigs::load(store.clone(), config.raw.clone())
         .map_err(|e| format!("cannot load dynamic broker configs: {e}"))?;
+    // A keystore changed at runtime (AlterConfigs) stays in force after a restart.
+    if broker_configs
+        .layers()
+        .merged
+        .keys()
+        .any(|k| crate::config::dynamic::is_ssl_store_key(k))
+    {
+        let merged = crate::config::listeners::parse(&broker_configs.layers().merged)?;
+        listeners = merged
+            .iter()
+            .map(|l| crate::network::session::ListenerRuntime::build(l).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+    }
     let metrics = Metrics::new().map_err(|e| format!("cannot register metrics: {e}"))?;
     let credentials = Arc::new(
         CredentialStore::load(store.clone())
@@ -121,6 +143,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         txns,
         credentials,
         authorizer,
+        listeners,
     });
     // Transactions caught mid-commit or mid-abort complete before clients
     // are served.

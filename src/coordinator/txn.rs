@@ -1147,6 +1147,7 @@ mod tests {
             ),
             authorizer: crate::security::authorizer::Authorizer::load(Default::default(), store)
                 .unwrap(),
+            listeners: Vec::new(),
         };
         (Arc::new(broker), thread)
     }

@@ -53,10 +53,32 @@ fn store(
     validate_only: bool,
 ) -> BrokerResult<()> {
     match target {
-        Target::Broker(scope) => ctx
-            .broker
-            .broker_configs
-            .replace(*scope, configs, validate_only),
+        Target::Broker(scope) => {
+            let old = ctx.broker.broker_configs.get(*scope);
+            let tls_change = configs
+                .keys()
+                .chain(old.keys())
+                .any(|k| dynamic::is_ssl_store_key(k));
+            if !tls_change {
+                return ctx
+                    .broker
+                    .broker_configs
+                    .replace(*scope, configs, validate_only);
+            }
+            if *scope == dynamic::Scope::ClusterDefault {
+                return Err(BrokerError::InvalidRequest(
+                    "Cannot update TLS keystore or truststore configs at default cluster level, broker id must be specified".into(),
+                ));
+            }
+            let acceptors = crate::network::reload::check(&ctx.broker, &configs)?;
+            ctx.broker
+                .broker_configs
+                .replace(*scope, configs, validate_only)?;
+            if !validate_only {
+                crate::network::reload::apply(acceptors);
+            }
+            Ok(())
+        }
         Target::Topic => {
             for (k, v) in &configs {
                 validate_topic_config(k, Some(v))?;

@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod limits;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod shutdown;

@@ -20,8 +20,9 @@ const TLS_HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
 pub async fn serve(broker: Arc<Broker>) -> Result<(), String> {
     let mut bound = Vec::new();
-    for l in &broker.config.listeners {
-        let runtime = Arc::new(ListenerRuntime::build(l)?);
+    for runtime in broker.listeners.iter() {
+        let runtime = runtime.clone();
+        let l = &runtime.config;
         let addr = format!("{}:{}", l.host, l.port);
         let tcp = TcpListener::bind(&addr)
             .await
@@ -143,7 +144,7 @@ async fn start(
     factory: ShutdownFactory,
 ) {
     let listener = factory.listener();
-    match runtime.tls.clone() {
+    match runtime.tls() {
         None => {
             let session = Arc::new(Session::new(runtime, peer, None));
             connection::serve(

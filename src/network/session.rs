@@ -19,7 +19,8 @@ const SUPPORTED_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512
 /// A listener ready to serve: its settings, TLS, and SASL set-up.
 pub struct ListenerRuntime {
     pub config: ListenerConfig,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The TLS set-up; replaced when the keystore is changed at runtime.
+    tls: std::sync::RwLock<Option<tokio_rustls::TlsAcceptor>>,
     /// Enabled SASL mechanisms this broker implements, in configured order.
     pub mechanisms: Vec<String>,
     /// SASL/PLAIN users from the listener's JAAS config.
@@ -99,11 +100,35 @@ impl ListenerRuntime {
         Ok(ListenerRuntime {
             config: config.clone(),
             principal_mapper,
-            tls,
+            tls: std::sync::RwLock::new(tls),
             mechanisms,
             plain_users: Arc::new(plain_users),
             oauth,
         })
+    }
+
+    /// The acceptor new connections use.
+    pub fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Checks the TLS settings of `config` (this listener's settings with
+    /// changed `ssl.*` keys) without applying them.
+    pub fn check_tls(config: &ListenerConfig) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+        if !config.protocol.tls() {
+            return Ok(None);
+        }
+        Ok(Some(tokio_rustls::TlsAcceptor::from(
+            super::tls::server_config(config)?,
+        )))
+    }
+
+    /// Puts a new TLS set-up in place for the connections accepted from now
+    /// on (Kafka's dynamic keystore update); open connections keep theirs.
+    pub fn replace_tls(&self, acceptor: Option<tokio_rustls::TlsAcceptor>) {
+        if acceptor.is_some() {
+            *self.tls.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+        }
     }
 
     pub fn protocol(&self) -> SecurityProtocol {

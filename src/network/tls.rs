@@ -1,7 +1,9 @@
 //! TLS for SSL and SASL_SSL listeners (rustls), configured with Kafka's keys:
 //! `ssl.keystore.type=PEM` with `ssl.keystore.location` (key and chain in one
-//! file) or inline `ssl.keystore.key` / `ssl.keystore.certificate.chain`,
-//! `ssl.truststore.location`, `ssl.client.auth`, `ssl.enabled.protocols`,
+//! file, the key optionally encrypted with `ssl.key.password`) or inline
+//! `ssl.keystore.key` / `ssl.keystore.certificate.chain`, or
+//! `ssl.keystore.type=PKCS12` with `ssl.keystore.password`; the truststore
+//! likewise (PEM or PKCS12); `ssl.client.auth`, `ssl.enabled.protocols`,
 //! `ssl.cipher.suites`; the client certificate's subject gives the principal.
 
 use std::sync::Arc;
@@ -20,22 +22,110 @@ fn pem_source(l: &ListenerConfig, location_key: &str, what: &str) -> Result<Vec<
     std::fs::read(path).map_err(|e| format!("{location_key}={path}: {e}"))
 }
 
-fn check_store_type(l: &ListenerConfig, key: &str) -> Result<(), String> {
-    match l.get(key).map(|s| s.to_ascii_uppercase()) {
-        None => Ok(()),
-        Some(t) if t == "PEM" => Ok(()),
+#[derive(PartialEq)]
+enum StoreType {
+    Pem,
+    Pkcs12,
+}
+
+/// `ssl.keystore.type` / `ssl.truststore.type`. Kafka's default is JKS, a
+/// Java format: without a type, PEM is assumed; JKS is refused by name.
+fn store_type(l: &ListenerConfig, key: &str) -> Result<StoreType, String> {
+    match l.get(key).map(|s| s.trim().to_ascii_uppercase()) {
+        None => Ok(StoreType::Pem),
+        Some(t) if t == "PEM" => Ok(StoreType::Pem),
+        Some(t) if t == "PKCS12" => Ok(StoreType::Pkcs12),
         Some(t) => Err(format!(
-            "listener {}: {key}={t} is not supported; use PEM (JKS and PKCS12 files can be converted with keytool and openssl)",
+            "listener {}: {key}={t} is not supported; use PEM or PKCS12 (convert a JKS store with: keytool -importkeystore -srckeystore store.jks -destkeystore store.p12 -deststoretype PKCS12)",
             l.name
         )),
     }
+}
+
+/// A PKCS12 store from `location_key`, opened with `password_key`.
+fn pkcs12(
+    l: &ListenerConfig,
+    location_key: &str,
+    password_key: &str,
+) -> Result<p12_keystore::KeyStore, String> {
+    let data = pem_source(l, location_key, "a PKCS12 store")?;
+    let password = l.get(password_key).ok_or_else(|| {
+        format!(
+            "listener {}: {password_key} is required for a PKCS12 store",
+            l.name
+        )
+    })?;
+    p12_keystore::KeyStore::from_pkcs12(&data, password, p12_keystore::Pkcs12ImportPolicy::Relaxed)
+        .map_err(|e| {
+            format!(
+                "listener {}: cannot open {location_key} (wrong {password_key}?): {e}",
+                l.name
+            )
+        })
+}
+
+/// The private key of a PEM keystore, decrypted with `ssl.key.password`
+/// when it is an encrypted PKCS#8 key.
+fn pem_private_key(l: &ListenerConfig, key_pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    let text = String::from_utf8_lossy(key_pem);
+    const BEGIN: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
+    const END: &str = "-----END ENCRYPTED PRIVATE KEY-----";
+    if let (Some(b), Some(e)) = (text.find(BEGIN), text.find(END)) {
+        let password = l.get("ssl.key.password").ok_or_else(|| {
+            format!(
+                "listener {}: the keystore's private key is encrypted: set ssl.key.password",
+                l.name
+            )
+        })?;
+        let block = &text[b..e + END.len()];
+        let (_, doc) = pkcs8::SecretDocument::from_pem(block)
+            .map_err(|e| format!("listener {}: encrypted private key: {e}", l.name))?;
+        let info = pkcs8::EncryptedPrivateKeyInfo::try_from(doc.as_bytes())
+            .map_err(|e| format!("listener {}: encrypted private key: {e}", l.name))?;
+        let plain = info.decrypt(password).map_err(|e| {
+            format!(
+                "listener {}: cannot decrypt the private key (wrong ssl.key.password?): {e}",
+                l.name
+            )
+        })?;
+        return Ok(PrivateKeyDer::Pkcs8(plain.as_bytes().to_vec().into()));
+    }
+    PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+        format!(
+            "listener {}: cannot read the keystore private key: {e}",
+            l.name
+        )
+    })
 }
 
 /// The listener's certificate chain and private key.
 fn keystore(
     l: &ListenerConfig,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    check_store_type(l, "ssl.keystore.type")?;
+    if store_type(l, "ssl.keystore.type")? == StoreType::Pkcs12 {
+        let ks = pkcs12(l, "ssl.keystore.location", "ssl.keystore.password")?;
+        let (_, chain) = ks.private_key_chain().ok_or_else(|| {
+            format!(
+                "listener {}: the PKCS12 keystore holds no private key with its certificate chain",
+                l.name
+            )
+        })?;
+        let certs: Vec<CertificateDer<'static>> = chain
+            .certs()
+            .iter()
+            .map(|c| CertificateDer::from(c.as_der().to_vec()))
+            .collect();
+        if certs.is_empty() {
+            return Err(format!(
+                "listener {}: the PKCS12 keystore's key has no certificate",
+                l.name
+            ));
+        }
+        return Ok((
+            certs,
+            PrivateKeyDer::Pkcs8(chain.key().as_der().to_vec().into()),
+        ));
+    }
     let (chain_pem, key_pem) = match (
         l.get("ssl.keystore.key"),
         l.get("ssl.keystore.certificate.chain"),
@@ -46,12 +136,6 @@ fn keystore(
             (both.clone(), both)
         }
     };
-    if String::from_utf8_lossy(&key_pem).contains("ENCRYPTED PRIVATE KEY") {
-        return Err(format!(
-            "listener {}: encrypted private keys (ssl.key.password) are not supported yet; store the key unencrypted with restricted file permissions",
-            l.name
-        ));
-    }
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| {
@@ -66,13 +150,7 @@ fn keystore(
             l.name
         ));
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        format!(
-            "listener {}: cannot read the keystore private key: {e}",
-            l.name
-        )
-    })?;
-    Ok((chain, key))
+    Ok((chain, pem_private_key(l, &key_pem)?))
 }
 
 fn versions(l: &ListenerConfig) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
@@ -135,17 +213,35 @@ pub fn server_config(l: &ListenerConfig) -> Result<Arc<rustls::ServerConfig>, St
     let builder = match client_auth.as_str() {
         "none" => builder.with_no_client_auth(),
         "requested" | "required" => {
-            check_store_type(l, "ssl.truststore.type")?;
-            let pem = match l.get("ssl.truststore.certificates") {
-                Some(inline) => inline.as_bytes().to_vec(),
-                None => pem_source(l, "ssl.truststore.location", "ssl.client.auth")?,
-            };
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("listener {}: truststore: {e}", l.name))?;
+            let mut add = |cert: CertificateDer<'static>| {
                 roots
                     .add(cert)
-                    .map_err(|e| format!("listener {}: truststore: {e}", l.name))?;
+                    .map_err(|e| format!("listener {}: truststore: {e}", l.name))
+            };
+            if store_type(l, "ssl.truststore.type")? == StoreType::Pkcs12 {
+                let ts = pkcs12(l, "ssl.truststore.location", "ssl.truststore.password")?;
+                for (_, entry) in ts.entries() {
+                    match entry {
+                        p12_keystore::KeyStoreEntry::Certificate(c) => {
+                            add(CertificateDer::from(c.as_der().to_vec()))?
+                        }
+                        p12_keystore::KeyStoreEntry::PrivateKeyChain(chain) => {
+                            for c in chain.certs() {
+                                add(CertificateDer::from(c.as_der().to_vec()))?;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            } else {
+                let pem = match l.get("ssl.truststore.certificates") {
+                    Some(inline) => inline.as_bytes().to_vec(),
+                    None => pem_source(l, "ssl.truststore.location", "ssl.client.auth")?,
+                };
+                for cert in CertificateDer::pem_slice_iter(&pem) {
+                    add(cert.map_err(|e| format!("listener {}: truststore: {e}", l.name))?)?;
+                }
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if client_auth == "requested" {

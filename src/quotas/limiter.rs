@@ -103,12 +103,16 @@ struct Resolved {
 /// cannot grow them without limit.
 pub struct Limiter {
     window: WindowConfig,
-    meters: Mutex<HashMap<(QuotaType, String, String), Meter>>,
-    resolved: Mutex<HashMap<(QuotaType, String, String), (u64, Option<Resolved>)>>,
+    meters: Mutex<HashMap<MeterKey, Meter>>,
+    /// Resolved quotas, with the quota store version they were resolved at.
+    resolved: Mutex<HashMap<MeterKey, (u64, Option<Resolved>)>>,
     ip_meters: Mutex<HashMap<IpAddr, Meter>>,
 }
 
 const MAX_TRACKED: usize = 10_000;
+
+/// (quota type, user tag, client-id tag).
+type MeterKey = (QuotaType, String, String);
 
 /// Who is measured: the authenticated user's name and the client id.
 pub struct Client<'a> {

@@ -321,6 +321,21 @@ pub async fn handle(
     let started = Instant::now();
     let request_len = frame.len() as u64 + 4;
     let outcome = route(&ctx, api, correlation_id, frame).await;
+    // request_percentage: handling time counts against the client's quota,
+    // except for the APIs that wait by design (long polls, rebalances) and
+    // those Kafka exempts.
+    if !matches!(
+        api,
+        ApiKey::ApiVersions
+            | ApiKey::SaslHandshake
+            | ApiKey::SaslAuthenticate
+            | ApiKey::Fetch
+            | ApiKey::JoinGroup
+            | ApiKey::SyncGroup
+    ) {
+        let micros = usize::try_from(started.elapsed().as_micros()).unwrap_or(usize::MAX);
+        ctx.throttle(QuotaType::Request, micros);
+    }
     if matches!(outcome, Outcome::Close | Outcome::RespondThenClose(_)) {
         m_close(broker, &api_name);
     }

@@ -21,6 +21,9 @@ pub enum QuotaType {
     Produce,
     /// Bytes fetched per second (`consumer_byte_rate`).
     Fetch,
+    /// Request handling time (`request_percentage` of one thread), counted
+    /// in microseconds.
+    Request,
 }
 
 impl QuotaType {
@@ -28,6 +31,16 @@ impl QuotaType {
         match self {
             QuotaType::Produce => "producer_byte_rate",
             QuotaType::Fetch => "consumer_byte_rate",
+            QuotaType::Request => "request_percentage",
+        }
+    }
+
+    /// The quota's value in units recorded per second (a percentage of one
+    /// thread is that share of 1,000,000 microseconds).
+    fn per_second(self, value: f64) -> f64 {
+        match self {
+            QuotaType::Request => value * 10_000.0,
+            _ => value,
         }
     }
 
@@ -35,6 +48,7 @@ impl QuotaType {
         match self {
             QuotaType::Produce => "Produce",
             QuotaType::Fetch => "Fetch",
+            QuotaType::Request => "Request",
         }
     }
 }
@@ -178,7 +192,7 @@ impl Limiter {
         ];
         let found = order.iter().find_map(|(e, (tu, tc))| {
             store.get(e, t.key()).map(|bound| Resolved {
-                bound,
+                bound: t.per_second(bound),
                 tags: (tu.to_string(), tc.to_string()),
             })
         });
@@ -336,5 +350,21 @@ mod tests {
         assert_eq!(t, Duration::ZERO);
         // Fetch quotas are separate.
         assert!(lim.record(&store, QuotaType::Fetch, &alice, 1e9).is_none());
+        // request_percentage=10: 100 ms of handling per second; 150 ms at
+        // once overdraws a 1 s window by 50 ms, half a second at that rate.
+        store
+            .alter(
+                entity(&[(USER, Some("alice"))]),
+                &[("request_percentage".into(), Some(10.0))],
+                false,
+            )
+            .unwrap();
+        let (t, _) = lim
+            .record(&store, QuotaType::Request, &alice, 150_000.0)
+            .unwrap();
+        assert!(
+            t > Duration::from_millis(450) && t <= Duration::from_millis(500),
+            "{t:?}"
+        );
     }
 }

@@ -2,29 +2,35 @@
 (confluent-kafka) and Python's `ssl` module:
 
 - `ssl.keystore.type=PKCS12` (`ssl.keystore.location` + `ssl.keystore.password`)
-  and a PKCS12 truststore (`ssl.truststore.type=PKCS12`, a key-less store made
-  with `openssl pkcs12 -export -nokeys`) on an SSL listener with
-  `ssl.client.auth=required`: a client with a certificate produces and
-  consumes, one without is refused.
+  and a PKCS12 truststore (`ssl.truststore.type=PKCS12`, made with
+  `keytool -importcert`) on an SSL listener with `ssl.client.auth=required`: a
+  client with a certificate produces and consumes, one without is refused. A
+  key-less store from `openssl pkcs12 -export -nokeys` holds no trusted
+  certificate entry (Java reads it as empty, and so does the broker): the
+  broker refuses to start and says which setting is at fault.
 - A PEM keystore whose key is an encrypted PKCS#8 key ("BEGIN ENCRYPTED
   PRIVATE KEY"), opened with `ssl.key.password`; without it, or with a wrong
   one, the broker refuses to start naming ssl.key.password; a wrong PKCS12
   password refuses to start naming ssl.keystore.password.
 - `ssl.keystore.type=JKS` refuses to start, naming ssl.keystore.type and
-  pointing at keytool.
+  pointing at keytool; a JKS store converted with the suggested keytool command
+  works.
 - Dynamic keystore update (Kafka's certificate renewal without a restart):
   IncrementalAlterConfigs on BROKER "0" with
   `listener.name.ssl.ssl.keystore.location` makes connections accepted
   afterwards present the new certificate while open connections keep working;
   a bad path or a wrong password is refused with INVALID_CONFIG and the
   certificate in use stays; the cluster-default resource "" is refused with
-  INVALID_REQUEST for these keys; the update survives a restart.
+  INVALID_REQUEST for these keys; the update survives a restart. A PKCS12
+  keystore set at runtime works the same way, and its password (a dynamic
+  config) does not reach the broker's log.
 
 Certificates (a test CA; server A "/O=First/CN=localhost", server B
 "/O=Second/CN=localhost", both with subjectAltName IP:127.0.0.1,DNS:localhost;
 a client certificate) are made with openssl in a module-scoped temporary
-directory. Which server certificate a listener serves is read from its subject's
-O attribute with Python's `ssl` (verified against the test CA).
+directory (keytool, when a JDK is installed, for the Java-made stores). Which
+server certificate a listener serves is read from its subject's O attribute
+with Python's `ssl` (verified against the test CA).
 
 librdkafka cannot address the cluster-default BROKER resource "" (confluent-kafka
 refuses an empty ConfigResource name), so that request is sent as a raw
@@ -52,10 +58,17 @@ pytestmark = [pytest.mark.timeout(180),
 P12_PASSWORD = "changeit"
 KEY_PASSWORD = "keypw"
 B_P12_PASSWORD = "b-store-s3cret-4711"   # distinctive: searched for in the broker log
+KEYTOOL = shutil.which("keytool")
+needs_keytool = pytest.mark.skipif(KEYTOOL is None, reason="keytool (a JDK) not installed")
 SERVERS = {"serverA": "/O=First/CN=localhost", "serverB": "/O=Second/CN=localhost"}
 
 
 # ------------------------------------------------------------------ certificates
+
+
+def keytool(*args, cwd):
+    r = subprocess.run([KEYTOOL, *args], cwd=cwd, capture_output=True, timeout=120)
+    assert r.returncode == 0, "keytool %s failed: %s" % (" ".join(args), r.stdout + r.stderr)
 
 
 def openssl(*args, cwd):
@@ -86,6 +99,12 @@ def certs(tmp_path_factory):
             cwd=d)
     openssl("pkcs12", "-export", "-nokeys", "-in", "ca.pem", "-passout", "pass:" + P12_PASSWORD,
             "-out", "trust.p12", cwd=d)
+    if KEYTOOL:
+        # Kafka's usual truststore: the CA as a trusted certificate entry (keytool
+        # marks it with the Oracle trusted-key-usage bag attribute).
+        keytool("-importcert", "-noprompt", "-alias", "ca", "-file", "ca.pem",
+                "-keystore", "trust-keytool.p12", "-storetype", "PKCS12",
+                "-storepass", P12_PASSWORD, cwd=d)
     # Encrypted PKCS#8 key, and a PEM keystore with it.
     openssl("pkcs8", "-topk8", "-in", "serverA.key", "-v2", "aes-256-cbc",
             "-passout", "pass:" + KEY_PASSWORD, "-out", "enc.key", cwd=d)
@@ -121,14 +140,23 @@ def running(b):
         b.cleanup()
 
 
+def broker_output(text):
+    """`text` without the harness's "===== start #n: <command line> =====" lines
+    (the command line holds every --override key and value)."""
+    return "\n".join(line for line in text.splitlines() if not line.startswith("===== start"))
+
+
 def refuses_to_start(overrides):
-    """Starts a broker that must exit during start-up; returns the BrokerError text."""
+    """Starts a broker that must exit during start-up; returns what the broker
+    itself wrote (the BrokerError's log tail without the harness's command line)."""
     b = tls_broker(overrides)
     try:
         with pytest.raises(BrokerError) as ei:
             b.start()
         assert not b.is_running()
-        return str(ei.value)
+        out = broker_output(str(ei.value))
+        assert "ERROR" in out, out
+        return out
     finally:
         b.cleanup()
 
@@ -303,16 +331,21 @@ def raw_incremental_set(b, name, pairs):
 # ------------------------------------------------------------------ tests
 
 
-def test_pkcs12_keystore_and_truststore_with_client_auth(certs):
-    b = tls_broker({
+def pkcs12_mtls(certs, truststore):
+    return {
         "ssl.keystore.type": "PKCS12",
         "ssl.keystore.location": str(certs / "server.p12"),
         "ssl.keystore.password": P12_PASSWORD,
         "ssl.truststore.type": "PKCS12",
-        "ssl.truststore.location": str(certs / "trust.p12"),
+        "ssl.truststore.location": str(certs / truststore),
         "ssl.truststore.password": P12_PASSWORD,
         "listener.name.ssl.ssl.client.auth": "required",
-    })
+    }
+
+
+@needs_keytool
+def test_pkcs12_keystore_and_truststore_with_client_auth(certs):
+    b = tls_broker(pkcs12_mtls(certs, "trust-keytool.p12"))
     with running(b):
         # The PKCS12 keystore's certificate is the one served.
         assert served_subject(b.ssl_port, certs, client_cert=True) == \
@@ -321,6 +354,34 @@ def test_pkcs12_keystore_and_truststore_with_client_auth(certs):
         # Client authentication is required: no certificate, no service.
         assert refused(b.ssl_port, tls_context(certs)), "a client without a certificate was served"
         assert b.is_running()
+
+
+def test_pkcs12_truststore_without_trusted_entries_refuses_to_start(certs):
+    """`openssl pkcs12 -export -nokeys -in ca.pem` writes the CA as a certificate
+    bag without attributes. Java's PKCS12 KeyStore (so Kafka) loads such a store
+    with no entries (`keytool -list` says "0 entries"): it holds no trusted
+    certificate, and with ssl.client.auth=required no client could ever log in.
+    The broker refuses to start, and the error names the truststore setting."""
+    err = refuses_to_start(pkcs12_mtls(certs, "trust.p12"))
+    assert "ssl.truststore" in err, err
+
+
+@needs_keytool
+def test_keystore_converted_with_the_keytool_hint(certs):
+    """The JKS refusal suggests `keytool -importkeystore ... -deststoretype PKCS12`:
+    a JKS keystore converted that way serves its certificate."""
+    keytool("-importkeystore", "-noprompt", "-srckeystore", "server.p12", "-srcstoretype", "PKCS12",
+            "-srcstorepass", P12_PASSWORD, "-destkeystore", "server.jks", "-deststoretype", "JKS",
+            "-deststorepass", P12_PASSWORD, cwd=certs)
+    keytool("-importkeystore", "-noprompt", "-srckeystore", "server.jks",
+            "-srcstorepass", P12_PASSWORD, "-destkeystore", "converted.p12",
+            "-deststoretype", "PKCS12", "-deststorepass", P12_PASSWORD, cwd=certs)
+    b = tls_broker({"ssl.keystore.type": "PKCS12",
+                    "ssl.keystore.location": str(certs / "converted.p12"),
+                    "ssl.keystore.password": P12_PASSWORD})
+    with running(b):
+        assert served_subject(b.ssl_port, certs)["organizationName"] == "First"
+        round_trip(ssl_conf(b, certs), make_topic(b), n=3)
 
 
 def test_encrypted_pem_key_with_key_password(certs):
@@ -438,8 +499,7 @@ def test_dynamic_pkcs12_keystore_wrong_then_right_password(certs):
 
         b.restart()
         assert served_subject(b.ssl_port, certs)["organizationName"] == "Second"
-        # The harness writes its command line into the log ("===== start ..."): skip those.
-        log = [line for line in b.log_path.read_text(errors="replace").splitlines()
-               if not line.startswith("===== start")]
+        # The harness writes its command line into the log: skip those lines.
+        log = broker_output(b.log_path.read_text(errors="replace")).splitlines()
         leaks = [line for line in log if B_P12_PASSWORD in line]
         assert leaks == [], "the keystore password is in the broker log:\n" + "\n".join(leaks)

@@ -174,11 +174,10 @@ impl RequestContext {
     /// Counts `bytes` against the client's quota of type `t`; answers the
     /// throttle time for the response's `throttle_time_ms` (0 within quota)
     /// and mutes the connection for that long, as Kafka does (KIP-219).
-    pub fn throttle(&self, t: QuotaType, bytes: usize) -> i32 {
+    pub fn throttle(&self, t: QuotaType, amount: f64) -> i32 {
         let b = &self.broker;
         let client = self.quota_client();
-        let Some((delay, (user, client_id))) =
-            b.limiter.record(&b.quotas, t, &client, bytes as f64)
+        let Some((delay, (user, client_id))) = b.limiter.record(&b.quotas, t, &client, amount)
         else {
             return 0;
         };
@@ -186,17 +185,19 @@ impl RequestContext {
         b.metrics
             .quota_usage
             .with_label_values(&labels)
-            .inc_by(bytes as u64);
+            .inc_by(amount.max(0.0) as u64);
         if delay.is_zero() {
             return 0;
         }
-        let ms = i32::try_from(delay.as_millis()).unwrap_or(i32::MAX);
-        b.metrics
-            .quota_throttle_ms
-            .with_label_values(&labels)
-            .inc_by(ms as u64);
-        tracing::debug!(peer = %self.peer, user = %user, client_id = %client_id, quota = t.label(), throttle_ms = ms, "client throttled");
         self.session.mute_for(delay);
+        let ms = i32::try_from(delay.as_millis()).unwrap_or(i32::MAX);
+        if ms > 0 {
+            b.metrics
+                .quota_throttle_ms
+                .with_label_values(&labels)
+                .inc_by(ms as u64);
+            tracing::debug!(peer = %self.peer, user = %user, client_id = %client_id, quota = t.label(), throttle_ms = ms, "client throttled");
+        }
         ms
     }
 
@@ -333,8 +334,7 @@ pub async fn handle(
             | ApiKey::JoinGroup
             | ApiKey::SyncGroup
     ) {
-        let micros = usize::try_from(started.elapsed().as_micros()).unwrap_or(usize::MAX);
-        ctx.throttle(QuotaType::Request, micros);
+        ctx.throttle(QuotaType::Request, started.elapsed().as_secs_f64() * 1e6);
     }
     if matches!(outcome, Outcome::Close | Outcome::RespondThenClose(_)) {
         m_close(broker, &api_name);

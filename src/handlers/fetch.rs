@@ -131,7 +131,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
         let (responses, bytes, errors) = collect(ctx, &topics, max_bytes, read_committed);
         if bytes >= min_bytes || errors || Instant::now() >= deadline {
             count_requests(ctx, &topics);
-            let throttle = ctx.throttle(QuotaType::Fetch, bytes);
+            let throttle = ctx.throttle(QuotaType::Fetch, bytes as f64);
             let resp = FetchResponse::default()
                 .with_session_id(0)
                 .with_throttle_time_ms(throttle);

@@ -125,7 +125,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         .sum();
     // Counted before the append, while this request still holds the
     // connection's turn, so that requests pipelined behind it wait.
-    let throttle = ctx.throttle(QuotaType::Produce, sent_bytes);
+    let throttle = ctx.throttle(QuotaType::Produce, sent_bytes as f64);
     let now = now_ms();
     // For LogAppendTime topics, the time each append was stamped with.
     let mut append_times: Vec<Option<i64>> = Vec::new();

@@ -5,9 +5,8 @@
   and a PKCS12 truststore (`ssl.truststore.type=PKCS12`, made with
   `keytool -importcert`) on an SSL listener with `ssl.client.auth=required`: a
   client with a certificate produces and consumes, one without is refused. A
-  key-less store from `openssl pkcs12 -export -nokeys` holds no trusted
-  certificate entry (Java reads it as empty, and so does the broker): the
-  broker refuses to start and says which setting is at fault.
+  key-less store from `openssl pkcs12 -export -nokeys` (no Java "trusted"
+  attribute; Java reads it as empty) is trusted too.
 - A PEM keystore whose key is an encrypted PKCS#8 key ("BEGIN ENCRYPTED
   PRIVATE KEY"), opened with `ssl.key.password`; without it, or with a wrong
   one, the broker refuses to start naming ssl.key.password; a wrong PKCS12
@@ -286,20 +285,30 @@ def refused(port, ctx):
 
 
 SSL_LOCATION = "listener.name.ssl.ssl.keystore.location"
+# Kafka checks that a keystore set at runtime keeps the subject DN and SANs of the
+# one in use; KIP-978 (Kafka 3.7) lets a listener allow a DN change. A and B differ
+# in O=, so the brokers of the dynamic tests allow it, as a Kafka broker would need.
+ALLOW_DN_CHANGES = {"listener.name.ssl.ssl.allow.dn.changes": "true"}
 
 
-def incremental_set(b, resource, pairs):
-    """IncrementalAlterConfigs SET on BROKER `resource` through the AdminClient;
-    returns 0 or the KafkaError code the future failed with (and its text)."""
+def incremental(b, resource, ops, validate_only=False):
+    """IncrementalAlterConfigs on BROKER `resource` through the AdminClient.
+    ops: [(key, value, AlterConfigOpType)]. Returns (0, None) or the code and
+    text of the KafkaError the future failed with."""
     a = admin_of(b)   # keep a reference while waiting on the futures
     res = ConfigResource(ResourceType.BROKER, resource, incremental_configs=[
-        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in pairs])
-    fs = a.incremental_alter_configs([res], request_timeout=15)
+        ConfigEntry(k, v, incremental_operation=op) for k, v, op in ops])
+    fs = a.incremental_alter_configs([res], request_timeout=15, validate_only=validate_only)
     try:
         fs[res].result(timeout=20)
         return 0, None
     except KafkaException as e:
         return e.args[0].code(), e.args[0].str()
+
+
+def incremental_set(b, resource, pairs, validate_only=False):
+    return incremental(b, resource, [(k, v, AlterConfigOpType.SET) for k, v in pairs],
+                       validate_only)
 
 
 def raw_incremental_set(b, name, pairs):
@@ -356,28 +365,30 @@ def test_pkcs12_keystore_and_truststore_with_client_auth(certs):
         assert b.is_running()
 
 
-def test_pkcs12_truststore_without_trusted_entries_refuses_to_start(certs):
+def test_pkcs12_truststore_made_by_openssl(certs):
     """`openssl pkcs12 -export -nokeys -in ca.pem` writes the CA as a certificate
-    bag without attributes. Java's PKCS12 KeyStore (so Kafka) loads such a store
-    with no entries (`keytool -list` says "0 entries"): it holds no trusted
-    certificate, and with ssl.client.auth=required no client could ever log in.
-    The broker refuses to start, and the error names the truststore setting."""
-    err = refuses_to_start(pkcs12_mtls(certs, "trust.p12"))
-    assert "ssl.truststore" in err, err
+    bag without Java's "trusted" attribute (OpenSSL before 3.2 cannot add it).
+    Java's PKCS12 KeyStore (so Kafka) reads such a store as empty; Runnel
+    trusts every certificate in a truststore, so the store works."""
+    b = tls_broker(pkcs12_mtls(certs, "trust.p12"))
+    with running(b):
+        round_trip(ssl_conf(b, certs, client_cert=True), make_topic(b), n=3)
+        assert refused(b.ssl_port, tls_context(certs)), "a client without a certificate was served"
 
 
 @needs_keytool
-def test_keystore_converted_with_the_keytool_hint(certs):
+def test_keystore_converted_with_the_keytool_hint(certs, tmp_path):
     """The JKS refusal suggests `keytool -importkeystore ... -deststoretype PKCS12`:
     a JKS keystore converted that way serves its certificate."""
-    keytool("-importkeystore", "-noprompt", "-srckeystore", "server.p12", "-srcstoretype", "PKCS12",
-            "-srcstorepass", P12_PASSWORD, "-destkeystore", "server.jks", "-deststoretype", "JKS",
-            "-deststorepass", P12_PASSWORD, cwd=certs)
+    keytool("-importkeystore", "-noprompt", "-srckeystore", str(certs / "server.p12"),
+            "-srcstoretype", "PKCS12", "-srcstorepass", P12_PASSWORD,
+            "-destkeystore", "server.jks", "-deststoretype", "JKS",
+            "-deststorepass", P12_PASSWORD, cwd=tmp_path)
     keytool("-importkeystore", "-noprompt", "-srckeystore", "server.jks",
             "-srcstorepass", P12_PASSWORD, "-destkeystore", "converted.p12",
-            "-deststoretype", "PKCS12", "-deststorepass", P12_PASSWORD, cwd=certs)
+            "-deststoretype", "PKCS12", "-deststorepass", P12_PASSWORD, cwd=tmp_path)
     b = tls_broker({"ssl.keystore.type": "PKCS12",
-                    "ssl.keystore.location": str(certs / "converted.p12"),
+                    "ssl.keystore.location": str(tmp_path / "converted.p12"),
                     "ssl.keystore.password": P12_PASSWORD})
     with running(b):
         assert served_subject(b.ssl_port, certs)["organizationName"] == "First"
@@ -423,7 +434,11 @@ def test_jks_keystore_type_refuses_to_start_with_keytool_hint(certs):
 
 
 def test_dynamic_keystore_update(certs):
-    b = tls_broker({"ssl.keystore.type": "PEM", "ssl.keystore.location": str(certs / "serverA.pem")})
+    """Keystore A (PEM) renewed to B with IncrementalAlterConfigs on BROKER "0":
+    new connections see B, open ones keep working; a bad path is refused and
+    changes nothing; "" is refused; B survives a restart; DELETE reverts to A."""
+    b = tls_broker(dict(ALLOW_DN_CHANGES, **{
+        "ssl.keystore.type": "PEM", "ssl.keystore.location": str(certs / "serverA.pem")}))
     with running(b):
         assert served_subject(b.ssl_port, certs)["organizationName"] == "First"
         topic = make_topic(b)
@@ -464,6 +479,14 @@ def test_dynamic_keystore_update(certs):
         code, msg = incremental_set(b, "0", [(SSL_LOCATION, str(certs / "no-such-keystore.pem"))])
         assert code == KafkaError.INVALID_CONFIG, (code, msg)
         assert served_subject(b.ssl_port, certs)["organizationName"] == "Second"
+        # validate_only: checked, not applied.
+        code, msg = incremental_set(b, "0", [(SSL_LOCATION, str(certs / "no-such-keystore.pem"))],
+                                    validate_only=True)
+        assert code == KafkaError.INVALID_CONFIG, (code, msg)
+        code, msg = incremental_set(b, "0", [(SSL_LOCATION, str(certs / "serverA.pem"))],
+                                    validate_only=True)
+        assert code == 0, (code, msg)
+        assert served_subject(b.ssl_port, certs)["organizationName"] == "Second"
 
         # The cluster-default resource cannot hold TLS store keys.
         code, msg = raw_incremental_set(b, "", [(SSL_LOCATION, str(certs / "serverA.pem"))])
@@ -475,13 +498,41 @@ def test_dynamic_keystore_update(certs):
         assert served_subject(b.ssl_port, certs)["organizationName"] == "Second"
         round_trip(conf, make_topic(b), n=3, tag="restarted")
 
+        # Deleting the dynamic value goes back to server.properties' keystore (A).
+        code, msg = incremental(b, "0", [(SSL_LOCATION, None, AlterConfigOpType.DELETE)])
+        assert code == 0, (code, msg, b.log_tail())
+        assert served_subject(b.ssl_port, certs)["organizationName"] == "First"
+
+
+def test_dynamic_update_rereads_a_keystore_renewed_in_place(certs, tmp_path):
+    """Kafka's in-place renewal: the keystore file is overwritten, and the same
+    location is set again with AlterConfigs; new connections get the new file's
+    certificate."""
+    live = tmp_path / "live.pem"
+    shutil.copy(certs / "serverA.pem", live)
+    b = tls_broker(dict(ALLOW_DN_CHANGES, **{"ssl.keystore.type": "PEM",
+                                             "ssl.keystore.location": str(live)}))
+    with running(b):
+        assert served_subject(b.ssl_port, certs)["organizationName"] == "First"
+        code, msg = incremental_set(b, "0", [(SSL_LOCATION, str(live))])
+        assert code == 0, (code, msg, b.log_tail())
+        assert served_subject(b.ssl_port, certs)["organizationName"] == "First"
+        shutil.copy(certs / "serverB.pem", live)
+        # Nothing reloads by itself before the request...
+        assert served_subject(b.ssl_port, certs)["organizationName"] == "First"
+        code, msg = incremental_set(b, "0", [(SSL_LOCATION, str(live))])
+        assert code == 0, (code, msg, b.log_tail())
+        assert served_subject(b.ssl_port, certs)["organizationName"] == "Second"
+        round_trip(ssl_conf(b, certs), make_topic(b), n=3)
+
 
 def test_dynamic_pkcs12_keystore_wrong_then_right_password(certs):
     """Switching the SSL listener to a PKCS12 keystore at runtime: a wrong
     ssl.keystore.password is refused (INVALID_CONFIG, nothing changes), the right
     one takes effect and survives a restart, and the password never appears in
     the broker's own log output."""
-    b = tls_broker({"ssl.keystore.type": "PEM", "ssl.keystore.location": str(certs / "serverA.pem")})
+    b = tls_broker(dict(ALLOW_DN_CHANGES, **{
+        "ssl.keystore.type": "PEM", "ssl.keystore.location": str(certs / "serverA.pem")}))
     pkcs12_b = [("listener.name.ssl.ssl.keystore.type", "PKCS12"),
                 (SSL_LOCATION, str(certs / "serverB.p12"))]
     with running(b):
@@ -503,3 +554,21 @@ def test_dynamic_pkcs12_keystore_wrong_then_right_password(certs):
         log = broker_output(b.log_path.read_text(errors="replace")).splitlines()
         leaks = [line for line in log if B_P12_PASSWORD in line]
         assert leaks == [], "the keystore password is in the broker log:\n" + "\n".join(leaks)
+
+
+def test_dynamic_update_keeps_the_certificate_identity(certs):
+    """KIP-978: without ssl.allow.dn.changes, a renewed keystore must keep the
+    subject (A has O=First, B has O=Second): the update is refused with
+    INVALID_CONFIG naming the setting, and A stays in use."""
+    b = tls_broker({"ssl.keystore.type": "PEM",
+                    "ssl.keystore.location": str(certs / "serverA.pem")})
+    with running(b):
+        code, msg = incremental_set(b, "0", [(SSL_LOCATION, str(certs / "serverB.pem"))])
+        assert code == 40, (code, msg)  # INVALID_CONFIG
+        assert "ssl.allow.dn.changes" in (msg or ""), msg
+        assert served_subject(b.ssl_port, certs)["organizationName"] == "First"
+        # Allowed in the same change, it goes through.
+        code, msg = incremental_set(b, "0", [("listener.name.ssl.ssl.allow.dn.changes", "true"),
+                                             (SSL_LOCATION, str(certs / "serverB.pem"))])
+        assert code == 0, (code, msg)
+        assert served_subject(b.ssl_port, certs)["organizationName"] == "Second"

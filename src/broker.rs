@@ -137,7 +137,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         catalog,
         writer,
         metrics,
-        groups: groups.clone(),
+        groups,
         quotas,
         limiter,
         txns,
@@ -150,31 +150,8 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
     runtime.block_on(broker.txns.recover(&broker));
     {
         let _guard = runtime.enter();
-        groups.spawn_ticker();
-        crate::coordinator::txn::spawn(
-            Arc::downgrade(&broker),
-            Duration::from_millis(broker.config.transaction_abort_check_interval_ms),
-        );
-        crate::storage::background::every(
-            Arc::downgrade(&broker),
-            Duration::from_millis(broker.config.retention_check_interval_ms),
-            "retention",
-            crate::storage::retention::pass,
-        );
-        crate::storage::background::every(
-            Arc::downgrade(&broker),
-            Duration::from_millis(broker.config.cleaner_backoff_ms),
-            "compaction",
-            crate::storage::compaction::pass,
-        );
-        crate::storage::background::every(
-            Arc::downgrade(&broker),
-            Duration::from_millis(broker.config.producer_id_expiration_check_interval_ms),
-            "producer expiry",
-            crate::storage::producer_expiry::pass,
-        );
+        crate::startup::spawn_background(&broker);
     }
-    drop(groups);
 
     let served = runtime.block_on(network::server::serve(broker.clone()));
     // Dropping the broker drops the last writer handle, which ends the writer thread.

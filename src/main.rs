@@ -16,6 +16,7 @@ mod network;
 mod quotas;
 mod records;
 mod security;
+mod startup;
 mod storage;
 mod types;
 

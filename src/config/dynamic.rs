@@ -70,7 +70,24 @@ const SSL_STORE_KEYS: &[&str] = &[
     "ssl.truststore.location",
     "ssl.truststore.password",
     "ssl.truststore.certificates",
+    "ssl.allow.dn.changes",
+    "ssl.allow.san.changes",
 ];
+
+/// Whether a key holds a secret (a password or an inline private key),
+/// never to be logged or described.
+pub fn is_secret(key: &str) -> bool {
+    key.ends_with("password") || key.ends_with("ssl.keystore.key") || key.ends_with("jaas.config")
+}
+
+/// A value as it may appear in logs: secrets hidden, as Kafka does.
+pub fn shown<'a>(key: &str, value: &'a str) -> &'a str {
+    if is_secret(key) {
+        "[hidden]"
+    } else {
+        value
+    }
+}
 
 pub fn is_ssl_store_key(key: &str) -> bool {
     let bare = key
@@ -217,7 +234,7 @@ impl DynamicConfigs {
         let default = read_map(&store, DEFAULT_KEY)?;
         let broker = read_map(&store, BROKER_KEY)?;
         for (k, v) in default.iter().chain(broker.iter()) {
-            tracing::info!(key = %k, value = %v, "dynamic broker config in effect");
+            tracing::info!(key = %k, value = %shown(k, v), "dynamic broker config in effect");
         }
         Ok(DynamicConfigs {
             store,

@@ -6,20 +6,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio_rustls::TlsAcceptor;
-
 use crate::broker::Broker;
 use crate::config::dynamic::BrokerLayers;
 use crate::config::listeners;
 use crate::error::{BrokerError, BrokerResult};
 use crate::network::session::ListenerRuntime;
+use crate::network::tls::TlsSetup;
 
 /// The new TLS set-up of each TLS listener if this broker's dynamic configs
 /// became `broker_values`, or why they cannot.
 pub fn check(
     broker: &Broker,
     broker_values: &BTreeMap<String, String>,
-) -> BrokerResult<Vec<(Arc<ListenerRuntime>, TlsAcceptor)>> {
+) -> BrokerResult<Vec<(Arc<ListenerRuntime>, TlsSetup)>> {
     let layers = broker.broker_configs.layers();
     let merged = BrokerLayers::new(
         layers.static_raw.clone(),
@@ -33,8 +32,8 @@ pub fn check(
         let Some(config) = configs.iter().find(|c| c.name == runtime.config.name) else {
             continue;
         };
-        match ListenerRuntime::check_tls(config) {
-            Ok(Some(acceptor)) => out.push((runtime.clone(), acceptor)),
+        match runtime.check_tls(config) {
+            Ok(Some(setup)) => out.push((runtime.clone(), setup)),
             Ok(None) => {}
             Err(e) => {
                 return Err(BrokerError::InvalidConfig(format!(
@@ -46,9 +45,9 @@ pub fn check(
     Ok(out)
 }
 
-pub fn apply(acceptors: Vec<(Arc<ListenerRuntime>, TlsAcceptor)>) {
-    for (runtime, acceptor) in acceptors {
-        runtime.replace_tls(Some(acceptor));
+pub fn apply(acceptors: Vec<(Arc<ListenerRuntime>, TlsSetup)>) {
+    for (runtime, setup) in acceptors {
+        runtime.replace_tls(setup);
         tracing::info!(listener = %runtime.config.name, "TLS keystore and truststore reloaded");
     }
 }

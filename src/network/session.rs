@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::tls::TlsSetup;
 use crate::config::listeners::{ListenerConfig, SecurityProtocol};
 use crate::security::credentials::{CredentialStore, ScramMechanism};
 use crate::security::oauthbearer::{OAuthBearer, Validator};
@@ -20,7 +21,7 @@ const SUPPORTED_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512
 pub struct ListenerRuntime {
     pub config: ListenerConfig,
     /// The TLS set-up; replaced when the keystore is changed at runtime.
-    tls: std::sync::RwLock<Option<tokio_rustls::TlsAcceptor>>,
+    tls: std::sync::RwLock<Option<TlsSetup>>,
     /// Enabled SASL mechanisms this broker implements, in configured order.
     pub mechanisms: Vec<String>,
     /// SASL/PLAIN users from the listener's JAAS config.
@@ -34,9 +35,7 @@ pub struct ListenerRuntime {
 impl ListenerRuntime {
     pub fn build(config: &ListenerConfig) -> Result<Self, String> {
         let tls = if config.protocol.tls() {
-            Some(tokio_rustls::TlsAcceptor::from(super::tls::server_config(
-                config,
-            )?))
+            Some(super::tls::setup(config)?)
         } else {
             None
         };
@@ -109,26 +108,31 @@ impl ListenerRuntime {
 
     /// The acceptor new connections use.
     pub fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
-        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.tls
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|s| s.acceptor.clone())
     }
 
     /// Checks the TLS settings of `config` (this listener's settings with
-    /// changed `ssl.*` keys) without applying them.
-    pub fn check_tls(config: &ListenerConfig) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+    /// changed `ssl.*` keys) without applying them: the stores must load and
+    /// the certificate keep its identity (KIP-978).
+    pub fn check_tls(&self, config: &ListenerConfig) -> Result<Option<TlsSetup>, String> {
         if !config.protocol.tls() {
             return Ok(None);
         }
-        Ok(Some(tokio_rustls::TlsAcceptor::from(
-            super::tls::server_config(config)?,
-        )))
+        let new = super::tls::setup(config)?;
+        if let Some(old) = self.tls.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            super::tls::check_identity(config, &old.leaf, &new.leaf)?;
+        }
+        Ok(Some(new))
     }
 
     /// Puts a new TLS set-up in place for the connections accepted from now
     /// on (Kafka's dynamic keystore update); open connections keep theirs.
-    pub fn replace_tls(&self, acceptor: Option<tokio_rustls::TlsAcceptor>) {
-        if acceptor.is_some() {
-            *self.tls.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
-        }
+    pub fn replace_tls(&self, setup: TlsSetup) {
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = Some(setup);
     }
 
     pub fn protocol(&self) -> SecurityProtocol {

@@ -47,6 +47,7 @@ fn pkcs12(
     l: &ListenerConfig,
     location_key: &str,
     password_key: &str,
+    policy: p12_keystore::Pkcs12ImportPolicy,
 ) -> Result<p12_keystore::KeyStore, String> {
     let data = pem_source(l, location_key, "a PKCS12 store")?;
     let password = l.get(password_key).ok_or_else(|| {
@@ -55,13 +56,12 @@ fn pkcs12(
             l.name
         )
     })?;
-    p12_keystore::KeyStore::from_pkcs12(&data, password, p12_keystore::Pkcs12ImportPolicy::Relaxed)
-        .map_err(|e| {
-            format!(
-                "listener {}: cannot open {location_key} (wrong {password_key}?): {e}",
-                l.name
-            )
-        })
+    p12_keystore::KeyStore::from_pkcs12(&data, password, policy).map_err(|e| {
+        format!(
+            "listener {}: cannot open {location_key} (wrong {password_key}?): {e}",
+            l.name
+        )
+    })
 }
 
 /// The private key of a PEM keystore, decrypted with `ssl.key.password`
@@ -103,7 +103,12 @@ fn keystore(
     l: &ListenerConfig,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     if store_type(l, "ssl.keystore.type")? == StoreType::Pkcs12 {
-        let ks = pkcs12(l, "ssl.keystore.location", "ssl.keystore.password")?;
+        let ks = pkcs12(
+            l,
+            "ssl.keystore.location",
+            "ssl.keystore.password",
+            p12_keystore::Pkcs12ImportPolicy::Relaxed,
+        )?;
         let (_, chain) = ks.private_key_chain().ok_or_else(|| {
             format!(
                 "listener {}: the PKCS12 keystore holds no private key with its certificate chain",
@@ -199,9 +204,85 @@ fn provider(l: &ListenerConfig) -> Result<rustls::crypto::CryptoProvider, String
     Ok(p)
 }
 
-/// The rustls configuration of a TLS listener.
-pub fn server_config(l: &ListenerConfig) -> Result<Arc<rustls::ServerConfig>, String> {
+/// A TLS listener's set-up: the acceptor for new connections and the
+/// certificate it presents.
+#[derive(Clone)]
+pub struct TlsSetup {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub leaf: CertificateDer<'static>,
+}
+
+pub fn setup(l: &ListenerConfig) -> Result<TlsSetup, String> {
+    let (config, leaf) = server_config(l)?;
+    Ok(TlsSetup {
+        acceptor: tokio_rustls::TlsAcceptor::from(config),
+        leaf,
+    })
+}
+
+/// The subject alternative names of a certificate, as `DNS:name` / `IP:addr`.
+fn sans(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(ext)) = parsed.subject_alternative_name() else {
+        return Vec::new();
+    };
+    ext.value
+        .general_names
+        .iter()
+        .map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => format!("DNS:{d}"),
+            x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
+                4 => format!("IP:{}", std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3])),
+                _ => format!("IP:{ip:?}"),
+            },
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// Kafka's rule for a keystore changed at runtime (KIP-978): the new
+/// certificate keeps the old one's subject and every one of its alternative
+/// names, unless `ssl.allow.dn.changes` / `ssl.allow.san.changes` say
+/// otherwise.
+pub fn check_identity(
+    l: &ListenerConfig,
+    old: &CertificateDer<'_>,
+    new: &CertificateDer<'_>,
+) -> Result<(), String> {
+    let allowed = |k: &str| {
+        l.get(k)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    };
+    if !allowed("ssl.allow.dn.changes") && principal_of(old) != principal_of(new) {
+        return Err(format!(
+            "listener {}: the new keystore's certificate subject {:?} differs from the current {:?} (set ssl.allow.dn.changes=true to allow it)",
+            l.name,
+            principal_of(new).unwrap_or_default(),
+            principal_of(old).unwrap_or_default()
+        ));
+    }
+    if !allowed("ssl.allow.san.changes") {
+        let now = sans(new);
+        let lost: Vec<String> = sans(old).into_iter().filter(|s| !now.contains(s)).collect();
+        if !lost.is_empty() {
+            return Err(format!(
+                "listener {}: the new keystore's certificate drops subject alternative names {} (set ssl.allow.san.changes=true to allow it)",
+                l.name,
+                lost.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The rustls configuration of a TLS listener, and the certificate it presents.
+fn server_config(
+    l: &ListenerConfig,
+) -> Result<(Arc<rustls::ServerConfig>, CertificateDer<'static>), String> {
     let (chain, key) = keystore(l)?;
+    let leaf = chain[0].clone();
     let provider = Arc::new(provider(l)?);
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(l)?)
@@ -220,7 +301,14 @@ pub fn server_config(l: &ListenerConfig) -> Result<Arc<rustls::ServerConfig>, St
                     .map_err(|e| format!("listener {}: truststore: {e}", l.name))
             };
             if store_type(l, "ssl.truststore.type")? == StoreType::Pkcs12 {
-                let ts = pkcs12(l, "ssl.truststore.location", "ssl.truststore.password")?;
+                // Raw: every certificate counts, also those OpenSSL writes
+                // without Java's "trusted" attribute (before 3.2 it cannot).
+                let ts = pkcs12(
+                    l,
+                    "ssl.truststore.location",
+                    "ssl.truststore.password",
+                    p12_keystore::Pkcs12ImportPolicy::Raw,
+                )?;
                 for (_, entry) in ts.entries() {
                     match entry {
                         p12_keystore::KeyStoreEntry::Certificate(c) => {
@@ -242,6 +330,12 @@ pub fn server_config(l: &ListenerConfig) -> Result<Arc<rustls::ServerConfig>, St
                 for cert in CertificateDer::pem_slice_iter(&pem) {
                     add(cert.map_err(|e| format!("listener {}: truststore: {e}", l.name))?)?;
                 }
+            }
+            if roots.is_empty() {
+                return Err(format!(
+                    "listener {}: the truststore (ssl.truststore.location) holds no certificate to trust",
+                    l.name
+                ));
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if client_auth == "requested" {
@@ -265,7 +359,7 @@ pub fn server_config(l: &ListenerConfig) -> Result<Arc<rustls::ServerConfig>, St
         .with_single_cert(chain, key)
         .map_err(|e| format!("listener {}: keystore: {e}", l.name))?;
     cfg.alpn_protocols.clear();
-    Ok(Arc::new(cfg))
+    Ok((Arc::new(cfg), leaf))
 }
 
 /// Kafka's DEFAULT principal for a client certificate: its subject as an

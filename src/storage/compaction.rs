@@ -408,19 +408,6 @@ pub fn run_once(
     reports
 }
 
-/// One pass, as the background runner calls it.
-pub fn pass(b: &crate::broker::Broker) {
-    let layers = b.broker_configs.layers();
-    for r in run_once(
-        &b.store,
-        &b.catalog,
-        &layers.merged,
-        b.config.cleaner_io_buffer_size,
-    ) {
-        b.metrics.cleaner_pass(&r);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,14 +2,14 @@
 //! background pass that forgets, partition by partition, the producers that
 //! have not appended there for that long and have no transaction open there.
 
-use crate::broker::Broker;
+use super::catalog::Catalog;
 use crate::types::now_ms;
 
 /// One pass over every partition, as the background runner calls it.
-pub fn pass(b: &Broker) {
-    let cutoff = now_ms().saturating_sub(b.config.producer_id_expiration_ms);
+pub fn pass(catalog: &Catalog, expiration_ms: i64) {
+    let cutoff = now_ms().saturating_sub(expiration_ms);
     let mut expired = 0;
-    for topic in b.catalog.all() {
+    for topic in catalog.all() {
         for p in &topic.partitions {
             let n = p.expire_producers(cutoff);
             if n > 0 {
@@ -19,10 +19,6 @@ pub fn pass(b: &Broker) {
         }
     }
     if expired > 0 {
-        tracing::info!(
-            expired,
-            expiration_ms = b.config.producer_id_expiration_ms,
-            "producer state expired"
-        );
+        tracing::info!(expired, expiration_ms, "producer state expired");
     }
 }

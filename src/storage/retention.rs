@@ -2,6 +2,7 @@
 //! partition), run in the background every `log.retention.check.interval.ms`.
 //! Whole batches are removed from the head and the log start offset advances.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::catalog::Catalog;
@@ -88,10 +89,11 @@ pub fn run_once(
     }
 }
 
-/// One pass, as the background runner calls it.
-pub fn pass(b: &crate::broker::Broker) {
-    run_once(&b.store, &b.catalog, &b.broker_configs.layers().merged);
-    if let Err(e) = b.store.collect_blob_garbage() {
+/// One pass with the broker's effective configs, then blob garbage
+/// collection, as the background runner calls it.
+pub fn pass(store: &Arc<Store>, catalog: &Catalog, broker_configs: &BTreeMap<String, String>) {
+    run_once(store, catalog, broker_configs);
+    if let Err(e) = store.collect_blob_garbage() {
         tracing::warn!(error = %e, "collecting blob garbage failed");
     }
 }

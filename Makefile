@@ -3,10 +3,11 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := target/release/runnel
-# Debian packages: libclang for the rocksdb crate's bindgen (every build);
-# kcat, prometheus and openssl (test certificates) only for their compat tests.
-BUILD_PACKAGES := libclang-dev
-TEST_PACKAGES := kcat prometheus openssl
+# Debian packages: libclang for the rocksdb crate's bindgen and protoc for the
+# etcd-client crate's gRPC code (every build); kcat, prometheus, openssl (test
+# certificates) and etcd (the cluster tests' metadata store) for the compat tests.
+BUILD_PACKAGES := libclang-dev protobuf-compiler
+TEST_PACKAGES := kcat prometheus openssl etcd-server etcd-client
 
 .PHONY: run build test deps apt-deps apt-test-deps apt-install py-deps unit compat bench clean fmt lint fuzz fuzz-tools fuzz-slice
 # make fuzz: seconds per cargo-fuzz target, and for the end-to-end wire fuzzer.

@@ -16,20 +16,27 @@ creating topics and ACLs), StandardAuthorizer, and the rules
     RULE:^CN=([^,]+),OU=Ops,.*$/ops-$1/U            -> User:OPS-OPS-BOT
     DEFAULT                                         -> User:CN=stranger,O=Elsewhere
 
-Certificates (one test CA; server, client-app, ops-bot, stranger; plus a
-self-signed "rogue") are made with openssl in a temporary directory. Further
-tests start their own brokers: one without DEFAULT (unmatched DN refused) and
-one with an invalid rule (refuses to start)."""
+Certificates (one test CA; server, client-app, ops-bot, stranger; an expired
+client-app certificate from the same CA; a client-app certificate from another
+CA; a self-signed "rogue") are made with openssl in a temporary directory.
+kafka-python is used over SSL as well; the expired, foreign and rogue
+certificates are refused without disturbing the valid clients. Further tests
+start their own brokers: one without DEFAULT (unmatched DN refused) and one
+with an invalid rule (refuses to start)."""
 
 import shutil
+import socket
+import ssl
 import subprocess
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient,
                                    NewTopic, ResourcePatternType, ResourceType)
 
+import kafka_wire as kw
 from runnel_harness import Broker, BrokerError, free_port, unique_topic
 
 pytestmark = [pytest.mark.timeout(180),
@@ -60,6 +67,66 @@ def openssl(*args, cwd):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+# A minimal `openssl ca` setup: `openssl x509 -req` (OpenSSL 3.0) cannot put
+# notBefore/notAfter in the past, `openssl ca -startdate/-enddate` can.
+CA_CNF = """\
+[ ca ]
+default_ca = test_ca
+[ test_ca ]
+database = ca-db/index.txt
+serial = ca-db/serial
+new_certs_dir = ca-db
+certificate = ca.pem
+private_key = ca.key
+default_md = sha256
+policy = any
+unique_subject = no
+copy_extensions = none
+email_in_dn = no
+[ any ]
+countryName = optional
+organizationName = optional
+organizationalUnitName = optional
+commonName = supplied
+[ client_ext ]
+subjectAltName = IP:127.0.0.1,DNS:localhost
+"""
+
+
+def make_expired_client_cert(d):
+    """expired.crt/.key: client-app's subject, signed by the test CA, valid from
+    two days ago until one day ago. Same DN as client.crt, so a broker that
+    accepted it would map it to User:client-app and honour that principal's ACLs."""
+    (d / "ca-db").mkdir()
+    (d / "ca-db" / "index.txt").write_text("")
+    (d / "ca-db" / "serial").write_text("1000\n")
+    (d / "ca.cnf").write_text(CA_CNF)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", CLIENTS["client"],
+            "-keyout", "expired.key", "-out", "expired.csr", cwd=d)
+    now = datetime.now(timezone.utc)
+    utc_time = "%y%m%d%H%M%SZ"  # ASN.1 UTCTime, as RFC 5280 wants before 2050
+    openssl("ca", "-batch", "-config", "ca.cnf", "-in", "expired.csr", "-out", "expired.crt",
+            "-startdate", (now - timedelta(days=2)).strftime(utc_time),
+            "-enddate", (now - timedelta(days=1)).strftime(utc_time),
+            "-extensions", "client_ext", "-notext", "-preserveDN", cwd=d)
+
+    def x509(*args):
+        return subprocess.run(["openssl", "x509", "-in", "expired.crt", "-noout", *args], cwd=d,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    not_after = x509("-enddate")
+    assert not_after.startswith("notAfter="), not_after
+    assert ssl.cert_time_to_seconds(not_after[len("notAfter="):]) < time.time() - 3600, not_after
+    assert x509("-subject", "-nameopt", "RFC2253") == "subject=" + CLIENT_APP_DN[5:]
+    # Trusted chain, and expiry is its only defect.
+    r = subprocess.run(["openssl", "verify", "-CAfile", "ca.pem", "expired.crt"], cwd=d,
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "certificate has expired" in r.stdout + r.stderr, r
+    r = subprocess.run(["openssl", "verify", "-CAfile", "ca.pem", "-no_check_time",
+                        "expired.crt"], cwd=d, capture_output=True, text=True)
+    assert r.returncode == 0, r
+
+
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
     d = tmp_path_factory.mktemp("mtls-certs")
@@ -74,12 +141,21 @@ def certs(tmp_path_factory):
                 cwd=d)
         (d / ("%s.pem" % name)).write_text(
             (d / ("%s.key" % name)).read_text() + (d / ("%s.crt" % name)).read_text())
-    # A client certificate from another CA: not trusted by the broker.
+    # A self-signed client certificate: not trusted by the broker.
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=rogue",
             "-keyout", "rogue.key", "-out", "rogue.crt", cwd=d)
+    # A leaf from another CA, with client-app's subject (the self-signed rogue is
+    # itself a CA certificate, so a verifier may refuse it for that alone).
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=Rogue CA", "-keyout", "rogue-ca.key", "-out", "rogue-ca.pem", cwd=d)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", CLIENTS["client"],
+            "-keyout", "foreign.key", "-out", "foreign.csr", cwd=d)
+    openssl("x509", "-req", "-in", "foreign.csr", "-CA", "rogue-ca.pem", "-CAkey", "rogue-ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "foreign.crt", cwd=d)
+    make_expired_client_cert(d)
     # The subjects really are what the rules expect (RFC 2253, most specific first).
     for name, dn in (("client", CLIENT_APP_DN[5:]), ("ops", "CN=ops-bot,OU=Ops,O=Runnel,C=US"),
-                     ("stranger", STRANGER[5:])):
+                     ("stranger", STRANGER[5:]), ("foreign", CLIENT_APP_DN[5:])):
         out = subprocess.run(["openssl", "x509", "-in", "%s.crt" % name, "-noout", "-subject",
                               "-nameopt", "RFC2253"], cwd=d, check=True,
                              capture_output=True, text=True).stdout.strip()
@@ -337,3 +413,150 @@ def test_invalid_rules_refuse_to_start(certs, rules):
         assert not b.is_running()
     finally:
         b.cleanup()
+
+
+# ------------------------------------------------------------------ kafka-python over SSL
+
+
+def kp_ssl(b, certs, who):
+    return {"bootstrap_servers": b.ssl_bootstrap, "security_protocol": "SSL",
+            "ssl_cafile": str(certs / "ca.pem"),
+            "ssl_certfile": str(certs / ("%s.crt" % who)),
+            "ssl_keyfile": str(certs / ("%s.key" % who)),
+            # server.crt has IP:127.0.0.1 among its SANs, so hostnames can be checked.
+            "ssl_check_hostname": True,
+            "request_timeout_ms": 15000}
+
+
+def test_kafka_python_over_ssl_with_client_certificate(mb, certs):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KTP
+    from kafka.errors import TopicAuthorizationFailedError
+    b = mb
+    t, u = make_topic(b, "mtls-kp"), make_topic(b, "mtls-kp-no")
+    group = unique_topic("mtls-kp-g")
+    grant(b, acl(CLIENT_APP, ResourceType.TOPIC, t, AclOperation.WRITE),
+          acl(CLIENT_APP, ResourceType.TOPIC, t, AclOperation.READ),
+          acl(CLIENT_APP, ResourceType.GROUP, group, AclOperation.READ))
+    conf = kp_ssl(b, certs, "client")
+
+    p = KafkaProducer(acks="all", max_block_ms=20000, **conf)
+    try:
+        metas = [p.send(t, v, partition=0).get(timeout=30) for v in values(5, "kp")]
+        assert [(m.topic, m.partition, m.offset) for m in metas] == [(t, 0, i) for i in range(5)]
+        # No ACL for User:client-app on U.
+        with pytest.raises(TopicAuthorizationFailedError):
+            p.send(u, b"nope", partition=0).get(timeout=30)
+    finally:
+        p.close(timeout=10)
+
+    # Without a group: assign + seek_to_beginning.
+    c = KafkaConsumer(group_id=None, enable_auto_commit=False, consumer_timeout_ms=15000, **conf)
+    try:
+        tp = KTP(t, 0)
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+        got = [(m.offset, m.value) for _, m in zip(range(5), c)]
+    finally:
+        c.close()
+    assert got == list(enumerate(values(5, "kp"))), got
+
+    # With a group the principal may READ: subscribe, consume, commit.
+    c = KafkaConsumer(t, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False,
+                      consumer_timeout_ms=20000, **conf)
+    try:
+        got = [m.value for _, m in zip(range(5), c)]
+        assert got == values(5, "kp"), got
+        c.commit()
+        assert c.committed(KTP(t, 0)) == 5
+    finally:
+        c.close()
+    assert b.is_running()
+
+
+# ------------------------------------------------------------------ refused certificates
+
+
+def raw_tls_outcome(b, ctx):
+    """Connects to the SSL listener with `ctx` and sends ApiVersions v0.
+    Returns ("answered", first bytes) or ("refused", how); a connection the
+    broker neither answers nor closes is a failure."""
+    with socket.create_connection(("127.0.0.1", b.ssl_port), timeout=10) as s:
+        try:
+            t = ctx.wrap_socket(s, server_hostname="127.0.0.1")
+        except ssl.SSLError as e:
+            return "refused", "handshake: %s" % e
+        with t:
+            try:
+                t.sendall(kw.build_request(kw.API_API_VERSIONS, 0, 1))
+                data = t.recv(4)
+            except socket.timeout:
+                raise AssertionError("the broker neither answered nor closed the connection")
+            except (ssl.SSLError, ConnectionError) as e:
+                return "refused", "first read: %r" % e
+            return ("answered", data) if data else ("refused", "closed on first read")
+
+
+def tls_ctx(certs, who):
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(str(certs / ("%s.crt" % who)), str(certs / ("%s.key" % who)))
+    return ctx
+
+
+# expired: client-app's DN, signed by the test CA, notAfter in the past.
+# foreign: client-app's DN, signed by another CA ("Rogue CA").
+# rogue: self-signed /CN=rogue (a CA certificate itself). test_security.py checks
+# only a raw handshake with it, on a broker without principal mapping or authorizer.
+REFUSED = {"expired": "expired", "foreign": "issuer", "rogue": None}
+
+
+@pytest.mark.parametrize("who", sorted(REFUSED))
+def test_untrusted_client_certificate_is_refused(mb, certs, who):
+    b = mb
+    t = make_topic(b, "mtls-%s" % who)
+    group = unique_topic("mtls-%s-g" % who)
+    # Were the certificate accepted, its principal could write: client-app for the
+    # expired and foreign ones (same DN), User:CN=rogue (DEFAULT) for the rogue one.
+    grant(b, acl(CLIENT_APP, ResourceType.TOPIC, t, AclOperation.WRITE),
+          acl(CLIENT_APP, ResourceType.TOPIC, t, AclOperation.READ),
+          acl(CLIENT_APP, ResourceType.GROUP, group, AclOperation.READ),
+          acl("User:CN=rogue", ResourceType.TOPIC, t, AclOperation.WRITE))
+
+    # Raw TLS: the valid certificate gets an answer, the refused one does not.
+    kind, data = raw_tls_outcome(b, tls_ctx(certs, "client"))
+    assert kind == "answered" and len(data) == 4, (kind, data)
+    log_before = len(b.log_path.read_text(errors="replace"))
+    kind, how = raw_tls_outcome(b, tls_ctx(certs, who))
+    assert kind == "refused", "the broker answered a client with the %s certificate: %r" % (
+        who, how)
+    # The broker says why (the certificate's verification, not a missing certificate).
+    deadline = time.monotonic() + 5
+    while True:
+        new = [ln for ln in b.log_path.read_text(errors="replace")[log_before:].splitlines()
+               if "TLS handshake failed" in ln]
+        if new or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert new, "no 'TLS handshake failed' in the broker log:\n" + b.log_tail()
+    assert "no certificates" not in new[0], new
+    if REFUSED[who]:
+        assert REFUSED[who] in new[0].lower(), new
+
+    # confluent-kafka: nothing is delivered, and not for lack of an ACL. (For the
+    # foreign and rogue certificates librdkafka itself declines to send them: "No
+    # matching issuer found in server trusted certificate authorities", so the broker
+    # sees no certificate; the raw handshake above is what shows the broker's check.)
+    client_errors = []
+    conf = dict(ssl_conf(b, certs, who), error_cb=client_errors.append)
+    delivered, errors = produce(conf, t, 3, timeout_ms=8000, tag=who)
+    assert delivered == [], (delivered, client_errors[:3])
+    assert errors, "no delivery report errors for the refused client"
+    assert E.TOPIC_AUTHORIZATION_FAILED not in codes(errors), (errors, client_errors[:3])
+
+    # The broker keeps serving the valid client-app certificate.
+    assert b.is_running(), b.log_tail()
+    good = ssl_conf(b, certs, "client")
+    delivered, errors = produce(good, t, 3, tag="ok")
+    assert errors == [] and delivered == values(3, "ok"), errors
+    got, errors = consume(good, t, 3, group)
+    assert errors == [] and got == values(3, "ok"), (got, errors)

@@ -3,6 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::etcd::EtcdCluster;
+use crate::cluster::standalone::Standalone;
+use crate::cluster::{BrokerInfo, ClusterMetadata, Endpoint};
 use crate::config::dynamic::DynamicConfigs;
 use crate::config::ServerConfig;
 use crate::coordinator::group::GroupConfig;
@@ -39,6 +42,8 @@ pub struct Broker {
     pub authorizer: Authorizer,
     /// The Kafka listeners, ready to serve (TLS and SASL set up).
     pub listeners: Vec<Arc<crate::network::session::ListenerRuntime>>,
+    /// Who the brokers and the controller are (standalone or etcd).
+    pub cluster: Arc<dyn ClusterMetadata>,
 }
 
 impl Broker {
@@ -130,6 +135,29 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         "storage open"
     );
     let limiter = Limiter::new(config.quota_window);
+    let me = BrokerInfo {
+        node_id: config.node_id,
+        rack: config.cluster.as_ref().and_then(|c| c.rack.clone()),
+        endpoints: config
+            .listeners
+            .iter()
+            .map(|l| Endpoint {
+                listener: l.name.clone(),
+                host: l.advertised_host.clone(),
+                port: l.advertised_port,
+            })
+            .collect(),
+    };
+    let etcd = match config.cluster.clone() {
+        Some(c) => {
+            Some(runtime.block_on(EtcdCluster::start(c, &catalog.cluster_id, me.clone()))?)
+        }
+        None => None,
+    };
+    let cluster: Arc<dyn ClusterMetadata> = match &etcd {
+        Some(e) => e.clone(),
+        None => Arc::new(Standalone::new(me)),
+    };
     let broker = Arc::new(Broker {
         config,
         broker_configs,
@@ -144,6 +172,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         credentials,
         authorizer,
         listeners,
+        cluster,
     });
     // Transactions caught mid-commit or mid-abort complete before clients
     // are served.
@@ -154,6 +183,9 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
     }
 
     let served = runtime.block_on(network::server::serve(broker.clone()));
+    if let Some(e) = etcd {
+        runtime.block_on(e.shutdown());
+    }
     // Dropping the broker drops the last writer handle, which ends the writer thread.
     drop(broker);
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));

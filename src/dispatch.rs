@@ -221,6 +221,27 @@ impl RequestContext {
         b.limiter.max_in_window(&b.quotas, t, &self.quota_client())
     }
 
+    /// Live brokers as clients of this request's listener reach them:
+    /// (node id, host, port, rack). A broker without that listener is left
+    /// out, as Kafka does.
+    pub fn broker_endpoints(&self) -> Vec<(i32, String, u16, Option<String>)> {
+        let listener = &self.session.listener.config.name;
+        self.broker
+            .cluster
+            .live_brokers()
+            .into_iter()
+            .filter_map(|b| {
+                let e = b.endpoint(listener)?;
+                Some((b.node_id, e.host.clone(), e.port, b.rack.clone()))
+            })
+            .collect()
+    }
+
+    /// The controller's node id, -1 while none is elected.
+    pub fn controller_id(&self) -> i32 {
+        self.broker.cluster.controller().map_or(-1, |c| c.node_id)
+    }
+
     /// Lets the connection's next request proceed.
     pub fn release_turn(&self) {
         if let Ok(mut t) = self.turn.lock() {

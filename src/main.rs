@@ -5,6 +5,7 @@
 
 mod broker;
 mod cli;
+mod cluster;
 mod config;
 mod coordinator;
 mod dispatch;

@@ -5,6 +5,7 @@
 //! mean nothing on one Runnel node), or unknown; the latter two are warned
 //! about at start-up so nothing is silently ignored.
 
+pub mod cluster;
 pub mod docs;
 pub mod dynamic;
 pub mod listeners;
@@ -66,6 +67,8 @@ pub struct ServerConfig {
     pub authorizer: crate::security::authorizer::AuthorizerConfig,
     /// `quota.window.num` samples of `quota.window.size.seconds`.
     pub quota_window: crate::quotas::limiter::WindowConfig,
+    /// Cluster mode (metadata in etcd); `None` = standalone.
+    pub cluster: Option<cluster::ClusterConfig>,
     /// Every key/value the file and overrides set, as given, for DescribeConfigs.
     pub raw: BTreeMap<String, String>,
 }
@@ -389,6 +392,13 @@ impl BrokerConfig {
         };
 
         let authorizer = crate::security::authorizer::AuthorizerConfig::from_raw(&raw)?;
+        let cluster = cluster::ClusterConfig::from_raw(&raw)?;
+        if cluster.is_some() && cluster_id.is_none() {
+            return Err(
+                "metadata.store.endpoints (cluster mode) needs cluster.id, the same on every broker of the cluster"
+                    .into(),
+            );
+        }
         let quota_window = crate::quotas::limiter::WindowConfig {
             samples: positive("quota.window.num", 11)?,
             sample: std::time::Duration::from_secs(positive("quota.window.size.seconds", 1)? as u64),
@@ -440,6 +450,7 @@ impl BrokerConfig {
                 log_dir_min_free_bytes,
                 authorizer,
                 quota_window,
+                cluster,
                 raw,
             },
             warnings,
@@ -502,6 +513,7 @@ fn is_understood(key: &str) -> bool {
         || topic::is_broker_default_key(key)
         || listeners::is_listener_key(key)
         || crate::security::authorizer::AuthorizerConfig::is_key(key)
+        || cluster::KEYS.contains(&key)
 }
 
 /// Java-properties subset: `key=value` or `key: value`, `#`/`!` comments.

@@ -1148,6 +1148,13 @@ mod tests {
             authorizer: crate::security::authorizer::Authorizer::load(Default::default(), store)
                 .unwrap(),
             listeners: Vec::new(),
+            cluster: Arc::new(crate::cluster::standalone::Standalone::new(
+                crate::cluster::BrokerInfo {
+                    node_id: 0,
+                    rack: None,
+                    endpoints: Vec::new(),
+                },
+            )),
         };
         (Arc::new(broker), thread)
     }

@@ -1,4 +1,5 @@
-//! DescribeCluster (60): this node is the whole cluster and its controller.
+//! DescribeCluster (60): the live brokers (as reached through the client's
+//! listener) and the controller, from the cluster metadata.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -13,10 +14,9 @@ const ENDPOINT_BROKERS: i8 = 1;
 
 pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> DescribeClusterResponse {
     let b = &ctx.broker;
-    let node = BrokerId(b.config.node_id);
     let resp = DescribeClusterResponse::default()
         .with_cluster_id(sb(b.cluster_id()))
-        .with_controller_id(node)
+        .with_controller_id(BrokerId(ctx.controller_id()))
         .with_endpoint_type(req.endpoint_type)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
     if let Err(e) = super::cluster_allowed(ctx, Operation::Describe) {
@@ -40,8 +40,16 @@ pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> Descri
             .with_error_code(e.code())
             .with_error_message(e.message());
     }
-    resp.with_brokers(vec![DescribeClusterBroker::default()
-        .with_broker_id(node)
-        .with_host(sb(ctx.advertised().0.to_string()))
-        .with_port(i32::from(ctx.advertised().1))])
+    resp.with_brokers(
+        ctx.broker_endpoints()
+            .into_iter()
+            .map(|(id, host, port, rack)| {
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(id))
+                    .with_host(sb(host))
+                    .with_port(i32::from(port))
+                    .with_rack(rack.map(sb))
+            })
+            .collect(),
+    )
 }

@@ -50,13 +50,21 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
     for t in &topics {
         b.metrics.error("Metadata", t.error_code);
     }
+    let brokers = ctx
+        .broker_endpoints()
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(sb(host))
+                .with_port(i32::from(port))
+                .with_rack(rack.map(sb))
+        })
+        .collect();
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(node)
-            .with_host(sb(ctx.advertised().0.to_string()))
-            .with_port(i32::from(ctx.advertised().1))])
+        .with_brokers(brokers)
         .with_cluster_id(Some(sb(b.cluster_id())))
-        .with_controller_id(node)
+        .with_controller_id(BrokerId(ctx.controller_id()))
         .with_topics(topics)
         .with_cluster_authorized_operations(ctx.authorized_operations(
             req.include_cluster_authorized_operations,

@@ -1,0 +1,445 @@
+//! Cluster membership and controller election in etcd (v3 API), the role
+//! ZooKeeper played for Kafka. Under the cluster's prefix:
+//!
+//! - `brokers/<node id>`: each live broker's registration (endpoints, rack),
+//!   bound to its lease; a broker that stops heartbeating for
+//!   `broker.session.timeout.ms` disappears with its lease;
+//! - `controller`: the elected controller, also lease-bound, written only
+//!   together with `controller_epoch` in one compare-and-swap, so every
+//!   controller has a higher epoch than the last (the fencing token the
+//!   partition-state changes of the replication work will be checked
+//!   against);
+//! - `cluster_id`: the cluster id every broker must share.
+//!
+//! A watch on the prefix keeps each broker's view current. When etcd is
+//! unreachable, the broker keeps serving with the view it has and
+//! re-registers once etcd answers again.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::{BrokerInfo, ClusterMetadata, Controller};
+use crate::config::cluster::ClusterConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Registration {
+    info: BrokerInfo,
+    /// Tells this process's own registration (left by an earlier lease)
+    /// from another broker using the same node id.
+    incarnation: String,
+}
+
+type EtcdResult<T> = Result<T, String>;
+
+fn etcd_err(e: etcd_client::Error) -> String {
+    format!("etcd: {e}")
+}
+
+pub struct EtcdCluster {
+    cfg: ClusterConfig,
+    prefix: String,
+    me: BrokerInfo,
+    incarnation: String,
+    brokers: RwLock<BTreeMap<i32, BrokerInfo>>,
+    controller: RwLock<Option<Controller>>,
+    stop: watch::Sender<bool>,
+}
+
+impl EtcdCluster {
+    fn key(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.prefix)
+    }
+
+    fn broker_key(&self, id: i32) -> String {
+        self.key(&format!("brokers/{id}"))
+    }
+
+    /// Connects, checks the cluster id, registers this broker (refusing to
+    /// start if a live broker has its node id) and starts the background
+    /// session that keeps the registration, the view and the election going.
+    pub async fn start(
+        cfg: ClusterConfig,
+        cluster_id: &str,
+        me: BrokerInfo,
+    ) -> EtcdResult<Arc<Self>> {
+        let prefix = cfg
+            .prefix
+            .clone()
+            .unwrap_or_else(|| format!("/runnel/{cluster_id}"));
+        let (stop, _) = watch::channel(false);
+        let this = Arc::new(EtcdCluster {
+            prefix,
+            me,
+            incarnation: uuid::Uuid::new_v4().to_string(),
+            brokers: RwLock::new(BTreeMap::new()),
+            controller: RwLock::new(None),
+            stop,
+            cfg,
+        });
+        let mut client = this.connect().await?;
+        this.check_cluster_id(&mut client, cluster_id).await?;
+        let lease = this.register(&mut client).await?;
+        tracing::info!(
+            node_id = this.me.node_id,
+            prefix = %this.prefix,
+            endpoints = %this.cfg.endpoints.join(","),
+            "registered in the metadata store"
+        );
+        let runner = this.clone();
+        tokio::spawn(async move { runner.run(client, Some(lease)).await });
+        Ok(this)
+    }
+
+    async fn connect(&self) -> EtcdResult<Client> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(5));
+        Client::connect(&self.cfg.endpoints, Some(opts))
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot reach the metadata store at {}: {e}",
+                    self.cfg.endpoints.join(",")
+                )
+            })
+    }
+
+    async fn check_cluster_id(&self, client: &mut Client, cluster_id: &str) -> EtcdResult<()> {
+        let key = self.key("cluster_id");
+        let txn = Txn::new()
+            .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), cluster_id, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = client.txn(txn).await.map_err(etcd_err)?;
+        if resp.succeeded() {
+            return Ok(());
+        }
+        let existing = resp
+            .op_responses()
+            .into_iter()
+            .find_map(|r| match r {
+                etcd_client::TxnOpResponse::Get(g) => g
+                    .kvs()
+                    .first()
+                    .map(|kv| String::from_utf8_lossy(kv.value()).to_string()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        if existing != cluster_id {
+            return Err(format!(
+                "cluster id mismatch: the metadata store at {} holds cluster {existing}, this broker's data directory is for {cluster_id}",
+                self.prefix
+            ));
+        }
+        Ok(())
+    }
+
+    /// Registers under a new lease; the lease id.
+    async fn register(&self, client: &mut Client) -> EtcdResult<i64> {
+        let ttl = self.cfg.session_timeout.as_secs_f64().ceil().max(2.0) as i64;
+        let lease = client.lease_grant(ttl, None).await.map_err(etcd_err)?.id();
+        let key = self.broker_key(self.me.node_id);
+        let value = serde_json::to_vec(&Registration {
+            info: self.me.clone(),
+            incarnation: self.incarnation.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        let put = TxnOp::put(
+            key.clone(),
+            value.clone(),
+            Some(PutOptions::new().with_lease(lease)),
+        );
+        let txn = Txn::new()
+            .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+            .and_then([put])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let resp = client.txn(txn).await.map_err(etcd_err)?;
+        if resp.succeeded() {
+            return Ok(lease);
+        }
+        // Taken: by this process under an earlier lease (re-registering after
+        // an outage), or by another live broker with the same node id.
+        let existing: Option<Registration> =
+            resp.op_responses().into_iter().find_map(|r| match r {
+                etcd_client::TxnOpResponse::Get(g) => g
+                    .kvs()
+                    .first()
+                    .and_then(|kv| serde_json::from_slice(kv.value()).ok()),
+                _ => None,
+            });
+        match existing {
+            Some(r) if r.incarnation == self.incarnation => {
+                client
+                    .put(key, value, Some(PutOptions::new().with_lease(lease)))
+                    .await
+                    .map_err(etcd_err)?;
+                Ok(lease)
+            }
+            _ => {
+                let _ = client.lease_revoke(lease).await;
+                Err(format!(
+                    "node.id {} is registered by another live broker (or by one that stopped less than broker.session.timeout.ms ago)",
+                    self.me.node_id
+                ))
+            }
+        }
+    }
+
+    /// Keeps a session going until shutdown, starting new ones after etcd
+    /// failures.
+    async fn run(self: Arc<Self>, mut client: Client, mut lease: Option<i64>) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            let result = match lease.take() {
+                Some(l) => self.session(&mut client, l, &mut stop).await,
+                None => match self.register(&mut client).await {
+                    Ok(l) => {
+                        tracing::info!(
+                            node_id = self.me.node_id,
+                            "re-registered in the metadata store"
+                        );
+                        self.session(&mut client, l, &mut stop).await
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metadata store session lost; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => return,
+                    }
+                    if let Ok(c) = self.connect().await {
+                        client = c;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One lease's life: heartbeats, the watch, the election.
+    async fn session(
+        &self,
+        client: &mut Client,
+        lease: i64,
+        stop: &mut watch::Receiver<bool>,
+    ) -> EtcdResult<()> {
+        let (mut keeper, mut keepalives) =
+            client.lease_keep_alive(lease).await.map_err(etcd_err)?;
+        let revision = self.load(client).await?;
+        let (_watcher, mut events) = client
+            .watch(
+                self.key(""),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(revision + 1),
+                ),
+            )
+            .await
+            .map_err(etcd_err)?;
+        self.campaign(client, lease).await?;
+        let mut beat = tokio::time::interval(self.cfg.heartbeat_interval);
+        loop {
+            tokio::select! {
+                _ = beat.tick() => keeper.keep_alive().await.map_err(etcd_err)?,
+                m = keepalives.message() => match m.map_err(etcd_err)? {
+                    Some(r) if r.ttl() > 0 => {}
+                    _ => return Err("the broker's lease expired".into()),
+                },
+                m = events.message() => {
+                    let Some(resp) = m.map_err(etcd_err)? else {
+                        return Err("the metadata watch ended".into());
+                    };
+                    let mut vacated = false;
+                    for ev in resp.events() {
+                        if let Some(kv) = ev.kv() {
+                            vacated |= self.apply(ev.event_type(), kv.key(), kv.value());
+                        }
+                    }
+                    if vacated {
+                        self.campaign(client, lease).await?;
+                    }
+                }
+                _ = stop.changed() => {
+                    self.resign(client, lease).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Reads the whole view; the revision it was read at.
+    async fn load(&self, client: &mut Client) -> EtcdResult<i64> {
+        let resp = client
+            .get(self.key(""), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(etcd_err)?;
+        let mut brokers = BTreeMap::new();
+        let mut controller = None;
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key());
+            if key.starts_with(&self.key("brokers/")) {
+                if let Ok(r) = serde_json::from_slice::<Registration>(kv.value()) {
+                    brokers.insert(r.info.node_id, r.info);
+                }
+            } else if key == self.key("controller") {
+                controller = serde_json::from_slice::<Controller>(kv.value()).ok();
+            }
+        }
+        *self.brokers.write().unwrap_or_else(|p| p.into_inner()) = brokers;
+        *self.controller.write().unwrap_or_else(|p| p.into_inner()) = controller;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Applies one watched change; true when the controller role fell vacant.
+    fn apply(&self, kind: EventType, key: &[u8], value: &[u8]) -> bool {
+        let key = String::from_utf8_lossy(key);
+        if let Some(id) = key.strip_prefix(&self.key("brokers/")) {
+            let mut brokers = self.brokers.write().unwrap_or_else(|p| p.into_inner());
+            match kind {
+                EventType::Put => {
+                    if let Ok(r) = serde_json::from_slice::<Registration>(value) {
+                        if !brokers.contains_key(&r.info.node_id) {
+                            tracing::info!(node_id = r.info.node_id, "broker joined");
+                        }
+                        brokers.insert(r.info.node_id, r.info);
+                    }
+                }
+                EventType::Delete => {
+                    if let Ok(id) = id.parse::<i32>() {
+                        if brokers.remove(&id).is_some() {
+                            tracing::info!(
+                                node_id = id,
+                                "broker left (deregistered or its session expired)"
+                            );
+                        }
+                    }
+                }
+            }
+            false
+        } else if key == self.key("controller") {
+            let mut c = self.controller.write().unwrap_or_else(|p| p.into_inner());
+            match kind {
+                EventType::Put => {
+                    *c = serde_json::from_slice::<Controller>(value).ok();
+                    false
+                }
+                EventType::Delete => {
+                    *c = None;
+                    true
+                }
+            }
+        } else {
+            false
+        }
+    }
+
+    /// Tries to become controller if there is none: the controller key and
+    /// the next epoch are written in one compare-and-swap.
+    async fn campaign(&self, client: &mut Client, lease: i64) -> EtcdResult<()> {
+        let ckey = self.key("controller");
+        let ekey = self.key("controller_epoch");
+        loop {
+            let current = client.get(ckey.clone(), None).await.map_err(etcd_err)?;
+            if let Some(kv) = current.kvs().first() {
+                *self.controller.write().unwrap_or_else(|p| p.into_inner()) =
+                    serde_json::from_slice::<Controller>(kv.value()).ok();
+                return Ok(());
+            }
+            let epoch = client.get(ekey.clone(), None).await.map_err(etcd_err)?;
+            let (last, mod_rev) = epoch.kvs().first().map_or((0, 0), |kv| {
+                (
+                    String::from_utf8_lossy(kv.value())
+                        .parse::<i64>()
+                        .unwrap_or(0),
+                    kv.mod_revision(),
+                )
+            });
+            let me = Controller {
+                node_id: self.me.node_id,
+                epoch: last + 1,
+            };
+            let value = serde_json::to_vec(&me).map_err(|e| e.to_string())?;
+            let txn = Txn::new()
+                .when([
+                    Compare::version(ckey.clone(), CompareOp::Equal, 0),
+                    Compare::mod_revision(ekey.clone(), CompareOp::Equal, mod_rev),
+                ])
+                .and_then([
+                    TxnOp::put(
+                        ckey.clone(),
+                        value,
+                        Some(PutOptions::new().with_lease(lease)),
+                    ),
+                    TxnOp::put(ekey.clone(), me.epoch.to_string(), None),
+                ]);
+            if client.txn(txn).await.map_err(etcd_err)?.succeeded() {
+                *self.controller.write().unwrap_or_else(|p| p.into_inner()) = Some(me);
+                tracing::info!(node_id = me.node_id, epoch = me.epoch, "elected controller");
+                return Ok(());
+            }
+            // Someone else won, or the epoch moved: look again.
+        }
+    }
+
+    /// Controlled shutdown: give up the controller role (if held) and
+    /// deregister, so that others take over at once instead of after the
+    /// session timeout.
+    async fn resign(&self, client: &mut Client, lease: i64) {
+        if !self.cfg.controlled_shutdown {
+            return;
+        }
+        match client.lease_revoke(lease).await {
+            Ok(_) => tracing::info!(
+                node_id = self.me.node_id,
+                "deregistered from the metadata store"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not deregister from the metadata store"),
+        }
+    }
+
+    /// Ends the session (called at shutdown).
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        // Give the session a moment to deregister.
+        for _ in 0..20 {
+            if self.stop.receiver_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl ClusterMetadata for EtcdCluster {
+    fn live_brokers(&self) -> Vec<BrokerInfo> {
+        let mut out: Vec<BrokerInfo> = self
+            .brokers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        // This broker is live as long as it serves, even while etcd is away.
+        if !out.iter().any(|b| b.node_id == self.me.node_id) {
+            out.push(self.me.clone());
+            out.sort_by_key(|b| b.node_id);
+        }
+        out
+    }
+
+    fn controller(&self) -> Option<Controller> {
+        *self.controller.read().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -35,11 +35,35 @@ pub fn render(b: &Broker) -> Result<String, prometheus::Error> {
     partitions(b, &r)?;
     groups(b, &r)?;
     storage(b, &r)?;
+    cluster(b, &r)?;
     let mut families = b.metrics.registry.gather();
     families.extend(r.gather());
     let mut out = Vec::new();
     TextEncoder::new().encode(&families, &mut out)?;
     Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Membership as this broker sees it (standalone: itself, its own controller).
+fn cluster(b: &Broker, r: &Registry) -> Result<(), prometheus::Error> {
+    let controller = b.cluster.controller();
+    gauge(
+        r,
+        "kafka_controller_kafkacontroller_activecontrollercount",
+        "1 if this broker is the elected controller",
+        i64::from(controller.is_some_and(|c| c.node_id == b.config.node_id)),
+    )?;
+    gauge(
+        r,
+        "runnel_cluster_controller_epoch",
+        "Fencing epoch of the current controller (0 standalone, -1 while none is elected)",
+        controller.map_or(-1, |c| c.epoch),
+    )?;
+    gauge(
+        r,
+        "runnel_cluster_live_brokers",
+        "Live brokers this broker knows of (itself included)",
+        b.cluster.live_brokers().len() as i64,
+    )
 }
 
 fn partitions(b: &Broker, r: &Registry) -> Result<(), prometheus::Error> {

@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import time
 
@@ -224,6 +225,39 @@ def test_raw_wire_refusals(secure, certs):
     refused_on_mtls_port(ctx)
     assert secure.is_running()
     round_trip(sasl_ssl_conf(secure, certs, "scram512", "s3cret-512"), make_topic(secure), n=3)
+
+
+def raw_frame(conn, payload):
+    """SaslHandshake v0 framing: a SASL token as a bare size-prefixed frame."""
+    conn.send_raw(struct.pack(">i", len(payload)) + payload)
+    return conn.recv_frame(10)
+
+
+def test_sasl_handshake_v0_raw_tokens(secure):
+    """SaslHandshake v0 (old clients): the SASL tokens follow as raw frames,
+    not SaslAuthenticate requests; PLAIN logs in, then Kafka requests work;
+    a wrong password closes the connection (v0 has no error answer)."""
+    port = secure.ports["SASL_PLAINTEXT"]
+    with kw.KafkaConn.to("127.0.0.1:%d" % port) as conn:
+        r = conn.request(17, 0, kw.string("PLAIN"))
+        assert r.i16() == 0
+        assert raw_frame(conn, b"\0alice\0alice-secret") == b""
+        r = conn.request(kw.API_METADATA, 1, kw.metadata_v1_body())
+        assert r.i32() == 1  # one broker
+    with kw.KafkaConn.to("127.0.0.1:%d" % port) as conn:
+        r = conn.request(17, 0, kw.string("PLAIN"))
+        assert r.i16() == 0
+        token = b"\0alice\0wrong-pass"
+        conn.send_raw(struct.pack(">i", len(token)) + token)
+        assert conn.wait_closed(5)
+    # A short token (fewer bytes than a request header) is a token, not a
+    # malformed frame.
+    with kw.KafkaConn.to("127.0.0.1:%d" % port) as conn:
+        r = conn.request(17, 0, kw.string("PLAIN"))
+        assert r.i16() == 0
+        conn.send_raw(struct.pack(">i", 4) + b"\0a\0b")
+        assert conn.wait_closed(5)
+    assert "SASL authentication failed (SaslHandshake v0)" in secure.log_tail(200)
 
 
 def test_scram_credentials_admin_round_trip(secure, certs):

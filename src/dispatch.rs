@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::broker::Broker;
 use crate::handlers;
-use crate::network::session::Session;
+use crate::network::session::{AuthOutcome, Session};
 use crate::quotas::limiter::{Client, QuotaType};
 use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::security::authorizer::Subject;
@@ -262,6 +262,9 @@ pub async fn handle(
 ) -> Outcome {
     let peer = session.peer;
     turn.wait().await;
+    if session.expects_raw_token() {
+        return raw_sasl_token(broker, &session, &frame);
+    }
     // Requests pipelined behind a throttled one wait out the throttle, as
     // they would behind Kafka's muted channel.
     if let Some(until) = session.muted_until() {
@@ -374,6 +377,38 @@ pub async fn handle(
         .with_label_values(&[&api_name])
         .observe(started.elapsed().as_secs_f64());
     outcome
+}
+
+/// A SASL token sent as a raw frame after SaslHandshake v0: the answer is a
+/// raw frame too; a failed login closes the connection (v0 has no error
+/// response).
+fn raw_sasl_token(broker: &Arc<Broker>, session: &Session, token: &[u8]) -> Outcome {
+    match session.authenticate(token, &broker.credentials) {
+        Ok(AuthOutcome::Continue(reply)) | Ok(AuthOutcome::Done { reply, .. }) => {
+            if let Some(p) = session.principal() {
+                tracing::info!(peer = %session.peer, principal = %p, listener = %session.listener.config.name, "SASL authentication succeeded (SaslHandshake v0)");
+            }
+            let mut out = BytesMut::with_capacity(4 + reply.len());
+            out.put_u32(reply.len() as u32);
+            out.extend_from_slice(&reply);
+            Outcome::Respond(out.freeze())
+        }
+        Err(e) => {
+            tracing::warn!(
+                peer = %session.peer,
+                user = e.user.as_deref().unwrap_or("?"),
+                listener = %session.listener.config.name,
+                error = %e.message,
+                "SASL authentication failed (SaslHandshake v0); closing connection"
+            );
+            broker
+                .metrics
+                .connections_closed
+                .with_label_values(&["sasl_authentication_failed"])
+                .inc();
+            Outcome::Close
+        }
+    }
 }
 
 /// Decodes, runs the handler, encodes; a body that does not decode closes the connection.

@@ -20,7 +20,8 @@ pub async fn handshake(ctx: &RequestContext, req: SaslHandshakeRequest) -> SaslH
         .into_iter()
         .map(StrBytes::from_string)
         .collect();
-    let code = match s.handshake(req.mechanism.as_str()) {
+    // v0: the SASL tokens follow as raw frames (no SaslAuthenticate).
+    let code = match s.handshake(req.mechanism.as_str(), ctx.api_version == 0) {
         Ok(()) => 0,
         Err(HandshakeError::IllegalState) => {
             tracing::warn!(peer = %ctx.peer, "SaslHandshake refused: not expected on this connection");

@@ -157,11 +157,14 @@ enum AuthState {
     Handshaked {
         mechanism: String,
         previous: Option<Login>,
+        /// SaslHandshake v0: the tokens follow as raw size-prefixed frames.
+        raw: bool,
     },
     InProgress {
         mechanism: String,
         server: Box<dyn SaslServer>,
         previous: Option<Login>,
+        raw: bool,
     },
     Failed,
 }
@@ -292,7 +295,18 @@ impl Session {
         (ms > 0).then(|| Duration::from_millis(ms))
     }
 
-    pub fn handshake(&self, mechanism: &str) -> Result<(), HandshakeError> {
+    /// Whether the next frame is a raw SASL token (after SaslHandshake v0),
+    /// not a Kafka request.
+    pub fn expects_raw_token(&self) -> bool {
+        matches!(
+            &*self.state(),
+            AuthState::Handshaked { raw: true, .. } | AuthState::InProgress { raw: true, .. }
+        )
+    }
+
+    /// `raw`: the client sent SaslHandshake v0 and will send its SASL tokens
+    /// as raw frames instead of SaslAuthenticate requests.
+    pub fn handshake(&self, mechanism: &str, raw: bool) -> Result<(), HandshakeError> {
         let mut st = self.state();
         let previous = match &*st {
             AuthState::NeedHandshake => None,
@@ -311,6 +325,7 @@ impl Session {
         *st = AuthState::Handshaked {
             mechanism: mechanism.to_string(),
             previous,
+            raw,
         };
         Ok(())
     }
@@ -323,51 +338,54 @@ impl Session {
         creds: &Arc<CredentialStore>,
     ) -> Result<AuthOutcome, AuthError> {
         let mut st = self.state();
-        let (mechanism, mut server, previous) = match std::mem::replace(&mut *st, AuthState::Failed)
-        {
-            AuthState::Handshaked {
-                mechanism,
-                previous,
-            } => {
-                let server: Box<dyn SaslServer> = match mechanism.as_str() {
-                    "PLAIN" => Box::new(Plain::new(self.listener.plain_users.clone())),
-                    "OAUTHBEARER" => match &self.listener.oauth {
-                        Some(v) => Box::new(OAuthBearer::new(v.clone())),
-                        None => return Err(AuthError::new("OAUTHBEARER is not enabled", None)),
-                    },
-                    other => match ScramMechanism::from_name(other) {
-                        Some(mech) => Box::new(Scram::new(mech, creds.clone())),
-                        None => {
-                            return Err(AuthError::new(
-                                format!("Unsupported SASL mechanism {other}"),
-                                None,
-                            ))
-                        }
-                    },
-                };
-                (mechanism, server, previous)
-            }
-            AuthState::InProgress {
-                mechanism,
-                server,
-                previous,
-            } => (mechanism, server, previous),
-            other => {
-                // Out of sequence: the state stays as it was (the
-                // connection closes after the answer anyway).
-                *st = other;
-                return Err(AuthError::new(
-                    "Unexpected SaslAuthenticate: no SASL handshake in progress",
-                    None,
-                ));
-            }
-        };
+        let (mechanism, mut server, previous, raw) =
+            match std::mem::replace(&mut *st, AuthState::Failed) {
+                AuthState::Handshaked {
+                    mechanism,
+                    previous,
+                    raw,
+                } => {
+                    let server: Box<dyn SaslServer> = match mechanism.as_str() {
+                        "PLAIN" => Box::new(Plain::new(self.listener.plain_users.clone())),
+                        "OAUTHBEARER" => match &self.listener.oauth {
+                            Some(v) => Box::new(OAuthBearer::new(v.clone())),
+                            None => return Err(AuthError::new("OAUTHBEARER is not enabled", None)),
+                        },
+                        other => match ScramMechanism::from_name(other) {
+                            Some(mech) => Box::new(Scram::new(mech, creds.clone())),
+                            None => {
+                                return Err(AuthError::new(
+                                    format!("Unsupported SASL mechanism {other}"),
+                                    None,
+                                ))
+                            }
+                        },
+                    };
+                    (mechanism, server, previous, raw)
+                }
+                AuthState::InProgress {
+                    mechanism,
+                    server,
+                    previous,
+                    raw,
+                } => (mechanism, server, previous, raw),
+                other => {
+                    // Out of sequence: the state stays as it was (the
+                    // connection closes after the answer anyway).
+                    *st = other;
+                    return Err(AuthError::new(
+                        "Unexpected SaslAuthenticate: no SASL handshake in progress",
+                        None,
+                    ));
+                }
+            };
         match server.step(token)? {
             Step::Continue(reply) => {
                 *st = AuthState::InProgress {
                     mechanism,
                     server,
                     previous,
+                    raw,
                 };
                 Ok(AuthOutcome::Continue(reply))
             }

@@ -79,6 +79,40 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         config.cluster_id.as_deref(),
     )
     .map_err(|e| format!("cannot load the catalog: {e}"))?;
+    let me = BrokerInfo {
+        node_id: config.node_id,
+        rack: config
+            .raw
+            .get("broker.rack")
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty()),
+        endpoints: config
+            .listeners
+            .iter()
+            .map(|l| Endpoint {
+                listener: l.name.clone(),
+                host: l.advertised_host.clone(),
+                port: l.advertised_port,
+            })
+            .collect(),
+    };
+    // Joining the cluster comes before any background thread starts, so a
+    // refusal leaves nothing running.
+    let etcd = match config.cluster.clone() {
+        Some(c) => {
+            if config.cluster_id.as_deref() != Some(catalog.cluster_id.as_str()) {
+                return Err(format!(
+                    "the data directory {} belongs to cluster {}, not to cluster.id={}",
+                    config.log_dir.display(),
+                    catalog.cluster_id,
+                    config.cluster_id.as_deref().unwrap_or("")
+                ));
+            }
+            Some(runtime.block_on(EtcdCluster::start(c, &catalog.cluster_id, me.clone()))?)
+        }
+        None => None,
+    };
+
     let sync = config.flush_interval_messages == 1;
     let (writer, writer_thread) = Writer::start(store.clone(), sync)
         .map_err(|e| format!("cannot start the writer thread: {e}"))?;
@@ -135,25 +169,6 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         "storage open"
     );
     let limiter = Limiter::new(config.quota_window);
-    let me = BrokerInfo {
-        node_id: config.node_id,
-        rack: config.cluster.as_ref().and_then(|c| c.rack.clone()),
-        endpoints: config
-            .listeners
-            .iter()
-            .map(|l| Endpoint {
-                listener: l.name.clone(),
-                host: l.advertised_host.clone(),
-                port: l.advertised_port,
-            })
-            .collect(),
-    };
-    let etcd = match config.cluster.clone() {
-        Some(c) => {
-            Some(runtime.block_on(EtcdCluster::start(c, &catalog.cluster_id, me.clone()))?)
-        }
-        None => None,
-    };
     let cluster: Arc<dyn ClusterMetadata> = match &etcd {
         Some(e) => e.clone(),
         None => Arc::new(Standalone::new(me)),

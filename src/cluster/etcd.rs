@@ -84,9 +84,17 @@ impl EtcdCluster {
             stop,
             cfg,
         });
-        let mut client = this.connect().await?;
-        this.check_cluster_id(&mut client, cluster_id).await?;
-        let lease = this.register(&mut client).await?;
+        let context = |e: String| {
+            format!(
+                "metadata store (metadata.store.endpoints={}): {e}",
+                this.cfg.endpoints.join(",")
+            )
+        };
+        let mut client = this.connect().await.map_err(context)?;
+        this.check_cluster_id(&mut client, cluster_id)
+            .await
+            .map_err(context)?;
+        let lease = this.register(&mut client).await.map_err(context)?;
         tracing::info!(
             node_id = this.me.node_id,
             prefix = %this.prefix,
@@ -353,8 +361,30 @@ impl EtcdCluster {
         loop {
             let current = client.get(ckey.clone(), None).await.map_err(etcd_err)?;
             if let Some(kv) = current.kvs().first() {
-                *self.controller.write().unwrap_or_else(|p| p.into_inner()) =
-                    serde_json::from_slice::<Controller>(kv.value()).ok();
+                let held = serde_json::from_slice::<Controller>(kv.value()).ok();
+                // Ours, under the lease of an earlier session (etcd was away):
+                // bind it to this session's lease so it does not expire.
+                if held.is_some_and(|c| c.node_id == self.me.node_id) && kv.lease() != lease {
+                    let txn = Txn::new()
+                        .when([Compare::mod_revision(
+                            ckey.clone(),
+                            CompareOp::Equal,
+                            kv.mod_revision(),
+                        )])
+                        .and_then([TxnOp::put(
+                            ckey.clone(),
+                            kv.value().to_vec(),
+                            Some(PutOptions::new().with_lease(lease)),
+                        )]);
+                    if !client.txn(txn).await.map_err(etcd_err)?.succeeded() {
+                        continue;
+                    }
+                    tracing::info!(
+                        node_id = self.me.node_id,
+                        "controller role kept across the metadata store's restart"
+                    );
+                }
+                *self.controller.write().unwrap_or_else(|p| p.into_inner()) = held;
                 return Ok(());
             }
             let epoch = client.get(ekey.clone(), None).await.map_err(etcd_err)?;

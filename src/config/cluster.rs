@@ -1,7 +1,8 @@
 //! Cluster settings: `metadata.store.endpoints` (absent: standalone, today's
 //! single node) and `metadata.store.prefix`, with Kafka's membership keys
-//! (`broker.rack`, `broker.session.timeout.ms`, `broker.heartbeat.interval.ms`,
-//! `controlled.shutdown.enable`).
+//! (`broker.session.timeout.ms`, `broker.heartbeat.interval.ms`,
+//! `controlled.shutdown.enable`); `broker.rack` is read with the broker's
+//! endpoints (Metadata reports it in standalone mode too).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,7 +13,6 @@ pub struct ClusterConfig {
     pub endpoints: Vec<String>,
     /// Key prefix of this cluster's metadata; `/runnel/<cluster id>` unless set.
     pub prefix: Option<String>,
-    pub rack: Option<String>,
     /// How long a broker that stopped heartbeating stays registered (its
     /// etcd lease's time to live).
     pub session_timeout: Duration,
@@ -90,10 +90,6 @@ impl ClusterConfig {
                 .get("metadata.store.prefix")
                 .map(|s| s.trim().trim_end_matches('/').to_string())
                 .filter(|s| !s.is_empty()),
-            rack: raw
-                .get("broker.rack")
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty()),
             session_timeout,
             heartbeat_interval,
             controlled_shutdown,
@@ -125,7 +121,6 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(c.endpoints.len(), 2);
-        assert_eq!(c.rack.as_deref(), Some("a"));
         assert_eq!(c.session_timeout, Duration::from_secs(9));
         assert!(
             ClusterConfig::from_raw(&raw(&[("metadata.store.endpoints", "127.0.0.1:2379")]))

@@ -105,6 +105,7 @@ class Broker:
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
         env.setdefault("NO_COLOR", "1")   # plain log file
+        env.update(getattr(self, "extra_env", {}))
         with open(self.log_path, "ab") as log:
             log.write(("\n===== start #%d: %s =====\n" % (self.starts, " ".join(self.command())))
                       .encode())

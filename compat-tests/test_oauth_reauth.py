@@ -4,14 +4,19 @@ OAUTHBEARER: librdkafka's unsecured JWT (`alg: none`) against Kafka's default
 unsecured validator; signed RS256 JWTs (signed here with openssl) against a
 `file://` JWKS with expected audience and issuer; expired, unsigned-on-a-JWKS
 listener, wrong-audience and wrong-key tokens refused.
+JWKS over HTTPS (system trust from SSL_CERT_FILE): keys fetched at start, and
+fetched again when a token names a key the broker does not know (rotation).
 Re-authentication: with `connections.max.reauth.ms`, a producer keeps
 producing across several session lifetimes on one connection, and a raw
 client that does not re-authenticate is disconnected on its next request."""
 
 import base64
+import http.server
 import json
 import shutil
+import ssl
 import subprocess
+import threading
 import time
 
 import pytest
@@ -200,3 +205,91 @@ def test_expired_session_is_closed_on_next_request(brokers):
         time.sleep(lifetime / 1000 + 0.5)
         with pytest.raises(kw.ConnectionClosed):
             c.request(3, 1, kw.array([]))
+
+
+def jwk_of(keyfile, kid):
+    text = subprocess.run(["openssl", "rsa", "-in", str(keyfile), "-noout", "-modulus"],
+                          check=True, capture_output=True, text=True).stdout
+    modulus = bytes.fromhex(text.strip().split("=", 1)[1])
+    return {"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
+            "n": b64url(modulus), "e": b64url(b"\x01\x00\x01")}
+
+
+@pytest.fixture
+def https_jwks(rsa):
+    """An HTTPS JWKS endpoint (certificate from a test CA) whose key set the
+    test can change."""
+    d = rsa
+    def run(*a):
+        subprocess.run(["openssl", *a], cwd=d, check=True, capture_output=True)
+    if not (d / "web.pem").exists():
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Web CA",
+            "-keyout", "webca.key", "-out", "webca.pem")
+        (d / "web.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+            "-keyout", "web.key", "-out", "web.csr")
+        run("x509", "-req", "-in", "web.csr", "-CA", "webca.pem", "-CAkey", "webca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "web.ext", "-out", "web.crt")
+        (d / "web.pem").write_text((d / "web.key").read_text() + (d / "web.crt").read_text())
+    state = {"jwks": {"keys": [jwk_of(d / "good.key", "k1")]}, "hits": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            state["hits"] += 1
+            body = json.dumps(state["jwks"]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(d / "web.pem"))
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    state["url"] = "https://127.0.0.1:%d/jwks.json" % srv.server_address[1]
+    state["ca"] = str(d / "webca.pem")
+    yield state
+    srv.shutdown()
+
+
+def test_signed_jwt_against_https_jwks_with_rotation(https_jwks, rsa):
+    port, admin_port = free_port(), free_port()
+    listeners = "SIGNED:%s,PLAINTEXT:%s" % ("SASL_PLAINTEXT", "PLAINTEXT")
+    b = Broker(port=admin_port, overrides={
+        "listeners": "SIGNED://127.0.0.1:%d,PLAINTEXT://127.0.0.1:%d" % (port, admin_port),
+        "advertised.listeners": "SIGNED://127.0.0.1:%d,PLAINTEXT://127.0.0.1:%d" % (port, admin_port),
+        "listener.security.protocol.map": listeners,
+        "listener.name.signed.sasl.enabled.mechanisms": "OAUTHBEARER",
+        "listener.name.signed.oauthbearer.sasl.jaas.config": OAUTH_JAAS,
+        "listener.name.signed.sasl.oauthbearer.jwks.endpoint.url": https_jwks["url"],
+    })
+    b.extra_env = {"SSL_CERT_FILE": https_jwks["ca"]}
+    b.start()
+    b.ports = {"SIGNED": port}
+    try:
+        assert https_jwks["hits"] >= 1  # fetched before serving
+        now = int(time.time())
+        claims = {"sub": "svc-https", "iat": now, "exp": now + 600}
+        errors, ok = produce(oauth_conf(b, sign(rsa / "good.key", claims), now + 600),
+                             make_topic(b))
+        assert not errors and ok == 10
+        # Rotation: the endpoint now publishes k2 (another key); a token signed
+        # with k2 is refused until the broker has fetched again, which a token
+        # naming an unknown kid triggers.
+        https_jwks["jwks"] = {"keys": [jwk_of(rsa / "rogue.key", "k2")]}
+        token2 = sign(rsa / "rogue.key", dict(claims, sub="svc-rotated"), kid="k2")
+        topic = make_topic(b)
+        deadline = time.time() + 20
+        delivered = 0
+        while time.time() < deadline and delivered == 0:
+            _, delivered = produce(oauth_conf(b, token2, now + 600), topic, n=1, timeout=4)
+        assert delivered == 1, b.log_tail(50)
+        assert "principal=User:svc-rotated" in b.log_tail(400)
+    finally:
+        b.stop(expect_clean=False)
+        b.cleanup()

@@ -2,7 +2,10 @@
 //! without `sasl.oauthbearer.jwks.endpoint.url`, Kafka's default unsecured
 //! validator (an `alg: none` JWS whose `exp` has not passed, principal from
 //! `unsecuredValidatorPrincipalClaimName`, default `sub`); with it, signed
-//! JWTs checked against the JWKS (a `file://` URL, re-read when it changes),
+//! JWTs checked against the JWKS (a `file://` URL, re-read when it changes, or
+//! an `http(s)://` endpoint fetched every
+//! `sasl.oauthbearer.jwks.endpoint.refresh.ms` and when a token names an
+//! unknown key; HTTPS trusts the system's CA store, or `SSL_CERT_FILE`),
 //! with `sasl.oauthbearer.expected.audience` / `expected.issuer`,
 //! `sub.claim.name` and `clock.skew.seconds`. The token's remaining lifetime
 //! bounds the session (KIP-368).
@@ -27,12 +30,157 @@ pub enum Validator {
         skew: Duration,
     },
     Jwks {
-        jwks: JwksFile,
+        jwks: JwksSource,
         audience: Vec<String>,
         issuer: Option<String>,
         principal_claim: String,
         skew: Duration,
     },
+}
+
+/// Where the verification keys come from.
+pub enum JwksSource {
+    File(JwksFile),
+    Http(Arc<JwksHttp>),
+}
+
+impl JwksSource {
+    fn open(url: &str, refresh: Duration) -> Result<Self, String> {
+        if url.starts_with("file://") {
+            Ok(JwksSource::File(JwksFile::open(url)?))
+        } else if url.starts_with("https://") || url.starts_with("http://") {
+            Ok(JwksSource::Http(JwksHttp::start(url, refresh)?))
+        } else {
+            Err(format!(
+                "sasl.oauthbearer.jwks.endpoint.url={url}: expected a file://, https:// or http:// URL"
+            ))
+        }
+    }
+
+    fn keys(&self) -> Result<Arc<JwkSet>, String> {
+        match self {
+            JwksSource::File(f) => f.keys(),
+            JwksSource::Http(h) => Ok(h.keys()),
+        }
+    }
+
+    /// A token named a key we do not have: the endpoint may have rotated.
+    fn unknown_key(&self) {
+        if let JwksSource::Http(h) = self {
+            h.refresh_soon();
+        }
+    }
+}
+
+/// A JWKS endpoint, fetched by a thread of its own at start-up, every
+/// refresh interval, and soon after a token names an unknown key (at most
+/// once a second). Logins use the last keys fetched.
+pub struct JwksHttp {
+    url: String,
+    keys: std::sync::RwLock<Arc<JwkSet>>,
+    wake: (Mutex<bool>, std::sync::Condvar),
+}
+
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl JwksHttp {
+    fn start(url: &str, refresh: Duration) -> Result<Arc<Self>, String> {
+        let this = Arc::new(JwksHttp {
+            url: url.to_string(),
+            keys: std::sync::RwLock::new(Arc::new(JwkSet { keys: Vec::new() })),
+            wake: (Mutex::new(false), std::sync::Condvar::new()),
+        });
+        // The first fetch before serving, so logins work from the start; an
+        // endpoint that is down only delays them (retried every 10 s).
+        let mut wait = match this.fetch_once() {
+            Ok(()) => refresh,
+            Err(e) => {
+                tracing::warn!(url = %this.url, error = %e, "cannot fetch the JWKS yet; retrying in 10 s");
+                Duration::from_secs(10)
+            }
+        };
+        let weak = Arc::downgrade(&this);
+        std::thread::Builder::new()
+            .name("runnel-jwks".into())
+            .spawn(move || loop {
+                let Some(me) = weak.upgrade() else { return };
+                {
+                    let (lock, cv) = &me.wake;
+                    let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    let (mut woken, _) = cv
+                        .wait_timeout_while(guard, wait, |w| !*w)
+                        .unwrap_or_else(|p| p.into_inner());
+                    *woken = false;
+                }
+                wait = match me.fetch_once() {
+                    Ok(()) => refresh,
+                    Err(e) => {
+                        tracing::warn!(url = %me.url, error = %e, "cannot fetch the JWKS; retrying in 10 s");
+                        Duration::from_secs(10)
+                    }
+                };
+                drop(me);
+                // Key-rotation wake-ups are rate limited.
+                std::thread::sleep(Duration::from_secs(1));
+            })
+            .map_err(|e| format!("cannot start the JWKS thread: {e}"))?;
+        Ok(this)
+    }
+
+    fn keys(&self) -> Arc<JwkSet> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn refresh_soon(&self) {
+        let (lock, cv) = &self.wake;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_one();
+    }
+
+    fn fetch_once(&self) -> Result<(), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let body = rt.block_on(async {
+            tokio::time::timeout(FETCH_TIMEOUT, fetch(&self.url))
+                .await
+                .map_err(|_| format!("no answer within {FETCH_TIMEOUT:?}"))?
+        })?;
+        let set: JwkSet =
+            serde_json::from_slice(&body).map_err(|e| format!("the answer is not a JWKS: {e}"))?;
+        tracing::info!(url = %self.url, keys = set.keys.len(), "JWKS fetched");
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        Ok(())
+    }
+}
+
+/// GET `url` (http or https), the body of a 200 answer.
+async fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    use http_body_util::BodyExt;
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("no CA certificates to trust: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https);
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
+    let resp = client
+        .get(uri)
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP status {}", resp.status()));
+    }
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer failed: {e}"))?;
+    Ok(body.to_bytes().to_vec())
 }
 
 /// A JWKS read from a file, re-read when the file changes (key rotation).
@@ -44,7 +192,7 @@ pub struct JwksFile {
 impl JwksFile {
     fn open(url: &str) -> Result<Self, String> {
         let path = url.strip_prefix("file://").ok_or_else(|| {
-            format!("sasl.oauthbearer.jwks.endpoint.url={url}: only file:// URLs are supported")
+            format!("sasl.oauthbearer.jwks.endpoint.url={url}: not a file:// URL")
         })?;
         let f = JwksFile {
             path: PathBuf::from(path),
@@ -95,8 +243,17 @@ impl Validator {
                     })
                     .unwrap_or_default()
             };
+            let refresh_ms: u64 = config
+                .get("sasl.oauthbearer.jwks.endpoint.refresh.ms")
+                .map(|v| {
+                    v.trim().parse().map_err(|_| {
+                        format!("invalid sasl.oauthbearer.jwks.endpoint.refresh.ms {v:?}")
+                    })
+                })
+                .transpose()?
+                .unwrap_or(3_600_000);
             return Ok(Validator::Jwks {
-                jwks: JwksFile::open(url)?,
+                jwks: JwksSource::open(url, Duration::from_millis(refresh_ms.max(1000)))?,
                 audience: list("sasl.oauthbearer.expected.audience"),
                 issuer: config
                     .get("sasl.oauthbearer.expected.issuer")
@@ -202,7 +359,7 @@ fn unsecured_claims(token: &str) -> Result<Value, String> {
 
 fn signed_claims(
     token: &str,
-    jwks: &JwksFile,
+    jwks: &JwksSource,
     audience: &[String],
     issuer: Option<&str>,
     skew: Duration,
@@ -219,6 +376,8 @@ fn signed_claims(
         None => None,
     }
     .ok_or_else(|| {
+        // The endpoint may have rotated its keys: fetch again soon.
+        jwks.unknown_key();
         format!(
             "no key in the JWKS matches the token's kid {:?}",
             header.kid

@@ -18,7 +18,7 @@
 #                             includes the nullbroker ceiling, the group, latency and exactly-once
 #                             scenarios; security is bench/security.py: SASL_SSL vs PLAINTEXT produce,
 #                             SCRAM logins/s, broker CPU per GB; needs the compat-tests venv and openssl)
-#   BENCH_SECURITY_MESSAGES=75000  BENCH_SECURITY_SIZE=4096   security phase produce runs
+#   BENCH_SECURITY_MESSAGES=200000  BENCH_SECURITY_SIZE=4096   security phase produce runs
 #   BENCH_SKIP_NULLBROKER=1   no ceiling run;  NULLBROKER_SRC=path to the nullbroker's source
 #   BENCH_KEEP=1              keep the broker data directories afterwards (logs and results always stay)
 #   BENCH_BUILD_RUNNEL=0      benchmark the existing target/release/runnel without rebuilding it
@@ -380,7 +380,7 @@ if phase_on security; then
     if [ -x "$ROOT/.venv/bin/python" ]; then
         mkdir -p "$WORK/security"
         SECURITY_OUT=$("$ROOT/.venv/bin/python" bench/security.py --runnel "$RUNNEL" --work "$WORK/security" \
-            --messages "${BENCH_SECURITY_MESSAGES:-75000}" --size "${BENCH_SECURITY_SIZE:-4096}" --repeat "$REPEAT" \
+            --messages "${BENCH_SECURITY_MESSAGES:-200000}" --size "${BENCH_SECURITY_SIZE:-4096}" --repeat "$REPEAT" \
             2> >(sed "s/^/  [security] /" | tee -a "$CLIENT_LOG" >&2))
         grep '^RESULT' <<<"$SECURITY_OUT" >"$WORK/security-results.txt"
     else

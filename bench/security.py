@@ -168,7 +168,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runnel", required=True)
     ap.add_argument("--work", required=True)
-    ap.add_argument("--messages", type=int, default=75000)
+    ap.add_argument("--messages", type=int, default=200000)
     ap.add_argument("--size", type=int, default=4096)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--login-seconds", type=float, default=5)

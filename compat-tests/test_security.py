@@ -260,6 +260,23 @@ def test_sasl_handshake_v0_raw_tokens(secure):
     assert "SASL authentication failed (SaslHandshake v0)" in secure.log_tail(200)
 
 
+def test_sasl_bytes_on_a_plaintext_port(secure):
+    """A SASL exchange on a PLAINTEXT listener: SaslHandshake is answered
+    ILLEGAL_SASL_STATE (there is nothing to authenticate) and the connection
+    stays usable; SASL bytes in place of a request close only that connection."""
+    port = secure.ports["PLAINTEXT"]
+    with kw.KafkaConn.to("127.0.0.1:%d" % port) as conn:
+        r = conn.request(17, 1, kw.string("PLAIN"))
+        assert r.i16() == 34  # ILLEGAL_SASL_STATE
+        r = conn.request(kw.API_METADATA, 1, kw.metadata_v1_body())
+        assert r.i32() == 1
+    with kw.KafkaConn.to("127.0.0.1:%d" % port) as conn:
+        token = b"\0alice\0alice-secret"
+        conn.send_raw(struct.pack(">i", len(token)) + token)
+        assert conn.wait_closed(5)
+    assert secure.is_running()
+
+
 def test_scram_credentials_admin_round_trip(secure, certs):
     admin = AdminClient({"bootstrap.servers": secure.bootstrap})
     fs = admin.alter_user_scram_credentials([UserScramCredentialUpsertion(

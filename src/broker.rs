@@ -195,6 +195,9 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
     {
         let _guard = runtime.enter();
         crate::startup::spawn_background(&broker);
+        if let Some(events) = etcd.as_ref().and_then(|e| e.take_topic_events()) {
+            crate::startup::spawn_topic_sync(&broker, events);
+        }
     }
 
     let served = runtime.block_on(network::server::serve(broker.clone()));

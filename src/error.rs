@@ -101,6 +101,10 @@ pub enum BrokerError {
     UnstableOffsetCommit,
     #[error("The broker did not attempt to execute this operation")]
     OperationNotAttempted,
+    #[error("For requests intended only for the leader, this error indicates that the broker is not the current leader")]
+    NotLeaderOrFollower,
+    #[error("There is no leader for this topic-partition as we are in the middle of a leadership election")]
+    LeaderNotAvailable,
     #[error("Topic authorization failed")]
     TopicAuthorizationFailed,
     #[error("Group authorization failed")]
@@ -166,6 +170,8 @@ impl BrokerError {
             TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
             UnstableOffsetCommit => ResponseError::UnstableOffsetCommit,
             OperationNotAttempted => ResponseError::OperationNotAttempted,
+            NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
+            LeaderNotAvailable => ResponseError::LeaderNotAvailable,
             TopicAuthorizationFailed => ResponseError::TopicAuthorizationFailed,
             GroupAuthorizationFailed => ResponseError::GroupAuthorizationFailed,
             ClusterAuthorizationFailed => ResponseError::ClusterAuthorizationFailed,

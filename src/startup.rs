@@ -7,7 +7,69 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::broker::Broker;
+use crate::cluster::TopicEvent;
 use crate::storage::{background, compaction, producer_expiry, retention};
+use crate::types::TopicName;
+
+/// Cluster mode: applies the shared topics' changes to this broker's
+/// storage, so that the partitions it leads exist locally.
+pub fn spawn_topic_sync(
+    broker: &Arc<Broker>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<TopicEvent>,
+) {
+    let weak = Arc::downgrade(broker);
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            let Some(b) = weak.upgrade() else { break };
+            if let Err(e) = apply_topic_event(&b, ev).await {
+                tracing::warn!(error = %e, "could not apply a cluster topic change locally");
+            }
+        }
+    });
+}
+
+async fn apply_topic_event(b: &Broker, ev: TopicEvent) -> crate::error::BrokerResult<()> {
+    match ev {
+        TopicEvent::Present(t) => {
+            let wanted = i32::try_from(t.partitions.len()).unwrap_or(i32::MAX);
+            match b.catalog.get(&t.name) {
+                Some(local) if local.id == t.id => {
+                    if (local.partitions.len() as i32) < wanted {
+                        b.catalog.add_partitions(&t.name, wanted)?;
+                    }
+                    Ok(())
+                }
+                other => {
+                    // A topic of the same name from before (deleted and
+                    // created again while this broker was away) goes first.
+                    if let Some(old) = other {
+                        drop_local(b, &old).await?;
+                    }
+                    let name = TopicName::parse(&t.name)?;
+                    b.catalog
+                        .create_topic_with_id(&name, t.id, wanted, t.configs.clone())?;
+                    Ok(())
+                }
+            }
+        }
+        TopicEvent::Deleted(name) => match b.catalog.get(&name) {
+            Some(local) => drop_local(b, &local).await,
+            None => Ok(()),
+        },
+    }
+}
+
+async fn drop_local(
+    b: &Broker,
+    t: &Arc<crate::storage::catalog::Topic>,
+) -> crate::error::BrokerResult<()> {
+    b.catalog.delete_topic(&b.writer, t).await?;
+    b.metrics.remove_topic(t.name.as_str(), t.partitions.len());
+    if let Err(e) = b.groups.offsets.delete_topic(t.name.as_str()) {
+        tracing::warn!(topic = %t.name, error = %e, "could not drop committed offsets of the deleted topic");
+    }
+    Ok(())
+}
 
 /// Spawns the background passes; they stop when the broker is dropped.
 pub fn spawn_background(broker: &Arc<Broker>) {

@@ -9,7 +9,10 @@
 //!   controller has a higher epoch than the last (the fencing token the
 //!   partition-state changes of the replication work will be checked
 //!   against);
-//! - `cluster_id`: the cluster id every broker must share.
+//! - `cluster_id`: the cluster id every broker must share;
+//! - `topics/<name>`: each shared topic with its partitions' state, created
+//!   with a compare-and-swap (create if absent) and watched by every broker,
+//!   which materializes it in its own storage.
 //!
 //! A watch on the prefix keeps each broker's view current. When etcd is
 //! unreachable, the broker keeps serving with the view it has and
@@ -26,8 +29,12 @@ use etcd_client::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{BrokerInfo, ClusterMetadata, Controller};
+use super::{
+    assign_leaders, BoxFuture, BrokerInfo, ClusterMetadata, Controller, PartitionState, TopicEvent,
+    TopicState,
+};
 use crate::config::cluster::ClusterConfig;
+use crate::error::{BrokerError, BrokerResult};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Registration {
@@ -50,6 +57,12 @@ pub struct EtcdCluster {
     incarnation: String,
     brokers: RwLock<BTreeMap<i32, BrokerInfo>>,
     controller: RwLock<Option<Controller>>,
+    topics: RwLock<BTreeMap<String, TopicState>>,
+    /// Topic changes for the broker's storage (taken by `take_topic_events`).
+    topic_tx: tokio::sync::mpsc::UnboundedSender<TopicEvent>,
+    topic_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<TopicEvent>>>,
+    /// For topic operations (cloned per call; shares the connection).
+    client: std::sync::Mutex<Option<Client>>,
     stop: watch::Sender<bool>,
 }
 
@@ -75,12 +88,17 @@ impl EtcdCluster {
             .clone()
             .unwrap_or_else(|| format!("/runnel/{cluster_id}"));
         let (stop, _) = watch::channel(false);
+        let (topic_tx, topic_rx) = tokio::sync::mpsc::unbounded_channel();
         let this = Arc::new(EtcdCluster {
             prefix,
             me,
             incarnation: uuid::Uuid::new_v4().to_string(),
             brokers: RwLock::new(BTreeMap::new()),
             controller: RwLock::new(None),
+            topics: RwLock::new(BTreeMap::new()),
+            topic_tx,
+            topic_rx: std::sync::Mutex::new(Some(topic_rx)),
+            client: std::sync::Mutex::new(None),
             stop,
             cfg,
         });
@@ -95,6 +113,7 @@ impl EtcdCluster {
             .await
             .map_err(context)?;
         let lease = this.register(&mut client).await.map_err(context)?;
+        *this.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
         tracing::info!(
             node_id = this.me.node_id,
             prefix = %this.prefix,
@@ -228,6 +247,7 @@ impl EtcdCluster {
                         _ = stop.changed() => return,
                     }
                     if let Ok(c) = self.connect().await {
+                        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
                         client = c;
                     }
                 }
@@ -295,9 +315,14 @@ impl EtcdCluster {
             .map_err(etcd_err)?;
         let mut brokers = BTreeMap::new();
         let mut controller = None;
+        let mut topics = BTreeMap::new();
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key());
-            if key.starts_with(&self.key("brokers/")) {
+            if key.starts_with(&self.key("topics/")) {
+                if let Ok(t) = serde_json::from_slice::<TopicState>(kv.value()) {
+                    topics.insert(t.name.clone(), t);
+                }
+            } else if key.starts_with(&self.key("brokers/")) {
                 if let Ok(r) = serde_json::from_slice::<Registration>(kv.value()) {
                     brokers.insert(r.info.node_id, r.info);
                 }
@@ -307,13 +332,39 @@ impl EtcdCluster {
         }
         *self.brokers.write().unwrap_or_else(|p| p.into_inner()) = brokers;
         *self.controller.write().unwrap_or_else(|p| p.into_inner()) = controller;
+        // The storage catches up with every topic (and drops those gone).
+        {
+            let mut known = self.topics.write().unwrap_or_else(|p| p.into_inner());
+            for gone in known.keys().filter(|k| !topics.contains_key(*k)) {
+                let _ = self.topic_tx.send(TopicEvent::Deleted(gone.clone()));
+            }
+            for t in topics.values() {
+                let _ = self.topic_tx.send(TopicEvent::Present(t.clone()));
+            }
+            *known = topics;
+        }
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
     /// Applies one watched change; true when the controller role fell vacant.
     fn apply(&self, kind: EventType, key: &[u8], value: &[u8]) -> bool {
         let key = String::from_utf8_lossy(key);
-        if let Some(id) = key.strip_prefix(&self.key("brokers/")) {
+        if let Some(name) = key.strip_prefix(&self.key("topics/")) {
+            let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+            match kind {
+                EventType::Put => {
+                    if let Ok(t) = serde_json::from_slice::<TopicState>(value) {
+                        topics.insert(t.name.clone(), t.clone());
+                        let _ = self.topic_tx.send(TopicEvent::Present(t));
+                    }
+                }
+                EventType::Delete => {
+                    topics.remove(name);
+                    let _ = self.topic_tx.send(TopicEvent::Deleted(name.to_string()));
+                }
+            }
+            false
+        } else if let Some(id) = key.strip_prefix(&self.key("brokers/")) {
             let mut brokers = self.brokers.write().unwrap_or_else(|p| p.into_inner());
             match kind {
                 EventType::Put => {
@@ -439,6 +490,78 @@ impl EtcdCluster {
         }
     }
 
+    /// The stream of topic changes, for the task that applies them to this
+    /// broker's storage (once).
+    pub fn take_topic_events(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<TopicEvent>> {
+        self.topic_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    fn ops_client(&self) -> BrokerResult<Client> {
+        self.client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(BrokerError::CoordinatorNotAvailable)
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> BrokerResult<TopicState> {
+        let live = self.live_brokers();
+        let count = usize::try_from(partitions).unwrap_or(0);
+        let start = usize::from(uuid::Uuid::new_v4().as_bytes()[0]);
+        let leaders = assign_leaders(&live, count, start);
+        let state = TopicState {
+            name: name.to_string(),
+            id: uuid::Uuid::new_v4(),
+            partitions: leaders
+                .into_iter()
+                .map(|l| PartitionState {
+                    replicas: vec![l],
+                    leader: l,
+                    leader_epoch: 0,
+                    isr: vec![l],
+                    partition_epoch: 0,
+                })
+                .collect(),
+            configs,
+        };
+        let key = self.key(&format!("topics/{name}"));
+        let value = serde_json::to_vec(&state).map_err(|e| BrokerError::Storage(e.to_string()))?;
+        let txn = Txn::new()
+            .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, None)]);
+        let mut client = self.ops_client()?;
+        let resp = client
+            .txn(txn)
+            .await
+            .map_err(|e| BrokerError::Storage(etcd_err(e)))?;
+        if !resp.succeeded() {
+            return Err(BrokerError::TopicAlreadyExists(name.to_string()));
+        }
+        tracing::info!(topic = name, partitions, "topic created in the cluster");
+        Ok(state)
+    }
+
+    async fn delete(&self, name: &str) -> BrokerResult<()> {
+        let mut client = self.ops_client()?;
+        let resp = client
+            .delete(self.key(&format!("topics/{name}")), None)
+            .await
+            .map_err(|e| BrokerError::Storage(etcd_err(e)))?;
+        if resp.deleted() == 0 {
+            return Err(BrokerError::UnknownTopicOrPartition);
+        }
+        tracing::info!(topic = name, "topic deleted from the cluster");
+        Ok(())
+    }
+
     /// Ends the session (called at shutdown).
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
@@ -471,5 +594,39 @@ impl ClusterMetadata for EtcdCluster {
 
     fn controller(&self) -> Option<Controller> {
         *self.controller.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_standalone(&self) -> bool {
+        false
+    }
+
+    fn topic(&self, name: &str) -> Option<TopicState> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn topics(&self) -> Vec<TopicState> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn create_topic<'a>(
+        &'a self,
+        name: &'a str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> BoxFuture<'a, BrokerResult<TopicState>> {
+        Box::pin(self.create(name, partitions, configs))
+    }
+
+    fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, BrokerResult<()>> {
+        Box::pin(self.delete(name))
     }
 }

@@ -7,7 +7,14 @@
 pub mod etcd;
 pub mod standalone;
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::BrokerResult;
 
 /// One listener endpoint a broker advertises.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,10 +48,100 @@ pub struct Controller {
     pub epoch: i64,
 }
 
+/// A partition's state, as Kafka keeps it: every change to it is a
+/// compare-and-swap on its partition epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    pub replicas: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+    pub partition_epoch: i32,
+}
+
+/// A topic shared by the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicState {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: Vec<PartitionState>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A change to the shared topics, for the broker to apply to its storage.
+#[derive(Debug, Clone)]
+pub enum TopicEvent {
+    Present(TopicState),
+    Deleted(String),
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// What the rest of the broker knows of the cluster.
 pub trait ClusterMetadata: Send + Sync {
     /// Live brokers, by node id.
     fn live_brokers(&self) -> Vec<BrokerInfo>;
     /// The current controller, if one is elected.
     fn controller(&self) -> Option<Controller>;
+    /// Standalone: the local catalog is the truth about topics and this
+    /// broker leads every partition.
+    fn is_standalone(&self) -> bool;
+    /// A shared topic (cluster mode).
+    fn topic(&self, name: &str) -> Option<TopicState>;
+    /// Every shared topic (cluster mode).
+    fn topics(&self) -> Vec<TopicState>;
+    /// Creates a shared topic, its partitions spread over the live brokers.
+    fn create_topic<'a>(
+        &'a self,
+        name: &'a str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> BoxFuture<'a, BrokerResult<TopicState>>;
+    fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, BrokerResult<()>>;
+}
+
+/// Partition leaders spread over the brokers, racks interleaved (Kafka's
+/// rack-aware round robin for one replica), starting at `start`.
+pub fn assign_leaders(brokers: &[BrokerInfo], partitions: usize, start: usize) -> Vec<i32> {
+    let mut by_rack: BTreeMap<Option<String>, Vec<i32>> = BTreeMap::new();
+    for b in brokers {
+        by_rack.entry(b.rack.clone()).or_default().push(b.node_id);
+    }
+    let mut order = Vec::with_capacity(brokers.len());
+    let lists: Vec<Vec<i32>> = by_rack.into_values().collect();
+    let longest = lists.iter().map(Vec::len).max().unwrap_or(0);
+    for i in 0..longest {
+        for l in &lists {
+            if let Some(id) = l.get(i) {
+                order.push(*id);
+            }
+        }
+    }
+    if order.is_empty() {
+        return Vec::new();
+    }
+    (0..partitions)
+        .map(|p| order[(start + p) % order.len()])
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(id: i32, rack: &str) -> BrokerInfo {
+        BrokerInfo {
+            node_id: id,
+            rack: Some(rack.into()),
+            endpoints: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn leaders_spread_over_racks() {
+        let brokers = [b(1, "a"), b(2, "a"), b(3, "b"), b(4, "b")];
+        assert_eq!(assign_leaders(&brokers, 4, 0), vec![1, 3, 2, 4]);
+        assert_eq!(assign_leaders(&brokers, 2, 1), vec![3, 2]);
+        assert!(assign_leaders(&[], 3, 0).is_empty());
+    }
 }

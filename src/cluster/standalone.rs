@@ -1,6 +1,9 @@
 //! Standalone mode: this broker is the only one and its own controller.
 
-use super::{BrokerInfo, ClusterMetadata, Controller};
+use std::collections::BTreeMap;
+
+use super::{BoxFuture, BrokerInfo, ClusterMetadata, Controller, TopicState};
+use crate::error::{BrokerError, BrokerResult};
 
 pub struct Standalone {
     me: BrokerInfo,
@@ -21,6 +24,39 @@ impl ClusterMetadata for Standalone {
         Some(Controller {
             node_id: self.me.node_id,
             epoch: 0,
+        })
+    }
+
+    fn is_standalone(&self) -> bool {
+        true
+    }
+
+    fn topic(&self, _name: &str) -> Option<TopicState> {
+        None
+    }
+
+    fn topics(&self) -> Vec<TopicState> {
+        Vec::new()
+    }
+
+    fn create_topic<'a>(
+        &'a self,
+        _name: &'a str,
+        _partitions: i32,
+        _configs: BTreeMap<String, String>,
+    ) -> BoxFuture<'a, BrokerResult<TopicState>> {
+        Box::pin(async {
+            Err(BrokerError::InvalidRequest(
+                "standalone: topics are created in the local catalog".into(),
+            ))
+        })
+    }
+
+    fn delete_topic<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, BrokerResult<()>> {
+        Box::pin(async {
+            Err(BrokerError::InvalidRequest(
+                "standalone: topics are deleted from the local catalog".into(),
+            ))
         })
     }
 }

@@ -17,6 +17,11 @@ pub async fn handle(
         .into_iter()
         .map(|t| {
             let result: BrokerResult<()> = (|| {
+                if !b.cluster.is_standalone() {
+                    return Err(BrokerError::InvalidRequest(
+                        "CreatePartitions is not supported in cluster mode yet".into(),
+                    ));
+                }
                 let topic = super::topic_for(
                     ctx,
                     t.name.0.as_str(),

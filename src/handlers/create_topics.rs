@@ -25,10 +25,9 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
     // CREATE on the cluster covers every topic; otherwise each needs its own.
     let cluster_create =
         ctx.authorize_quiet(Operation::Create, ResourceType::Cluster, CLUSTER_NAME);
-    let results = req
-        .topics
-        .into_iter()
-        .map(|t| {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let r = {
             let name = t.name.clone();
             let outcome = if !cluster_create
                 && !ctx.authorize(Operation::Create, ResourceType::Topic, name.0.as_str())
@@ -41,7 +40,17 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
                     name.0.as_str()
                 )))
             } else {
-                create_one(ctx, t, req.validate_only)
+                match create_one(ctx, t, req.validate_only) {
+                    // Cluster mode: the topic is created in the shared state
+                    // (partitions spread over the brokers); each broker then
+                    // creates its local storage.
+                    Ok(c) if c.shared => b
+                        .cluster
+                        .create_topic(name.0.as_str(), c.partitions, c.configs.clone())
+                        .await
+                        .map(|s| Created { id: s.id, ..c }),
+                    other => other,
+                }
             };
             let r = CreatableTopicResult::default().with_name(name.clone());
             match outcome {
@@ -56,9 +65,7 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
                     r.with_topic_id(created.id)
                         .with_num_partitions(created.partitions)
                         .with_replication_factor(1)
-                        .with_topic_config_error_code(
-                            BrokerError::TopicAuthorizationFailed.code(),
-                        )
+                        .with_topic_config_error_code(BrokerError::TopicAuthorizationFailed.code())
                 }
                 Ok(created) => {
                     let configs = resolve_all(&created.configs, &b.broker_configs.layers())
@@ -85,8 +92,9 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
                         .with_topic_config_error_code(0)
                 }
             }
-        })
-        .collect();
+        };
+        results.push(r);
+    }
     CreateTopicsResponse::default().with_topics(results)
 }
 
@@ -95,6 +103,8 @@ struct Created {
     id: uuid::Uuid,
     partitions: i32,
     configs: BTreeMap<String, String>,
+    /// Cluster mode: still to be created in the shared state.
+    shared: bool,
 }
 
 fn create_one(
@@ -167,6 +177,18 @@ fn create_one(
             id: uuid::Uuid::nil(),
             partitions,
             configs,
+            shared: false,
+        });
+    }
+    if !b.cluster.is_standalone() {
+        if b.cluster.topic(name.as_str()).is_some() {
+            return Err(BrokerError::TopicAlreadyExists(name.to_string()));
+        }
+        return Ok(Created {
+            id: uuid::Uuid::nil(),
+            partitions,
+            configs,
+            shared: true,
         });
     }
     let topic = b.catalog.create_topic(&name, partitions, configs)?;
@@ -174,6 +196,7 @@ fn create_one(
         id: topic.id,
         partitions,
         configs: topic.configs.clone(),
+        shared: false,
     })
 }
 

@@ -25,29 +25,35 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
     };
     let mut responses = Vec::with_capacity(wanted.len());
     for (name, id) in wanted {
-        let topic = match &name {
-            Some(n) => super::topic_for(ctx, n.0.as_str(), Operation::Delete),
-            None => b
-                .catalog
-                .get_by_id(&id)
-                .ok_or(BrokerError::UnknownTopicId)
-                .and_then(|t| {
-                    if ctx.authorize(Operation::Delete, ResourceType::Topic, t.name.as_str()) {
-                        Ok(t)
-                    } else {
-                        Err(BrokerError::TopicAuthorizationFailed)
-                    }
+        let result = if !b.cluster.is_standalone() {
+            // Cluster mode: deleted from the shared state; every broker then
+            // drops its local storage (metrics and offsets go with it there).
+            shared_delete(ctx, name.as_ref(), id).await
+        } else {
+            let topic = match &name {
+                Some(n) => super::topic_for(ctx, n.0.as_str(), Operation::Delete),
+                None => b
+                    .catalog
+                    .get_by_id(&id)
+                    .ok_or(BrokerError::UnknownTopicId)
+                    .and_then(|t| {
+                        if ctx.authorize(Operation::Delete, ResourceType::Topic, t.name.as_str()) {
+                            Ok(t)
+                        } else {
+                            Err(BrokerError::TopicAuthorizationFailed)
+                        }
+                    }),
+            };
+            match topic {
+                Ok(t) => b.catalog.delete_topic(&b.writer, &t).await.map(|()| {
+                    (
+                        Some(TopicName(sb(t.name.as_str()))),
+                        t.id,
+                        t.partitions.len(),
+                    )
                 }),
-        };
-        let result = match topic {
-            Ok(t) => b.catalog.delete_topic(&b.writer, &t).await.map(|()| {
-                (
-                    Some(TopicName(sb(t.name.as_str()))),
-                    t.id,
-                    t.partitions.len(),
-                )
-            }),
-            Err(e) => Err(e),
+                Err(e) => Err(e),
+            }
         };
         let r = DeletableTopicResult::default();
         responses.push(match result {
@@ -72,4 +78,31 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
         });
     }
     DeleteTopicsResponse::default().with_responses(responses)
+}
+
+/// Cluster mode: the topic (by name, or by id from the shared state) is
+/// deleted from the cluster's state, DELETE permitting.
+async fn shared_delete(
+    ctx: &RequestContext,
+    name: Option<&TopicName>,
+    id: Uuid,
+) -> crate::error::BrokerResult<(Option<TopicName>, Uuid, usize)> {
+    let c = &ctx.broker.cluster;
+    let state = match name {
+        Some(n) => c.topic(n.0.as_str()),
+        None => c.topics().into_iter().find(|t| t.id == id),
+    };
+    let Some(state) = state else {
+        return Err(if name.is_some() {
+            BrokerError::UnknownTopicOrPartition
+        } else {
+            BrokerError::UnknownTopicId
+        });
+    };
+    if !ctx.authorize(Operation::Delete, ResourceType::Topic, &state.name) {
+        return Err(BrokerError::TopicAuthorizationFailed);
+    }
+    c.delete_topic(&state.name).await?;
+    // Partitions are counted 0 here: the metrics go when the local storage does.
+    Ok((Some(TopicName(sb(state.name.clone()))), state.id, 0))
 }

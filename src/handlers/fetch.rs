@@ -88,6 +88,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
                     offset: p.fetch_offset,
                     max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
                     partition: topic.clone().and_then(|topic| {
+                        super::check_leader(ctx, topic.name.as_str(), p.partition)?;
                         check_leader_epoch(p.current_leader_epoch)?;
                         topic
                             .partition(p.partition)

@@ -35,6 +35,7 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
                     let r = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
                     let result = super::partition_of(&topic, p.partition_index)
                         .and_then(|part| {
+                            super::check_leader(ctx, t.name.0.as_str(), p.partition_index)?;
                             check_leader_epoch(p.current_leader_epoch)?;
                             lookup(ctx, part, p.timestamp, committed)
                         });

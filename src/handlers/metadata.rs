@@ -28,24 +28,28 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
     // Before v4 the request has no flag and creation depends on the broker alone.
     let client_allows = v < 4 || req.allow_auto_topic_creation;
     let ops = req.include_topic_authorized_operations;
-    let topics: Vec<MetadataResponseTopic> = match wanted {
-        // Topics the principal may not describe are left out, not refused.
-        None => b
-            .catalog
-            .all()
-            .iter()
-            .filter(|t| {
-                ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, t.name.as_str())
-            })
-            .map(|t| describe(ctx, t, node, ops))
-            .collect(),
-        Some(list) => list
-            .into_iter()
-            .map(|t| match t.name {
-                Some(name) => by_name(ctx, name.0.as_str(), client_allows, node, ops),
-                None => by_id(ctx, t.topic_id, node, ops),
-            })
-            .collect(),
+    let topics: Vec<MetadataResponseTopic> = if !b.cluster.is_standalone() {
+        shared::topics(ctx, wanted, client_allows, ops).await
+    } else {
+        match wanted {
+            // Topics the principal may not describe are left out, not refused.
+            None => b
+                .catalog
+                .all()
+                .iter()
+                .filter(|t| {
+                    ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, t.name.as_str())
+                })
+                .map(|t| describe(ctx, t, node, ops))
+                .collect(),
+            Some(list) => list
+                .into_iter()
+                .map(|t| match t.name {
+                    Some(name) => by_name(ctx, name.0.as_str(), client_allows, node, ops),
+                    None => by_id(ctx, t.topic_id, node, ops),
+                })
+                .collect(),
+        }
     };
     for t in &topics {
         b.metrics.error("Metadata", t.error_code);
@@ -155,4 +159,156 @@ fn describe(
             ResourceType::Topic,
             t.name.as_str(),
         ))
+}
+
+/// Cluster mode: topics and partition leaders from the cluster's shared
+/// state (a partition whose leader is not live has none).
+mod shared {
+    use std::collections::HashSet;
+
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::metadata_response::{
+        MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use kafka_protocol::messages::{BrokerId, TopicName};
+
+    use super::{failed, sb};
+    use crate::cluster::TopicState;
+    use crate::dispatch::RequestContext;
+    use crate::error::BrokerError;
+    use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+
+    pub async fn topics(
+        ctx: &RequestContext,
+        wanted: Option<Vec<MetadataRequestTopic>>,
+        client_allows: bool,
+        ops: bool,
+    ) -> Vec<MetadataResponseTopic> {
+        let c = &ctx.broker.cluster;
+        let live: HashSet<i32> = c.live_brokers().iter().map(|b| b.node_id).collect();
+        match wanted {
+            None => c
+                .topics()
+                .iter()
+                .filter(|t| ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, &t.name))
+                .map(|t| describe(ctx, t, &live, ops))
+                .collect(),
+            Some(list) => {
+                let mut out = Vec::with_capacity(list.len());
+                for t in list {
+                    out.push(match t.name {
+                        Some(name) => {
+                            by_name(ctx, name.0.as_str(), client_allows, &live, ops).await
+                        }
+                        None => match c.topics().into_iter().find(|s| s.id == t.topic_id) {
+                            Some(s)
+                                if ctx.authorize(
+                                    Operation::Describe,
+                                    ResourceType::Topic,
+                                    &s.name,
+                                ) =>
+                            {
+                                describe(ctx, &s, &live, ops)
+                            }
+                            Some(_) => failed(BrokerError::TopicAuthorizationFailed)
+                                .with_topic_id(t.topic_id),
+                            None => failed(BrokerError::UnknownTopicId).with_topic_id(t.topic_id),
+                        },
+                    });
+                }
+                out
+            }
+        }
+    }
+
+    async fn by_name(
+        ctx: &RequestContext,
+        name: &str,
+        client_allows: bool,
+        live: &HashSet<i32>,
+        ops: bool,
+    ) -> MetadataResponseTopic {
+        let b = &ctx.broker;
+        let found = if !ctx.authorize(Operation::Describe, ResourceType::Topic, name) {
+            Err(BrokerError::TopicAuthorizationFailed)
+        } else {
+            match b.cluster.topic(name) {
+                Some(t) => Ok(t),
+                None if client_allows && b.config.auto_create_topics_enable => {
+                    if ctx.authorize_quiet(Operation::Create, ResourceType::Cluster, CLUSTER_NAME)
+                        || ctx.authorize(Operation::Create, ResourceType::Topic, name)
+                    {
+                        match crate::types::TopicName::parse(name) {
+                            Ok(_) => match b
+                                .cluster
+                                .create_topic(name, b.config.num_partitions, Default::default())
+                                .await
+                            {
+                                Ok(t) => Ok(t),
+                                // Created meanwhile by another client.
+                                Err(BrokerError::TopicAlreadyExists(_)) => {
+                                    b.cluster.topic(name).ok_or(BrokerError::LeaderNotAvailable)
+                                }
+                                Err(e) => Err(e),
+                            },
+                            Err(e) => Err(e),
+                        }
+                    } else {
+                        Err(BrokerError::TopicAuthorizationFailed)
+                    }
+                }
+                None => Err(crate::types::TopicName::parse(name)
+                    .err()
+                    .unwrap_or(BrokerError::UnknownTopicOrPartition)),
+            }
+        };
+        match found {
+            Ok(t) => describe(ctx, &t, live, ops),
+            Err(e) => failed(e).with_name(Some(TopicName(sb(name)))),
+        }
+    }
+
+    fn describe(
+        ctx: &RequestContext,
+        t: &TopicState,
+        live: &HashSet<i32>,
+        ops: bool,
+    ) -> MetadataResponseTopic {
+        let partitions = t
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let up = live.contains(&p.leader);
+                let r = MetadataResponsePartition::default()
+                    .with_partition_index(i as i32)
+                    .with_leader_id(BrokerId(if up { p.leader } else { -1 }))
+                    .with_leader_epoch(p.leader_epoch)
+                    .with_replica_nodes(p.replicas.iter().map(|&r| BrokerId(r)).collect())
+                    .with_isr_nodes(p.isr.iter().map(|&r| BrokerId(r)).collect())
+                    .with_offline_replicas(
+                        p.replicas
+                            .iter()
+                            .filter(|r| !live.contains(r))
+                            .map(|&r| BrokerId(r))
+                            .collect(),
+                    );
+                if up {
+                    r
+                } else {
+                    r.with_error_code(BrokerError::LeaderNotAvailable.code())
+                }
+            })
+            .collect();
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(sb(t.name.clone()))))
+            .with_topic_id(t.id)
+            .with_is_internal(false)
+            .with_partitions(partitions)
+            .with_topic_authorized_operations(ctx.authorized_operations(
+                ops,
+                ResourceType::Topic,
+                &t.name,
+            ))
+    }
 }

@@ -164,6 +164,28 @@ pub fn topic_for(
         .ok_or(BrokerError::UnknownTopicOrPartition)
 }
 
+/// Cluster mode: only the partition's leader serves it
+/// (NOT_LEADER_OR_FOLLOWER elsewhere, so the client refreshes its metadata).
+/// Standalone: this broker leads everything.
+pub fn check_leader(
+    ctx: &crate::dispatch::RequestContext,
+    topic: &str,
+    partition: i32,
+) -> BrokerResult<()> {
+    let c = &ctx.broker.cluster;
+    if c.is_standalone() {
+        return Ok(());
+    }
+    let state = c
+        .topic(topic)
+        .and_then(|t| t.partitions.get(usize::try_from(partition).ok()?).cloned());
+    match state {
+        Some(p) if p.leader == ctx.broker.config.node_id => Ok(()),
+        Some(_) => Err(BrokerError::NotLeaderOrFollower),
+        None => Err(BrokerError::UnknownTopicOrPartition),
+    }
+}
+
 /// Before KIP-219 (Produce v6, Fetch v8) clients did not back off by
 /// themselves: the broker held the throttled response back instead.
 pub async fn delay_for_old_clients(

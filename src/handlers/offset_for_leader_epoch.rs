@@ -29,6 +29,7 @@ pub async fn handle(
                 .map(|p| {
                     let r = EpochEndOffset::default().with_partition(p.partition);
                     let result = super::partition_of(&topic, p.partition).and_then(|part| {
+                        super::check_leader(ctx, t.topic.0.as_str(), p.partition)?;
                         check_leader_epoch(p.current_leader_epoch)?;
                         Ok(part)
                     });

@@ -171,9 +171,10 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                     Err(e) => Slot::Failed(e.clone()),
                     Ok(t) => match t.partition(pd.index) {
                         None => Slot::Failed(BrokerError::UnknownTopicOrPartition),
-                        Some(p) => match rules
-                            .as_ref()
-                            .ok_or(BrokerError::UnknownTopicOrPartition)
+                        Some(p) => match super::check_leader(ctx, t.name.as_str(), pd.index)
+                            .and_then(|()| {
+                                rules.as_ref().ok_or(BrokerError::UnknownTopicOrPartition)
+                            })
                             .and_then(|r| r.prepare(pd.records.as_ref(), now))
                         {
                             Ok(batches) => {

@@ -267,6 +267,17 @@ impl Catalog {
         partitions: i32,
         configs: BTreeMap<String, String>,
     ) -> BrokerResult<Arc<Topic>> {
+        self.create_topic_with_id(name, new_topic_id(), partitions, configs)
+    }
+
+    /// Creates a topic with an id chosen elsewhere (the cluster's).
+    pub fn create_topic_with_id(
+        &self,
+        name: &TopicName,
+        id: Uuid,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> BrokerResult<Arc<Topic>> {
         let _guard = self.lock_change()?;
         self.check_creatable(name)?;
         let count = usize::try_from(partitions)
@@ -292,7 +303,7 @@ impl Catalog {
             .collect();
         let topic = Arc::new(Topic {
             name: name.clone(),
-            id: new_topic_id(),
+            id,
             partitions: parts,
             configs,
         });

@@ -1,0 +1,185 @@
+"""Shared topics in cluster mode: a topic created through any broker lives in
+etcd with its partitions' state (leaders spread over the live brokers, racks
+interleaved), every broker serves the same Metadata, each partition is served
+by its leader only (NOT_LEADER_OR_FOLLOWER elsewhere), a partition whose leader
+is gone has no leader (LEADER_NOT_AVAILABLE) while the others keep working,
+and a deletion through any broker removes the topic everywhere. Replication
+(replication factor > 1) is not there yet: such creations are refused.
+"""
+
+import time
+
+import pytest
+from confluent_kafka import KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+import kafka_wire as kw
+from cluster_harness import Cluster, EtcdError, EtcdServer, etcd_bin, wait_until
+from ck_helpers import consumer
+from conftest import BrokerFactory
+from runnel_harness import unique_topic
+
+if not etcd_bin():
+    pytest.skip("etcd is not installed (Debian: etcd-server); cluster tests skipped",
+                allow_module_level=True)
+
+pytestmark = [pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def etcd():
+    server = EtcdServer()
+    try:
+        server.start()
+    except EtcdError as e:
+        server.cleanup()
+        pytest.fail(str(e), pytrace=False)
+    yield server
+    server.cleanup()
+
+
+class _Factory(BrokerFactory):
+    def __init__(self, etcd):  # noqa: brokers is derived
+        self.etcd = etcd
+        self.clusters = []
+
+    @property
+    def brokers(self):
+        return [b for c in self.clusters for b in c.all_brokers()]
+
+    def __call__(self, n, **kw):
+        c = Cluster(n, etcd=self.etcd, **kw)
+        self.clusters.append(c)
+        c.start()
+        return c
+
+    def teardown(self, expect_clean=False):
+        for c in self.clusters:
+            c.teardown()
+
+
+@pytest.fixture
+def cluster(etcd):
+    f = _Factory(etcd)
+    yield f
+    f.teardown()
+
+
+def admin(b):
+    return AdminClient({"bootstrap.servers": b.bootstrap})
+
+
+def create(b, topic, partitions, rf=1):
+    a = admin(b)  # kept alive until the answer arrives
+    a.create_topics([NewTopic(topic, partitions, rf)])[topic].result(timeout=15)
+
+
+def delete(b, topic):
+    a = admin(b)
+    a.delete_topics([topic])[topic].result(timeout=15)
+
+
+def leaders(b, topic):
+    t = admin(b).list_topics(topic=topic, timeout=5).topics.get(topic)
+    if t is None or t.error is not None:
+        return None
+    return {p: t.partitions[p].leader for p in t.partitions}
+
+
+def test_topic_shared_produced_and_consumed_across_brokers(cluster):
+    c = cluster(3)
+    topic = unique_topic("shared")
+    create(c.broker(2), topic, 6, 1)
+    # Every broker answers the same placement, spread over all three.
+    wait_until(lambda: all(leaders(c.broker(i), topic) and len(leaders(c.broker(i), topic)) == 6
+                           for i in (1, 2, 3)), 10, what="the topic on every broker")
+    placements = [leaders(c.broker(i), topic) for i in (1, 2, 3)]
+    assert placements[0] == placements[1] == placements[2], placements
+    assert set(placements[0].values()) == {1, 2, 3}, placements[0]
+
+    p = Producer({"bootstrap.servers": c.bootstrap(), "acks": "all"})
+    errors = []
+    for i in range(600):
+        p.produce(topic, b"v%d" % i, partition=i % 6,
+                  on_delivery=lambda e, m: e and errors.append(e))
+    assert p.flush(30) == 0 and not errors, errors
+    cons = consumer(c.bootstrap(), **{"group.id": unique_topic("g")})
+    cons.assign([TopicPartition(topic, i, 0) for i in range(6)])
+    got = set()
+    deadline = time.time() + 30
+    while len(got) < 600 and time.time() < deadline:
+        for m in cons.consume(500, 1):
+            if m.error() is None:
+                got.add(m.value())
+    cons.close()
+    assert got == {b"v%d" % i for i in range(600)}
+
+
+def test_only_the_leader_serves_a_partition(cluster):
+    c = cluster(2)
+    topic = unique_topic("lead")
+    create(c.broker(1), topic, 2, 1)
+    wait_until(lambda: leaders(c.broker(1), topic) and leaders(c.broker(2), topic),
+               10, what="the topic on both brokers")
+    lead = leaders(c.broker(1), topic)
+    now = int(time.time() * 1000)
+    batch = kw.encode_record_batch([(None, b"x", (), now)], now)
+    for part, leader in lead.items():
+        other = 1 if leader == 2 else 2
+        with kw.KafkaConn.to(c.broker(other).bootstrap) as conn:
+            code = kw.produce_v3(conn, topic, part, batch)["error_code"]
+            assert code == 6, (part, leader, code)  # NOT_LEADER_OR_FOLLOWER
+        # Wait for the leader's local storage to exist, then it serves.
+        def served():
+            with kw.KafkaConn.to(c.broker(leader).bootstrap) as conn:
+                return kw.produce_v3(conn, topic, part, batch)["error_code"] == 0
+        wait_until(served, 10, what="partition %d served by its leader %d" % (part, leader))
+
+
+def test_partitions_of_a_dead_broker_have_no_leader(cluster):
+    c = cluster(3)
+    topic = unique_topic("dead")
+    create(c.broker(1), topic, 6, 1)
+    wait_until(lambda: leaders(c.broker(1), topic), 10, what="the topic")
+    lead = leaders(c.broker(1), topic)
+    victim = lead[0]
+    alive = [i for i in (1, 2, 3) if i != victim][0]
+    c.broker(victim).kill9()
+
+    def offline():
+        now = leaders(c.broker(alive), topic)
+        return now and all((now[p] == -1) == (lead[p] == victim) for p in now)
+    wait_until(offline, c.session_timeout + 5, what="the dead broker's partitions without leader")
+    # The other partitions keep working.
+    p = Producer({"bootstrap.servers": c.broker(alive).bootstrap, "message.timeout.ms": 10000})
+    errors = []
+    for part in (q for q in lead if lead[q] != victim):
+        p.produce(topic, b"still", partition=part, on_delivery=lambda e, m: e and errors.append(e))
+    assert p.flush(15) == 0 and not errors, errors
+
+
+def test_delete_through_any_broker_removes_it_everywhere(cluster):
+    c = cluster(3)
+    topic = unique_topic("del")
+    create(c.broker(1), topic, 3, 1)
+    wait_until(lambda: all(leaders(c.broker(i), topic) for i in (1, 2, 3)), 10, what="the topic")
+    delete(c.broker(3), topic)
+    wait_until(lambda: all(topic not in admin(c.broker(i)).list_topics(timeout=5).topics
+                           for i in (1, 2, 3)), 10, what="the topic gone everywhere")
+    # Created again (a new topic id), it works.
+    create(c.broker(2), topic, 1, 1)
+    wait_until(lambda: leaders(c.broker(1), topic), 10, what="the topic again")
+
+
+def test_duplicate_and_replicated_creations_refused(cluster):
+    c = cluster(2)
+    topic = unique_topic("dup")
+    create(c.broker(1), topic, 1, 1)
+    wait_until(lambda: leaders(c.broker(2), topic), 10, what="the topic on broker 2")
+    with pytest.raises(KafkaException) as e:
+        create(c.broker(2), topic, 1, 1)
+    assert e.value.args[0].code() == 36  # TOPIC_ALREADY_EXISTS
+    other = unique_topic("rf")
+    with pytest.raises(KafkaException) as e:
+        create(c.broker(1), other, 1, 2)
+    assert e.value.args[0].code() == 38  # INVALID_REPLICATION_FACTOR

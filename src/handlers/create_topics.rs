@@ -159,6 +159,12 @@ fn create_one(
             "Replication factor must be larger than 0.".into(),
         ));
     }
+    if replication != 1 && !b.cluster.is_standalone() {
+        let live = b.cluster.live_brokers().len();
+        return Err(BrokerError::InvalidReplicationFactor(format!(
+            "Unable to replicate the partition {replication} time(s): replication is not implemented yet in cluster mode ({live} broker(s) registered); use replication factor 1"
+        )));
+    }
     if replication != 1 {
         return Err(BrokerError::InvalidReplicationFactor(format!(
             "Unable to replicate the partition {replication} time(s): The target replication factor of {replication} cannot be reached because only 1 broker(s) are registered."

@@ -183,3 +183,46 @@ def test_duplicate_and_replicated_creations_refused(cluster):
     with pytest.raises(KafkaException) as e:
         create(c.broker(1), other, 1, 2)
     assert e.value.args[0].code() == 38  # INVALID_REPLICATION_FACTOR
+
+
+def find_coordinator(b, group):
+    with kw.KafkaConn.to(b.bootstrap) as conn:
+        r = conn.request(10, 1, kw.string(group) + kw.i8(0))  # FindCoordinator v1
+        r.i32()  # throttle
+        code = r.i16()
+        r.string()  # error message (nullable)
+        return code, r.i32()
+
+
+def test_group_meets_at_one_coordinator(cluster):
+    """Every broker names the same coordinator for a group, so consumers
+    bootstrapped through different brokers form one group."""
+    c = cluster(3)
+    group = unique_topic("grp")
+    answers = {find_coordinator(c.broker(i), group) for i in (1, 2, 3)}
+    assert len(answers) == 1 and next(iter(answers))[0] == 0, answers
+    topic = unique_topic("grpt")
+    create(c.broker(1), topic, 6, 1)
+    wait_until(lambda: leaders(c.broker(1), topic), 10, what="the topic")
+    p = Producer({"bootstrap.servers": c.bootstrap()})
+    for i in range(300):
+        p.produce(topic, b"m%d" % i, partition=i % 6)
+    assert p.flush(30) == 0
+    members = [consumer(c.broker(i).bootstrap, **{"group.id": group,
+                                                  "auto.offset.reset": "earliest"})
+               for i in (1, 3)]
+    for m in members:
+        m.subscribe([topic])
+    got = {0: [], 1: []}
+    deadline = time.time() + 45
+    while sum(len(v) for v in got.values()) < 300 and time.time() < deadline:
+        for k, m in enumerate(members):
+            for msg in m.consume(100, 0.2):
+                if msg.error() is None:
+                    got[k].append(msg.value())
+    assignments = [set(tp.partition for tp in m.assignment()) for m in members]
+    for m in members:
+        m.close()
+    everything = got[0] + got[1]
+    assert sorted(set(everything)) == sorted(b"m%d" % i for i in range(300))
+    assert assignments[0] and assignments[1] and not (assignments[0] & assignments[1]), assignments

@@ -226,3 +226,46 @@ def test_group_meets_at_one_coordinator(cluster):
     everything = got[0] + got[1]
     assert sorted(set(everything)) == sorted(b"m%d" % i for i in range(300))
     assert assignments[0] and assignments[1] and not (assignments[0] & assignments[1]), assignments
+
+
+def test_idempotent_producers_on_different_brokers_get_distinct_ids(cluster):
+    """Producer ids come from each broker's own counter, tagged with its node
+    id: two brokers never hand out the same id (a partition leader would
+    take one producer's batches for the other's duplicates)."""
+    c = cluster(2)
+    ids = set()
+    for i in (1, 2):
+        for _ in range(5):
+            with kw.KafkaConn.to(c.broker(i).bootstrap) as conn:
+                r = conn.request(22, 0, kw.nullable_string(None) + kw.i32(60000))  # InitProducerId v0
+                r.i32()  # throttle
+                assert r.i16() == 0
+                ids.add(r.i64())
+    assert len(ids) == 10, ids
+    # And idempotent producers through both brokers write one partition cleanly.
+    topic = unique_topic("idem")
+    create(c.broker(1), topic, 1, 1)
+    wait_until(lambda: leaders(c.broker(2), topic), 10, what="the topic")
+    for i in (1, 2):
+        p = Producer({"bootstrap.servers": c.broker(i).bootstrap, "enable.idempotence": True})
+        for k in range(50):
+            p.produce(topic, b"b%d-%d" % (i, k))
+        assert p.flush(20) == 0
+    cons = consumer(c.bootstrap(), **{"group.id": unique_topic("g")})
+    cons.assign([TopicPartition(topic, 0, 0)])
+    got = []
+    deadline = time.time() + 20
+    while len(got) < 100 and time.time() < deadline:
+        for m in cons.consume(100, 0.5):
+            if m.error() is None:
+                got.append(m.value())
+    cons.close()
+    assert sorted(got) == sorted(b"b%d-%d" % (i, k) for i in (1, 2) for k in range(50))
+
+
+def test_transactions_refused_clearly_in_cluster_mode(cluster):
+    c = cluster(1)
+    p = Producer({"bootstrap.servers": c.bootstrap(), "transactional.id": unique_topic("tx")})
+    with pytest.raises(KafkaException) as e:
+        p.init_transactions(15)
+    assert "not supported in cluster mode" in str(e.value) or e.value.args[0].code() == 42, e.value

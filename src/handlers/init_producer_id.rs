@@ -32,6 +32,12 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
         Some(txn_id) if !ctx.authorize(Operation::Write, ResourceType::TransactionalId, txn_id) => {
             Err(BrokerError::TransactionalIdAuthorizationFailed)
         }
+        // The transaction coordinator cannot yet write markers to partition
+        // leaders on other brokers: refuse clearly rather than leave
+        // read_committed consumers stuck behind an unfinished transaction.
+        Some(_) if !b.cluster.is_standalone() => Err(BrokerError::InvalidRequest(
+            "Transactions are not supported in cluster mode yet".into(),
+        )),
         Some(txn_id) => {
             // KIP-360 (v3+): the producer id and epoch the client had, if any.
             let expected = (ctx.api_version >= 3 && req.producer_id.0 >= 0)
@@ -50,7 +56,10 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
         {
             Err(BrokerError::ClusterAuthorizationFailed)
         }
-        None => b.catalog.allocate_producer_id().map(|id| (id, 0)),
+        None => b
+            .catalog
+            .allocate_producer_id()
+            .map(|id| (cluster_unique(ctx, id), 0)),
     };
     let resp = InitProducerIdResponse::default().with_throttle_time_ms(0);
     match result {
@@ -81,4 +90,16 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
                 .with_producer_epoch(-1)
         }
     }
+}
+
+/// Producer ids must not collide across brokers: a partition leader would
+/// take one producer's batches for another's duplicates. Until ids are
+/// allocated in blocks through the cluster, a broker's ids are its own
+/// counter times 1024 plus its node id (modulo 1024).
+fn cluster_unique(ctx: &RequestContext, local: i64) -> i64 {
+    if ctx.broker.cluster.is_standalone() {
+        return local;
+    }
+    let node = i64::from(ctx.broker.config.node_id.rem_euclid(1024));
+    local.saturating_mul(1024).saturating_add(node)
 }

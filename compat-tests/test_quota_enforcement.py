@@ -536,3 +536,30 @@ def test_removed_quota_stops_throttling(make_broker):
     assert throttled_after == throttled_before
     # 20 MB at the removed 0.5 MiB/s quota would take far longer.
     assert took < 5
+
+
+def test_request_percentage_throttles_request_floods(make_broker):
+    """request_percentage=0.1 (1 ms of handling per second) for one client id:
+    a Metadata flood from it is held down by the muted connection, while the
+    same flood from another client id runs at full speed."""
+    b = quota_broker(make_broker)
+
+    def rate(client_id, seconds):
+        n = 0
+        with kw.KafkaConn.to(b.bootstrap) as conn:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                conn.request(kw.API_METADATA, 1, kw.metadata_v1_body(), client_id=client_id)
+                n += 1
+        return n / seconds
+
+    free = rate("rp-free", 2)
+    set_quota(b, [("client-id", "rp-limited")], "request_percentage", 0.1)
+    rate("rp-limited", 3)  # spends the first window's allowance
+    limited = rate("rp-limited", 3)
+    other = rate("rp-other", 2)
+    assert limited < free / 10, (limited, free)
+    assert other > free / 3, (other, free)
+    samples = scrape(b)
+    assert metric(samples, "kafka_server_quota_throttle_time_ms_total",
+                  quota="Request", user="", client_id="rp-limited") > 0

@@ -82,6 +82,7 @@ pub struct JwksHttp {
 }
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_JWKS_BYTES: usize = 1 << 20;
 
 impl JwksHttp {
     fn start(url: &str, refresh: Duration) -> Result<Arc<Self>, String> {
@@ -175,11 +176,11 @@ async fn fetch(url: &str) -> Result<Vec<u8>, String> {
     if !resp.status().is_success() {
         return Err(format!("HTTP status {}", resp.status()));
     }
-    let body = resp
-        .into_body()
+    // The endpoint's answer is read up to a bound: a JWKS is kilobytes.
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_JWKS_BYTES)
         .collect()
         .await
-        .map_err(|e| format!("reading the answer failed: {e}"))?;
+        .map_err(|e| format!("reading the answer failed (at most {MAX_JWKS_BYTES} bytes): {e}"))?;
     Ok(body.to_bytes().to_vec())
 }
 

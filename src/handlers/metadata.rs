@@ -99,9 +99,7 @@ fn by_name(
             // Creating needs CREATE on the cluster or on the topic (as Kafka,
             // refused with TOPIC_AUTHORIZATION_FAILED).
             None if client_allows && b.config.auto_create_topics_enable => {
-                if ctx.authorize_quiet(Operation::Create, ResourceType::Cluster, CLUSTER_NAME)
-                    || ctx.authorize(Operation::Create, ResourceType::Topic, name)
-                {
+                if may_create(ctx, name) {
                     auto_create(b, name)
                 } else {
                     Err(BrokerError::TopicAuthorizationFailed)
@@ -149,16 +147,29 @@ fn describe(
                 .with_isr_nodes(vec![node])
         })
         .collect();
+    topic_entry(ctx, t.name.as_str(), t.id, partitions, ops)
+}
+
+/// A described topic, standalone or shared alike.
+fn topic_entry(
+    ctx: &RequestContext,
+    name: &str,
+    id: Uuid,
+    partitions: Vec<MetadataResponsePartition>,
+    ops: bool,
+) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
-        .with_name(Some(TopicName(sb(t.name.as_str()))))
-        .with_topic_id(t.id)
+        .with_name(Some(TopicName(sb(name))))
+        .with_topic_id(id)
         .with_is_internal(false)
         .with_partitions(partitions)
-        .with_topic_authorized_operations(ctx.authorized_operations(
-            ops,
-            ResourceType::Topic,
-            t.name.as_str(),
-        ))
+        .with_topic_authorized_operations(ctx.authorized_operations(ops, ResourceType::Topic, name))
+}
+
+/// Auto-creation needs CREATE on the cluster or on the topic (as Kafka).
+fn may_create(ctx: &RequestContext, name: &str) -> bool {
+    ctx.authorize_quiet(Operation::Create, ResourceType::Cluster, CLUSTER_NAME)
+        || ctx.authorize(Operation::Create, ResourceType::Topic, name)
 }
 
 /// Cluster mode: topics and partition leaders from the cluster's shared
@@ -176,7 +187,7 @@ mod shared {
     use crate::cluster::TopicState;
     use crate::dispatch::RequestContext;
     use crate::error::BrokerError;
-    use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
+    use crate::security::acl::{Operation, ResourceType};
 
     pub async fn topics(
         ctx: &RequestContext,
@@ -235,9 +246,7 @@ mod shared {
             match b.cluster.topic(name) {
                 Some(t) => Ok(t),
                 None if client_allows && b.config.auto_create_topics_enable => {
-                    if ctx.authorize_quiet(Operation::Create, ResourceType::Cluster, CLUSTER_NAME)
-                        || ctx.authorize(Operation::Create, ResourceType::Topic, name)
-                    {
+                    if super::may_create(ctx, name) {
                         match crate::types::TopicName::parse(name) {
                             Ok(_) => match b
                                 .cluster
@@ -300,15 +309,6 @@ mod shared {
                 }
             })
             .collect();
-        MetadataResponseTopic::default()
-            .with_name(Some(TopicName(sb(t.name.clone()))))
-            .with_topic_id(t.id)
-            .with_is_internal(false)
-            .with_partitions(partitions)
-            .with_topic_authorized_operations(ctx.authorized_operations(
-                ops,
-                ResourceType::Topic,
-                &t.name,
-            ))
+        super::topic_entry(ctx, &t.name, t.id, partitions, ops)
     }
 }

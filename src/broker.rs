@@ -44,6 +44,8 @@ pub struct Broker {
     pub listeners: Vec<Arc<crate::network::session::ListenerRuntime>>,
     /// Who the brokers and the controller are (standalone or etcd).
     pub cluster: Arc<dyn ClusterMetadata>,
+    /// Whether this broker leads, follows or only holds each partition.
+    pub replicas: Arc<crate::replication::ReplicaManager>,
 }
 
 impl Broker {
@@ -173,6 +175,21 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         Some(e) => e.clone(),
         None => Arc::new(Standalone::new(me)),
     };
+    let replication = config.cluster.as_ref().map(|c| {
+        crate::replication::ReplicationConfig::from_cluster(
+            c,
+            config
+                .listeners
+                .first()
+                .map_or("PLAINTEXT", |l| l.name.as_str()),
+        )
+    });
+    let replicas = Arc::new(crate::replication::ReplicaManager::new(
+        config.node_id,
+        replication,
+        writer.clone(),
+        cluster.clone(),
+    ));
     let broker = Arc::new(Broker {
         config,
         broker_configs,
@@ -188,6 +205,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         authorizer,
         listeners,
         cluster,
+        replicas,
     });
     // Transactions caught mid-commit or mid-abort complete before clients
     // are served.

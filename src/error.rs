@@ -119,6 +119,14 @@ pub enum BrokerError {
     Storage(String),
     #[error("The broker is shutting down")]
     ShuttingDown,
+    #[error("The leader epoch in the request is older than the epoch on the broker")]
+    FencedLeaderEpoch,
+    #[error("Messages are rejected since there are fewer in-sync replicas than required")]
+    NotEnoughReplicas,
+    #[error("Messages are written to the log, but to fewer in-sync replicas than required")]
+    NotEnoughReplicasAfterAppend,
+    #[error("The request timed out before the write was replicated to every in-sync replica")]
+    RequestTimedOut,
 }
 
 impl BrokerError {
@@ -179,6 +187,10 @@ impl BrokerError {
             SecurityDisabled => ResponseError::SecurityDisabled,
             Storage(_) => ResponseError::KafkaStorageError,
             ShuttingDown => ResponseError::BrokerNotAvailable,
+            FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
+            NotEnoughReplicas => ResponseError::NotEnoughReplicas,
+            NotEnoughReplicasAfterAppend => ResponseError::NotEnoughReplicasAfterAppend,
+            RequestTimedOut => ResponseError::RequestTimedOut,
         }
     }
 

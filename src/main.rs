@@ -16,6 +16,7 @@ mod metrics;
 mod network;
 mod quotas;
 mod records;
+mod replication;
 mod security;
 mod startup;
 mod storage;

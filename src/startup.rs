@@ -34,9 +34,13 @@ async fn apply_topic_event(b: &Broker, ev: TopicEvent) -> crate::error::BrokerRe
             let wanted = i32::try_from(t.partitions.len()).unwrap_or(i32::MAX);
             match b.catalog.get(&t.name) {
                 Some(local) if local.id == t.id => {
-                    if (local.partitions.len() as i32) < wanted {
+                    let local = if (local.partitions.len() as i32) < wanted {
                         b.catalog.add_partitions(&t.name, wanted)?;
-                    }
+                        b.catalog.get(&t.name).unwrap_or(local)
+                    } else {
+                        local
+                    };
+                    b.replicas.apply(&t, &local).await;
                     Ok(())
                 }
                 other => {
@@ -46,8 +50,10 @@ async fn apply_topic_event(b: &Broker, ev: TopicEvent) -> crate::error::BrokerRe
                         drop_local(b, &old).await?;
                     }
                     let name = TopicName::parse(&t.name)?;
-                    b.catalog
-                        .create_topic_with_id(&name, t.id, wanted, t.configs.clone())?;
+                    let local =
+                        b.catalog
+                            .create_topic_with_id(&name, t.id, wanted, t.configs.clone())?;
+                    b.replicas.apply(&t, &local).await;
                     Ok(())
                 }
             }
@@ -63,6 +69,7 @@ async fn drop_local(
     b: &Broker,
     t: &Arc<crate::storage::catalog::Topic>,
 ) -> crate::error::BrokerResult<()> {
+    b.replicas.forget_topic(t.name.as_str());
     b.catalog.delete_topic(&b.writer, t).await?;
     b.metrics.remove_topic(t.name.as_str(), t.partitions.len());
     if let Err(e) = b.groups.offsets.delete_topic(t.name.as_str()) {
@@ -101,6 +108,19 @@ pub fn spawn_background(broker: &Arc<Broker>) {
             }
         },
     );
+    if let Some(r) = &broker.replicas.cfg {
+        // Kafka checks every half of the lag bound.
+        let replicas = Arc::downgrade(&broker.replicas);
+        let period = (r.lag_time_max / 2).max(Duration::from_millis(50));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let Some(m) = replicas.upgrade() else { break };
+                m.shrink_pass();
+            }
+        });
+    }
     background::every(
         Arc::downgrade(broker),
         Duration::from_millis(c.producer_id_expiration_check_interval_ms),

@@ -12,13 +12,19 @@
 //! - `cluster_id`: the cluster id every broker must share;
 //! - `topics/<name>`: each shared topic with its partitions' state, created
 //!   with a compare-and-swap (create if absent) and watched by every broker,
-//!   which materializes it in its own storage.
+//!   which materializes it in its own storage. Every later change is a
+//!   compare-and-swap on the key's revision: by the controller (elections,
+//!   only while `controller_epoch` still holds its epoch) or by a partition's
+//!   leader (ISR changes, only while the state still names it leader in its
+//!   epoch), so a deposed controller or leader can change nothing;
+//! - `draining/<node id>`: a broker in controlled shutdown (lease-bound); the
+//!   controller moves its leaderships away before it deregisters.
 //!
 //! A watch on the prefix keeps each broker's view current. When etcd is
 //! unreachable, the broker keeps serving with the view it has and
 //! re-registers once etcd answers again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -29,9 +35,10 @@ use etcd_client::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::election::{assign_replicas, next_state, Eligibility};
 use super::{
-    assign_leaders, BoxFuture, BrokerInfo, ClusterMetadata, Controller, PartitionState, TopicEvent,
-    TopicState,
+    BoxFuture, BrokerInfo, ClusterMetadata, Controller, IsrChange, PartitionState, Placement,
+    TopicEvent, TopicState,
 };
 use crate::config::cluster::ClusterConfig;
 use crate::error::{BrokerError, BrokerResult};
@@ -58,6 +65,8 @@ pub struct EtcdCluster {
     brokers: RwLock<BTreeMap<i32, BrokerInfo>>,
     controller: RwLock<Option<Controller>>,
     topics: RwLock<BTreeMap<String, TopicState>>,
+    /// Brokers in controlled shutdown.
+    draining: RwLock<BTreeSet<i32>>,
     /// Topic changes for the broker's storage (taken by `take_topic_events`).
     topic_tx: tokio::sync::mpsc::UnboundedSender<TopicEvent>,
     topic_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<TopicEvent>>>,
@@ -96,6 +105,7 @@ impl EtcdCluster {
             brokers: RwLock::new(BTreeMap::new()),
             controller: RwLock::new(None),
             topics: RwLock::new(BTreeMap::new()),
+            draining: RwLock::new(BTreeSet::new()),
             topic_tx,
             topic_rx: std::sync::Mutex::new(Some(topic_rx)),
             client: std::sync::Mutex::new(None),
@@ -277,10 +287,24 @@ impl EtcdCluster {
             .await
             .map_err(etcd_err)?;
         self.campaign(client, lease).await?;
+        self.reconcile(client).await?;
         let mut beat = tokio::time::interval(self.cfg.heartbeat_interval);
+        // Controlled shutdown under way: until when to wait for leaderships to move.
+        let mut draining_until: Option<tokio::time::Instant> = None;
         loop {
+            if let Some(until) = draining_until {
+                if !self.leads_anything() || tokio::time::Instant::now() >= until {
+                    self.resign(client, lease).await;
+                    return Ok(());
+                }
+            }
+
             tokio::select! {
-                _ = beat.tick() => keeper.keep_alive().await.map_err(etcd_err)?,
+                _ = beat.tick() => {
+                    keeper.keep_alive().await.map_err(etcd_err)?;
+                    // Also a safety net for a compare-and-swap that lost a race.
+                    self.reconcile(client).await?;
+                }
                 m = keepalives.message() => match m.map_err(etcd_err)? {
                     Some(r) if r.ttl() > 0 => {}
                     _ => return Err("the broker's lease expired".into()),
@@ -290,21 +314,127 @@ impl EtcdCluster {
                         return Err("the metadata watch ended".into());
                     };
                     let mut vacated = false;
+                    let mut membership = false;
                     for ev in resp.events() {
                         if let Some(kv) = ev.kv() {
+                            let key = String::from_utf8_lossy(kv.key());
+                            membership |= key.starts_with(&self.key("brokers/"))
+                                || key.starts_with(&self.key("draining/"));
                             vacated |= self.apply(ev.event_type(), kv.key(), kv.value());
                         }
                     }
                     if vacated {
                         self.campaign(client, lease).await?;
                     }
+                    if vacated || membership {
+                        self.reconcile(client).await?;
+                    }
                 }
-                _ = stop.changed() => {
-                    self.resign(client, lease).await;
-                    return Ok(());
+                _ = stop.changed(), if draining_until.is_none() => {
+                    if !self.cfg.controlled_shutdown {
+                        return Ok(());
+                    }
+                    draining_until = Some(tokio::time::Instant::now() + self.cfg.session_timeout);
+                    if self.leads_anything() {
+                        tracing::info!(node_id = self.me.node_id, "controlled shutdown: moving leaderships away");
+                        client
+                            .put(
+                                self.key(&format!("draining/{}", self.me.node_id)),
+                                "1",
+                                Some(PutOptions::new().with_lease(lease)),
+                            )
+                            .await
+                            .map_err(etcd_err)?;
+                        // As controller, make the moves at once.
+                        self.reconcile(client).await?;
+                    }
                 }
             }
         }
+    }
+
+    /// Whether this broker leads a partition another live ISR member could take.
+    fn leads_anything(&self) -> bool {
+        let me = self.me.node_id;
+        let brokers = self.brokers.read().unwrap_or_else(|p| p.into_inner());
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .any(|p| p.leader == me && p.isr.iter().any(|r| *r != me && brokers.contains_key(r)))
+    }
+
+    /// The controller's pass: every partition whose leader or ISR no longer
+    /// matches the live brokers gets its next state (see `election`), each
+    /// topic in one compare-and-swap fenced by the controller epoch. Others
+    /// do nothing.
+    async fn reconcile(&self, client: &mut Client) -> EtcdResult<()> {
+        let Some(me) = self.controller().filter(|c| c.node_id == self.me.node_id) else {
+            return Ok(());
+        };
+        let live: BTreeSet<i32> = self
+            .brokers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        let draining = self
+            .draining
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let who = Eligibility {
+            live: &live,
+            draining: &draining,
+        };
+        let resp = client
+            .get(self.key("topics/"), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(etcd_err)?;
+        for kv in resp.kvs() {
+            let Ok(mut t) = serde_json::from_slice::<TopicState>(kv.value()) else {
+                continue;
+            };
+            let unclean = t
+                .configs
+                .get("unclean.leader.election.enable")
+                .map_or(self.cfg.unclean_leader_election, |v| v.trim() == "true");
+            let mut changed = false;
+            for (i, p) in t.partitions.iter_mut().enumerate() {
+                if let Some(n) = next_state(p, &who, unclean) {
+                    tracing::info!(
+                        topic = %t.name,
+                        partition = i,
+                        leader = n.leader,
+                        leader_epoch = n.leader_epoch,
+                        isr = ?n.isr,
+                        "partition state changed by the controller"
+                    );
+                    *p = n;
+                    changed = true;
+                }
+            }
+            if !changed {
+                continue;
+            }
+            let value = serde_json::to_vec(&t).map_err(|e| e.to_string())?;
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(kv.key().to_vec(), CompareOp::Equal, kv.mod_revision()),
+                    Compare::value(
+                        self.key("controller_epoch"),
+                        CompareOp::Equal,
+                        me.epoch.to_string(),
+                    ),
+                ])
+                .and_then([TxnOp::put(kv.key().to_vec(), value, None)]);
+            if !client.txn(txn).await.map_err(etcd_err)?.succeeded() {
+                tracing::debug!(topic = %t.name, "partition state moved meanwhile; next pass retries");
+            }
+        }
+        Ok(())
     }
 
     /// Reads the whole view; the revision it was read at.
@@ -316,6 +446,7 @@ impl EtcdCluster {
         let mut brokers = BTreeMap::new();
         let mut controller = None;
         let mut topics = BTreeMap::new();
+        let mut draining = BTreeSet::new();
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key());
             if key.starts_with(&self.key("topics/")) {
@@ -328,8 +459,13 @@ impl EtcdCluster {
                 }
             } else if key == self.key("controller") {
                 controller = serde_json::from_slice::<Controller>(kv.value()).ok();
+            } else if let Some(id) = key.strip_prefix(&self.key("draining/")) {
+                if let Ok(id) = id.parse::<i32>() {
+                    draining.insert(id);
+                }
             }
         }
+        *self.draining.write().unwrap_or_else(|p| p.into_inner()) = draining;
         *self.brokers.write().unwrap_or_else(|p| p.into_inner()) = brokers;
         *self.controller.write().unwrap_or_else(|p| p.into_inner()) = controller;
         // The storage catches up with every topic (and drops those gone).
@@ -385,6 +521,15 @@ impl EtcdCluster {
                         }
                     }
                 }
+            }
+            false
+        } else if let Some(id) = key.strip_prefix(&self.key("draining/")) {
+            if let Ok(id) = id.parse::<i32>() {
+                let mut d = self.draining.write().unwrap_or_else(|p| p.into_inner());
+                match kind {
+                    EventType::Put => d.insert(id),
+                    EventType::Delete => d.remove(&id),
+                };
             }
             false
         } else if key == self.key("controller") {
@@ -478,9 +623,6 @@ impl EtcdCluster {
     /// deregister, so that others take over at once instead of after the
     /// session timeout.
     async fn resign(&self, client: &mut Client, lease: i64) {
-        if !self.cfg.controlled_shutdown {
-            return;
-        }
         match client.lease_revoke(lease).await {
             Ok(_) => tracing::info!(
                 node_id = self.me.node_id,
@@ -511,25 +653,36 @@ impl EtcdCluster {
         &self,
         name: &str,
         partitions: i32,
+        placement: Placement,
         configs: BTreeMap<String, String>,
     ) -> BrokerResult<TopicState> {
         let live = self.live_brokers();
         let count = usize::try_from(partitions).unwrap_or(0);
+        let replication_factor = placement.factor();
+        let rf = usize::try_from(replication_factor).unwrap_or(0);
+        if rf == 0 || (rf > live.len() && matches!(placement, Placement::Factor(_))) {
+            return Err(BrokerError::InvalidReplicationFactor(format!(
+                "Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {} broker(s) are registered.",
+                live.len()
+            )));
+        }
         let start = usize::from(uuid::Uuid::new_v4().as_bytes()[0]);
-        let leaders = assign_leaders(&live, count, start);
         let state = TopicState {
             name: name.to_string(),
             id: uuid::Uuid::new_v4(),
-            partitions: leaders
-                .into_iter()
-                .map(|l| PartitionState {
-                    replicas: vec![l],
-                    leader: l,
-                    leader_epoch: 0,
-                    isr: vec![l],
-                    partition_epoch: 0,
-                })
-                .collect(),
+            partitions: match placement {
+                Placement::Factor(_) => assign_replicas(&live, count, rf, start),
+                Placement::Explicit(a) => a,
+            }
+            .into_iter()
+            .map(|replicas| PartitionState {
+                leader: replicas[0],
+                leader_epoch: 0,
+                isr: replicas.clone(),
+                replicas,
+                partition_epoch: 0,
+            })
+            .collect(),
             configs,
         };
         let key = self.key(&format!("topics/{name}"));
@@ -545,8 +698,85 @@ impl EtcdCluster {
         if !resp.succeeded() {
             return Err(BrokerError::TopicAlreadyExists(name.to_string()));
         }
-        tracing::info!(topic = name, partitions, "topic created in the cluster");
+        tracing::info!(
+            topic = name,
+            partitions,
+            replication_factor,
+            "topic created in the cluster"
+        );
         Ok(state)
+    }
+
+    /// A leader's ISR change, applied to the stored state only while it
+    /// still names this broker leader in `leader_epoch`.
+    async fn alter(
+        &self,
+        topic: &str,
+        index: usize,
+        leader_epoch: i32,
+        change: IsrChange,
+    ) -> BrokerResult<PartitionState> {
+        let key = self.key(&format!("topics/{topic}"));
+        let mut client = self.ops_client()?;
+        let storage = |e: etcd_client::Error| BrokerError::Storage(etcd_err(e));
+        for _ in 0..8 {
+            let resp = client.get(key.clone(), None).await.map_err(storage)?;
+            let kv = resp
+                .kvs()
+                .first()
+                .ok_or(BrokerError::UnknownTopicOrPartition)?;
+            let mut t: TopicState = serde_json::from_slice(kv.value())
+                .map_err(|e| BrokerError::Storage(e.to_string()))?;
+            let p = t
+                .partitions
+                .get_mut(index)
+                .ok_or(BrokerError::UnknownTopicOrPartition)?;
+            if p.leader != self.me.node_id {
+                return Err(BrokerError::NotLeaderOrFollower);
+            }
+            if p.leader_epoch != leader_epoch {
+                return Err(BrokerError::FencedLeaderEpoch);
+            }
+            let isr: Vec<i32> = match &change {
+                IsrChange::Expand(r) if p.replicas.contains(r) && !p.isr.contains(r) => {
+                    let mut isr = p.isr.clone();
+                    isr.push(*r);
+                    isr
+                }
+                IsrChange::Shrink(gone) => p
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|r| *r == self.me.node_id || !gone.contains(r))
+                    .collect(),
+                IsrChange::Expand(_) => p.isr.clone(),
+            };
+            if isr == p.isr {
+                return Ok(p.clone());
+            }
+            p.isr = isr;
+            p.partition_epoch += 1;
+            let next = p.clone();
+            let value = serde_json::to_vec(&t).map_err(|e| BrokerError::Storage(e.to_string()))?;
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([TxnOp::put(key.clone(), value, None)]);
+            if client.txn(txn).await.map_err(storage)?.succeeded() {
+                tracing::info!(
+                    topic,
+                    partition = index,
+                    isr = ?next.isr,
+                    partition_epoch = next.partition_epoch,
+                    "ISR changed"
+                );
+                return Ok(next);
+            }
+        }
+        Err(BrokerError::CoordinatorNotAvailable)
     }
 
     async fn delete(&self, name: &str) -> BrokerResult<()> {
@@ -621,9 +851,20 @@ impl ClusterMetadata for EtcdCluster {
         &'a self,
         name: &'a str,
         partitions: i32,
+        placement: Placement,
         configs: BTreeMap<String, String>,
     ) -> BoxFuture<'a, BrokerResult<TopicState>> {
-        Box::pin(self.create(name, partitions, configs))
+        Box::pin(self.create(name, partitions, placement, configs))
+    }
+
+    fn alter_isr<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: usize,
+        leader_epoch: i32,
+        change: IsrChange,
+    ) -> BoxFuture<'a, BrokerResult<PartitionState>> {
+        Box::pin(self.alter(topic, partition, leader_epoch, change))
     }
 
     fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, BrokerResult<()>> {

@@ -4,6 +4,7 @@
 //! epoch). Handlers ask this interface who the brokers and the controller
 //! are; they never talk to etcd themselves.
 
+pub mod election;
 pub mod etcd;
 pub mod standalone;
 
@@ -75,6 +76,35 @@ pub enum TopicEvent {
     Deleted(String),
 }
 
+/// Where a new topic's replicas go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// This many replicas per partition, spread by the controller.
+    Factor(i16),
+    /// The client's replica list per partition (the first leads).
+    Explicit(Vec<Vec<i32>>),
+}
+
+impl Placement {
+    pub fn factor(&self) -> i16 {
+        match self {
+            Placement::Factor(f) => *f,
+            Placement::Explicit(a) => a
+                .first()
+                .map_or(1, |r| i16::try_from(r.len()).unwrap_or(i16::MAX)),
+        }
+    }
+}
+
+/// What a partition's leader asks of its ISR.
+#[derive(Debug, Clone)]
+pub enum IsrChange {
+    /// A follower caught up.
+    Expand(i32),
+    /// Followers fell behind for `replica.lag.time.max.ms`.
+    Shrink(Vec<i32>),
+}
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the rest of the broker knows of the cluster.
@@ -95,8 +125,17 @@ pub trait ClusterMetadata: Send + Sync {
         &'a self,
         name: &'a str,
         partitions: i32,
+        placement: Placement,
         configs: BTreeMap<String, String>,
     ) -> BoxFuture<'a, BrokerResult<TopicState>>;
+    /// A partition leader's ISR change (fenced by its leader epoch).
+    fn alter_isr<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: usize,
+        leader_epoch: i32,
+        change: IsrChange,
+    ) -> BoxFuture<'a, BrokerResult<PartitionState>>;
     fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, BrokerResult<()>>;
 }
 

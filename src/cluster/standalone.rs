@@ -43,6 +43,7 @@ impl ClusterMetadata for Standalone {
         &'a self,
         _name: &'a str,
         _partitions: i32,
+        _placement: super::Placement,
         _configs: BTreeMap<String, String>,
     ) -> BoxFuture<'a, BrokerResult<TopicState>> {
         Box::pin(async {
@@ -50,6 +51,16 @@ impl ClusterMetadata for Standalone {
                 "standalone: topics are created in the local catalog".into(),
             ))
         })
+    }
+
+    fn alter_isr<'a>(
+        &'a self,
+        _topic: &'a str,
+        _partition: usize,
+        _leader_epoch: i32,
+        _change: super::IsrChange,
+    ) -> BoxFuture<'a, BrokerResult<super::PartitionState>> {
+        Box::pin(async { Err(BrokerError::NotLeaderOrFollower) })
     }
 
     fn delete_topic<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, BrokerResult<()>> {

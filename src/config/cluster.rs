@@ -17,8 +17,19 @@ pub struct ClusterConfig {
     /// etcd lease's time to live).
     pub session_timeout: Duration,
     pub heartbeat_interval: Duration,
-    /// On SIGTERM, give up the controller role and deregister first.
+    /// On SIGTERM, move leaderships away, then deregister.
     pub controlled_shutdown: bool,
+    /// Broker default of the topic config of the same name.
+    pub unclean_leader_election: bool,
+    /// A follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max: Duration,
+    /// How long a follower's fetch waits at the leader for new data.
+    pub replica_fetch_wait_max: Duration,
+    /// Bytes a follower asks for per partition.
+    pub replica_fetch_max_bytes: i32,
+    /// The listener followers fetch through (its name); the first listener
+    /// when unset.
+    pub inter_broker_listener: Option<String>,
 }
 
 /// The keys this module reads.
@@ -29,6 +40,12 @@ pub const KEYS: &[&str] = &[
     "broker.session.timeout.ms",
     "broker.heartbeat.interval.ms",
     "controlled.shutdown.enable",
+    "unclean.leader.election.enable",
+    "replica.lag.time.max.ms",
+    "replica.fetch.wait.max.ms",
+    "replica.fetch.max.bytes",
+    "num.replica.fetchers",
+    "inter.broker.listener.name",
 ];
 
 fn millis(raw: &BTreeMap<String, String>, key: &str, default: u64) -> Result<Duration, String> {
@@ -84,7 +101,32 @@ impl ClusterConfig {
                 ))
             }
         };
+        let flag = |key: &str, default: bool| match raw.get(key).map(|s| s.trim()) {
+            None => Ok(default),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(v) => Err(format!(
+                "invalid value {v:?} for {key}: expected true or false"
+            )),
+        };
+        let replica_fetch_max_bytes = match raw.get("replica.fetch.max.bytes") {
+            None => 1_048_576,
+            Some(v) => v
+                .trim()
+                .parse::<i32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("invalid value {v:?} for replica.fetch.max.bytes"))?,
+        };
         Ok(Some(ClusterConfig {
+            unclean_leader_election: flag("unclean.leader.election.enable", false)?,
+            replica_lag_time_max: millis(raw, "replica.lag.time.max.ms", 30_000)?,
+            replica_fetch_wait_max: millis(raw, "replica.fetch.wait.max.ms", 500)?,
+            replica_fetch_max_bytes,
+            inter_broker_listener: raw
+                .get("inter.broker.listener.name")
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
             endpoints,
             prefix: raw
                 .get("metadata.store.prefix")

@@ -129,7 +129,6 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "controller.listener.names",
     "controller.quorum.voters",
     "controller.quorum.bootstrap.servers",
-    "inter.broker.listener.name",
     "log.segment.bytes",
     "num.io.threads",
     "num.network.threads",
@@ -191,9 +190,10 @@ impl BrokerConfig {
             get("default.replication.factor"),
             1i16,
         )?;
-        if default_replication_factor != 1 {
+        let clustered = get("metadata.store.endpoints").is_some_and(|v| !v.trim().is_empty());
+        if default_replication_factor < 1 || (!clustered && default_replication_factor != 1) {
             return Err(format!(
-                "default.replication.factor must be 1 on a single node, got {default_replication_factor}"
+                "default.replication.factor must be 1 on a single node (>= 1 in a cluster), got {default_replication_factor}"
             ));
         }
         let auto_create_topics_enable = opt_bool(

@@ -1,5 +1,6 @@
-//! CreateTopics (19): name rules, partition count, replication factor 1 on a
-//! single node, configs validated and stored, `validate_only`.
+//! CreateTopics (19): name rules, partition count, replication factor (1 on
+//! a single node; up to the live brokers in a cluster, or an explicit
+//! assignment), configs validated and stored, `validate_only`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,6 +11,7 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::sb;
+use crate::cluster::Placement;
 use crate::config::topic::{resolve_all, validate_topic_config};
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
@@ -46,7 +48,12 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
                     // creates its local storage.
                     Ok(c) if c.shared => b
                         .cluster
-                        .create_topic(name.0.as_str(), c.partitions, c.configs.clone())
+                        .create_topic(
+                            name.0.as_str(),
+                            c.partitions,
+                            c.placement.clone(),
+                            c.configs.clone(),
+                        )
                         .await
                         .map(|s| Created { id: s.id, ..c }),
                     other => other,
@@ -64,7 +71,7 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
                 {
                     r.with_topic_id(created.id)
                         .with_num_partitions(created.partitions)
-                        .with_replication_factor(1)
+                        .with_replication_factor(created.placement.factor())
                         .with_topic_config_error_code(BrokerError::TopicAuthorizationFailed.code())
                 }
                 Ok(created) => {
@@ -79,7 +86,7 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
                         .collect();
                     r.with_topic_id(created.id)
                         .with_num_partitions(created.partitions)
-                        .with_replication_factor(1)
+                        .with_replication_factor(created.placement.factor())
                         .with_configs(Some(configs))
                 }
                 Err(e) => {
@@ -103,6 +110,7 @@ struct Created {
     id: uuid::Uuid,
     partitions: i32,
     configs: BTreeMap<String, String>,
+    placement: Placement,
     /// Cluster mode: still to be created in the shared state.
     shared: bool,
 }
@@ -114,6 +122,9 @@ fn create_one(
 ) -> BrokerResult<Created> {
     let b = &ctx.broker;
     let name = TopicName::parse(t.name.0.as_str())?;
+    let clustered = !b.cluster.is_standalone();
+    let live: Vec<i32> = b.cluster.live_brokers().iter().map(|x| x.node_id).collect();
+    let mut explicit = None;
     let (partitions, replication) = if t.assignments.is_empty() {
         let p = if t.num_partitions == -1 {
             b.config.num_partitions
@@ -139,6 +150,23 @@ fn create_one(
                     "Partitions should be a consecutive 0-based integer sequence".into(),
                 ));
             }
+            if clustered {
+                let ids: Vec<i32> = a.broker_ids.iter().map(|x| x.0).collect();
+                let distinct: std::collections::BTreeSet<i32> = ids.iter().copied().collect();
+                if ids.is_empty() || distinct.len() != ids.len() {
+                    return Err(BrokerError::InvalidReplicaAssignment(format!(
+                        "Replica assignment for partition {} must name distinct brokers",
+                        a.partition_index
+                    )));
+                }
+                if let Some(unknown) = ids.iter().find(|x| !live.contains(x)) {
+                    return Err(BrokerError::InvalidReplicaAssignment(format!(
+                        "Replica assignment for partition {} names broker {unknown}, which is not registered",
+                        a.partition_index
+                    )));
+                }
+                continue;
+            }
             if a.broker_ids.len() != 1 || a.broker_ids[0].0 != b.config.node_id {
                 return Err(BrokerError::InvalidReplicaAssignment(format!(
                     "Replica assignment for partition {} must be exactly [{}] on this single-node cluster",
@@ -146,7 +174,19 @@ fn create_one(
                 )));
             }
         }
-        (t.assignments.len() as i32, 1)
+        if clustered {
+            explicit = Some(
+                t.assignments
+                    .iter()
+                    .map(|a| a.broker_ids.iter().map(|x| x.0).collect::<Vec<i32>>())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let rf = t.assignments.first().map_or(1, |a| a.broker_ids.len());
+        (
+            t.assignments.len() as i32,
+            i16::try_from(rf).unwrap_or(i16::MAX),
+        )
     };
     if partitions <= 0 {
         return Err(BrokerError::InvalidPartitions(
@@ -159,13 +199,17 @@ fn create_one(
             "Replication factor must be larger than 0.".into(),
         ));
     }
-    if replication != 1 && !b.cluster.is_standalone() {
-        let live = b.cluster.live_brokers().len();
+    if clustered && explicit.is_none() && usize::try_from(replication).unwrap_or(0) > live.len() {
         return Err(BrokerError::InvalidReplicationFactor(format!(
-            "Unable to replicate the partition {replication} time(s): replication is not implemented yet in cluster mode ({live} broker(s) registered); use replication factor 1"
+            "Unable to replicate the partition {replication} time(s): The target replication factor of {replication} cannot be reached because only {} broker(s) are registered.",
+            live.len()
         )));
     }
-    if replication != 1 {
+    let placement = match explicit {
+        Some(a) => Placement::Explicit(a),
+        None => Placement::Factor(replication),
+    };
+    if !clustered && replication != 1 {
         return Err(BrokerError::InvalidReplicationFactor(format!(
             "Unable to replicate the partition {replication} time(s): The target replication factor of {replication} cannot be reached because only 1 broker(s) are registered."
         )));
@@ -183,10 +227,11 @@ fn create_one(
             id: uuid::Uuid::nil(),
             partitions,
             configs,
+            placement,
             shared: false,
         });
     }
-    if !b.cluster.is_standalone() {
+    if clustered {
         if b.cluster.topic(name.as_str()).is_some() {
             return Err(BrokerError::TopicAlreadyExists(name.to_string()));
         }
@@ -194,6 +239,7 @@ fn create_one(
             id: uuid::Uuid::nil(),
             partitions,
             configs,
+            placement,
             shared: true,
         });
     }
@@ -202,6 +248,7 @@ fn create_one(
         id: topic.id,
         partitions,
         configs: topic.configs.clone(),
+        placement,
         shared: false,
     })
 }

@@ -23,7 +23,7 @@ pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRe
                     let r = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
                     let result = super::partition_of(&topic, p.partition_index)
                         .and_then(|part| {
-                            super::check_leader(ctx, t.name.0.as_str(), p.partition_index)?;
+                            super::check_leader(ctx, t.name.0.as_str(), p.partition_index, -1)?;
                             let target = if p.offset == -1 { part.high_watermark() } else { p.offset };
                             if target < 0 || target > part.high_watermark() {
                                 return Err(BrokerError::OffsetOutOfRange);

@@ -6,6 +6,11 @@
 //! read_committed (isolation level 1) reads stop at the last stable offset,
 //! and the response lists the aborted transactions overlapping what it
 //! returns, so clients drop those records (and never show control batches).
+//!
+//! Cluster mode: a fetch with a replica id is a follower's. It needs
+//! CLUSTER_ACTION, reads up to the log end instead of the high watermark,
+//! is not throttled by client quotas, and its fetch offset tells the leader
+//! how far the follower has got (see `replication::leader`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,7 +25,6 @@ use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::check_leader_epoch;
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
 use crate::quotas::limiter::QuotaType;
@@ -56,6 +60,23 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
             .with_error_code(BrokerError::FetchSessionIdNotFound.code())
             .with_session_id(0);
     }
+    let replica_id = if v >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let follower = (replica_id >= 0 && !b.replicas.is_standalone()).then_some(replica_id);
+    if follower.is_some()
+        && !ctx.authorize(
+            Operation::ClusterAction,
+            ResourceType::Cluster,
+            crate::security::acl::CLUSTER_NAME,
+        )
+    {
+        let e = BrokerError::ClusterAuthorizationFailed;
+        b.metrics.error("Fetch", e.code());
+        return FetchResponse::default().with_error_code(e.code());
+    }
     let topics: Vec<WantedTopic> = req
         .topics
         .into_iter()
@@ -69,7 +90,9 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
                     .get(t.topic.0.as_str())
                     .ok_or(BrokerError::UnknownTopicOrPartition)
             };
-            let read = |name: &str| ctx.authorize(Operation::Read, ResourceType::Topic, name);
+            let read = |name: &str| {
+                follower.is_some() || ctx.authorize(Operation::Read, ResourceType::Topic, name)
+            };
             let topic = match topic {
                 Ok(found) if !read(found.name.as_str()) => {
                     Err(BrokerError::TopicAuthorizationFailed)
@@ -88,8 +111,24 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
                     offset: p.fetch_offset,
                     max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
                     partition: topic.clone().and_then(|topic| {
-                        super::check_leader(ctx, topic.name.as_str(), p.partition)?;
-                        check_leader_epoch(p.current_leader_epoch)?;
+                        super::check_leader(
+                            ctx,
+                            topic.name.as_str(),
+                            p.partition,
+                            p.current_leader_epoch,
+                        )?;
+                        if let Some(id) = follower {
+                            let r = b
+                                .replicas
+                                .replica(topic.name.as_str(), p.partition)
+                                .ok_or(BrokerError::NotLeaderOrFollower)?;
+                            b.replicas.follower_fetched(
+                                &r,
+                                id,
+                                p.fetch_offset,
+                                p.current_leader_epoch,
+                            )?;
+                        }
                         topic
                             .partition(p.partition)
                             .cloned()
@@ -112,7 +151,11 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
     let max_bytes = usize::try_from(req.max_bytes)
         .unwrap_or(0)
         .min(ctx.broker.config.fetch_max_bytes)
-        .min(ctx.quota_cap(QuotaType::Fetch).unwrap_or(usize::MAX));
+        .min(if follower.is_some() {
+            usize::MAX
+        } else {
+            ctx.quota_cap(QuotaType::Fetch).unwrap_or(usize::MAX)
+        });
     let read_committed = req.isolation_level == 1;
     let live: Vec<Arc<Partition>> = topics
         .iter()
@@ -129,8 +172,17 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
         for w in waits.iter_mut() {
             w.as_mut().enable();
         }
-        let (responses, bytes, errors) = collect(ctx, &topics, max_bytes, read_committed);
+        let (responses, bytes, errors) = collect(ctx, &topics, max_bytes, read_committed, follower);
         if bytes >= min_bytes || errors || Instant::now() >= deadline {
+            if follower.is_some() {
+                b.replicas
+                    .stats
+                    .bytes_out
+                    .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+                return FetchResponse::default()
+                    .with_session_id(0)
+                    .with_responses(responses);
+            }
             count_requests(ctx, &topics);
             let throttle = ctx.throttle(QuotaType::Fetch, bytes as f64);
             let resp = FetchResponse::default()
@@ -181,6 +233,7 @@ fn collect(
     topics: &[WantedTopic],
     max_bytes: usize,
     read_committed: bool,
+    follower: Option<i32>,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let b = &ctx.broker;
     let mut total = 0usize;
@@ -225,7 +278,12 @@ fn collect(
                     if room == 0 {
                         return pd.with_records(Some(Bytes::new()));
                     }
-                    match p.read_upto(&b.store, w.offset, room, read_committed) {
+                    let read = if follower.is_some() {
+                        p.read_for_replica(&b.store, w.offset, room)
+                    } else {
+                        p.read_upto(&b.store, w.offset, room, read_committed)
+                    };
+                    match read {
                         Ok(r) => {
                             total += r.len();
                             topic_bytes += r.len() as u64;

@@ -8,7 +8,6 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::check_leader_epoch;
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
 use crate::storage::partition::Partition;
@@ -35,8 +34,12 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
                     let r = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
                     let result = super::partition_of(&topic, p.partition_index)
                         .and_then(|part| {
-                            super::check_leader(ctx, t.name.0.as_str(), p.partition_index)?;
-                            check_leader_epoch(p.current_leader_epoch)?;
+                            super::check_leader(
+                                ctx,
+                                t.name.0.as_str(),
+                                p.partition_index,
+                                p.current_leader_epoch,
+                            )?;
                             lookup(ctx, part, p.timestamp, committed)
                         });
                     match result {

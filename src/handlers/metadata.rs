@@ -250,7 +250,17 @@ mod shared {
                         match crate::types::TopicName::parse(name) {
                             Ok(_) => match b
                                 .cluster
-                                .create_topic(name, b.config.num_partitions, Default::default())
+                                .create_topic(
+                                    name,
+                                    b.config.num_partitions,
+                                    crate::cluster::Placement::Factor(
+                                        b.config.default_replication_factor.min(
+                                            i16::try_from(b.cluster.live_brokers().len())
+                                                .unwrap_or(1),
+                                        ),
+                                    ),
+                                    Default::default(),
+                                )
                                 .await
                             {
                                 Ok(t) => Ok(t),

@@ -164,26 +164,19 @@ pub fn topic_for(
         .ok_or(BrokerError::UnknownTopicOrPartition)
 }
 
-/// Cluster mode: only the partition's leader serves it
-/// (NOT_LEADER_OR_FOLLOWER elsewhere, so the client refreshes its metadata).
-/// Standalone: this broker leads everything.
+/// Only the partition's leader serves it, in the leader epoch the client
+/// names (-1: any): NOT_LEADER_OR_FOLLOWER elsewhere, so the client
+/// refreshes its metadata; FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH for an
+/// older / newer epoch. Standalone: this broker leads everything in epoch 0.
 pub fn check_leader(
     ctx: &crate::dispatch::RequestContext,
     topic: &str,
     partition: i32,
+    current_leader_epoch: i32,
 ) -> BrokerResult<()> {
-    let c = &ctx.broker.cluster;
-    if c.is_standalone() {
-        return Ok(());
-    }
-    let state = c
-        .topic(topic)
-        .and_then(|t| t.partitions.get(usize::try_from(partition).ok()?).cloned());
-    match state {
-        Some(p) if p.leader == ctx.broker.config.node_id => Ok(()),
-        Some(_) => Err(BrokerError::NotLeaderOrFollower),
-        None => Err(BrokerError::UnknownTopicOrPartition),
-    }
+    ctx.broker
+        .replicas
+        .check_leader(topic, partition, current_leader_epoch)
 }
 
 /// Before KIP-219 (Produce v6, Fetch v8) clients did not back off by
@@ -268,14 +261,5 @@ pub fn partition_of(
             .partition(index)
             .ok_or(BrokerError::UnknownTopicOrPartition),
         Err(e) => Err(e.clone()),
-    }
-}
-
-/// Our leader epoch is always 0 on one node: newer epochs are unknown to us,
-/// older ones are fenced, -1 skips the check.
-pub fn check_leader_epoch(requested: i32) -> BrokerResult<()> {
-    match requested {
-        e if e <= 0 => Ok(()),
-        _ => Err(BrokerError::UnknownLeaderEpoch),
     }
 }

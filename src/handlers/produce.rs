@@ -1,6 +1,8 @@
 //! Produce (0): validates each partition's record batches (framing, CRC,
 //! size), hands them to the writer, and answers once they are durable
-//! (acks 1 / -1) or not at all (acks 0).
+//! (acks 1 / -1) or not at all (acks 0). In a cluster, acks=-1 also needs
+//! `min.insync.replicas` in the ISR before the append and waits until every
+//! ISR member has the batch (the high watermark passed it).
 
 use std::collections::BTreeMap;
 
@@ -129,6 +131,8 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     let now = now_ms();
     // For LogAppendTime topics, the time each append was stamped with.
     let mut append_times: Vec<Option<i64>> = Vec::new();
+    // Per append: (topic, partition, offsets it spans, min.insync.replicas).
+    let mut spans: Vec<(String, i32, i64, i64)> = Vec::new();
     // A transactional producer also needs WRITE on its transactional id.
     let txn_denied = req
         .transactional_id
@@ -171,7 +175,18 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                     Err(e) => Slot::Failed(e.clone()),
                     Ok(t) => match t.partition(pd.index) {
                         None => Slot::Failed(BrokerError::UnknownTopicOrPartition),
-                        Some(p) => match super::check_leader(ctx, t.name.as_str(), pd.index)
+                        Some(p) => match super::check_leader(ctx, t.name.as_str(), pd.index, -1)
+                            .and_then(|()| {
+                                if acks == -1 {
+                                    b.replicas.check_min_isr(
+                                        t.name.as_str(),
+                                        pd.index,
+                                        min_isr(&t.configs, &b.broker_configs.layers().merged),
+                                    )
+                                } else {
+                                    Ok(())
+                                }
+                            })
                             .and_then(|()| {
                                 rules.as_ref().ok_or(BrokerError::UnknownTopicOrPartition)
                             })
@@ -191,6 +206,15 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                                     .messages_in
                                     .with_label_values(&[&name])
                                     .inc_by(records.max(0) as u64);
+                                spans.push((
+                                    t.name.to_string(),
+                                    pd.index,
+                                    batches
+                                        .iter()
+                                        .map(|v| i64::from(v.header.last_offset_delta) + 1)
+                                        .sum(),
+                                    min_isr(&t.configs, &b.broker_configs.layers().merged),
+                                ));
                                 appends.push(PartitionAppend {
                                     partition: p.clone(),
                                     batches,
@@ -241,7 +265,34 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         // ahead while this one waits for the write.
         let done = b.writer.submit(appends).await;
         ctx.release_turn();
-        done.await
+        let mut outcomes = done.await;
+        if acks == -1 && !b.replicas.is_standalone() {
+            let deadline = tokio::time::Instant::now()
+                + std::time::Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0));
+            let waits = outcomes
+                .iter()
+                .zip(&spans)
+                .map(|(o, (topic, index, span, min))| {
+                    let end = o.as_ref().ok().map(|base| base + span);
+                    async move {
+                        match end {
+                            Some(end) => {
+                                b.replicas
+                                    .await_replicated(topic, *index, end, *min, deadline)
+                                    .await
+                            }
+                            None => Ok(()),
+                        }
+                    }
+                });
+            let replicated = futures::future::join_all(waits).await;
+            for (o, r) in outcomes.iter_mut().zip(replicated) {
+                if let (Ok(_), Err(e)) = (&*o, r) {
+                    *o = Err(e);
+                }
+            }
+        }
+        outcomes
     };
 
     let mut responses = Vec::with_capacity(layout.len());
@@ -315,6 +366,11 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             .with_responses(responses)
             .with_throttle_time_ms(throttle),
     )
+}
+
+/// The topic's `min.insync.replicas` (its own or the broker default).
+fn min_isr(configs: &BTreeMap<String, String>, raw: &BTreeMap<String, String>) -> i64 {
+    effective_i64("min.insync.replicas", configs, raw).unwrap_or(1)
 }
 
 /// KIP-467 per-record errors (Produce v8+; older versions have no field and

@@ -346,12 +346,20 @@ pub fn stamp_log_append_time(v: &ValidBatch, now_ms: i64) -> ValidBatch {
 
 /// Copies a batch with the base offset and leader epoch the log assigns.
 /// Neither field is covered by the CRC, so the producer's CRC stays valid.
-pub fn with_base_offset(batch: &[u8], base_offset: i64) -> Bytes {
+pub fn with_base_offset(batch: &[u8], base_offset: i64, leader_epoch: i32) -> Bytes {
     let mut b = BytesMut::from(batch);
     b[0..8].copy_from_slice(&base_offset.to_be_bytes());
     b[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4]
-        .copy_from_slice(&0i32.to_be_bytes());
+        .copy_from_slice(&leader_epoch.to_be_bytes());
     b.freeze()
+}
+
+/// The leader epoch a stored batch was appended in.
+pub fn leader_epoch_of(batch: &[u8]) -> i32 {
+    if batch.len() < PARTITION_LEADER_EPOCH_AT + 4 {
+        return -1;
+    }
+    be_i32(batch, PARTITION_LEADER_EPOCH_AT)
 }
 
 #[cfg(test)]
@@ -559,7 +567,7 @@ pub mod tests {
     #[test]
     fn base_offset_rewrite_keeps_crc() {
         let b = make_batch(3, 0, Compression::None);
-        let moved = with_base_offset(&b, 12345);
+        let moved = with_base_offset(&b, 12345, 0);
         let v = split_and_validate(&moved, 1 << 20).unwrap();
         assert_eq!(v[0].header.base_offset, 12345);
         assert_eq!(v[0].header.last_offset(), 12347);

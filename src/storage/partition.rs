@@ -7,7 +7,7 @@
 //! and never take a lock shared with other partitions.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
@@ -18,6 +18,7 @@ use super::batch::read_header;
 use super::db::{
     log_key, log_start_key, parse_log_key, IndexEntry, Store, CF_IDX, CF_LOG, CF_META,
 };
+use super::leader_epochs::{epochs_key, EpochCache};
 use super::producers::{last_sequence, ProducerStates};
 use super::txns::{AbortedTxn, PartitionTxns, CONTROL_COMMIT};
 use crate::error::{BrokerError, BrokerResult};
@@ -42,7 +43,22 @@ pub struct Partition {
     /// Storage identity, never reused (see `db`).
     pub uid: u64,
     next_offset: AtomicI64,
+    /// The offset after the last durable batch (the log end offset readers
+    /// and followers see; `next_offset` runs ahead of it while a write is in
+    /// flight).
+    log_end: AtomicI64,
     high_watermark: AtomicI64,
+    /// Cluster mode: the high watermark follows the in-sync replicas instead
+    /// of the log end (see `set_follower_floor`).
+    replicated: AtomicBool,
+    /// Leader: the smallest log end offset among the other in-sync replicas
+    /// (`i64::MAX` when there are none). Follower: `i64::MIN`, so appends
+    /// never move the high watermark; the leader's answers do.
+    follower_floor: AtomicI64,
+    /// The leader epoch stamped into the batches this broker appends as leader.
+    leader_epoch: AtomicI32,
+    /// Where each leader epoch began (persisted; see `leader_epochs`).
+    epochs: Mutex<EpochCache>,
     /// The last stable offset: read_committed readers stop here.
     last_stable: AtomicI64,
     log_start: AtomicI64,
@@ -128,7 +144,12 @@ impl Partition {
             id,
             uid,
             next_offset: AtomicI64::new(0),
+            log_end: AtomicI64::new(0),
             high_watermark: AtomicI64::new(0),
+            replicated: AtomicBool::new(false),
+            follower_floor: AtomicI64::new(i64::MIN),
+            leader_epoch: AtomicI32::new(0),
+            epochs: Mutex::new(EpochCache::default()),
             last_stable: AtomicI64::new(0),
             log_start: AtomicI64::new(0),
             size: AtomicU64::new(0),
@@ -176,8 +197,12 @@ impl Partition {
             }
         }
         self.next_offset.store(next, Ordering::SeqCst);
+        self.log_end.store(next, Ordering::SeqCst);
         self.high_watermark.store(next, Ordering::SeqCst);
         self.log_start.store(start, Ordering::SeqCst);
+        if let Some(v) = store.db.get_cf(meta, epochs_key(self.uid))? {
+            *self.epochs() = EpochCache::decode(&v);
+        }
         // One pass over the index at start-up; kept current by appends and truncation after.
         let size = self
             .index_entries(store)?
@@ -201,7 +226,7 @@ impl Partition {
     /// number of batches retained. It could share one pass with the other
     /// start-up scans of the index; a persisted producer-state snapshot would
     /// bound it to the batches written since the snapshot.
-    fn recover_producers(&self, store: &Store) -> BrokerResult<()> {
+    pub(super) fn recover_producers(&self, store: &Store) -> BrokerResult<()> {
         let idx = store.cf(CF_IDX)?;
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(log_key(self.uid.saturating_add(1), 0).to_vec());
@@ -272,6 +297,64 @@ impl Partition {
         self.high_watermark.load(Ordering::Acquire)
     }
 
+    /// The offset after the last durable batch.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end.load(Ordering::Acquire)
+    }
+
+    /// The leader-epoch cache.
+    pub fn epochs(&self) -> MutexGuard<'_, EpochCache> {
+        // Each change is one vector operation: a poisoned lock is consistent.
+        self.epochs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The epoch this broker stamps into batches it appends as leader.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    pub(super) fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.store(epoch, Ordering::Release);
+    }
+
+    /// Whether the high watermark follows replication (cluster mode).
+    pub fn is_replicated(&self) -> bool {
+        self.replicated.load(Ordering::Acquire)
+    }
+
+    /// Hands the high watermark to replication: from now on it moves only
+    /// with `set_follower_floor` (leader) or `follow_high_watermark` (follower).
+    pub fn set_replicated(&self) {
+        self.replicated.store(true, Ordering::Release);
+    }
+
+    /// Leader: the other in-sync replicas have all reached `floor`
+    /// (`i64::MAX` when there are none); the high watermark moves up to it.
+    /// Follower: `i64::MIN`.
+    pub fn set_follower_floor(&self, floor: i64) {
+        self.follower_floor.store(floor, Ordering::Release);
+        if floor != i64::MIN {
+            self.advance_high_watermark(self.log_end_offset().min(floor));
+        }
+    }
+
+    /// Follower: the leader's high watermark, bounded by what this replica has.
+    pub fn follow_high_watermark(&self, leader_hw: i64) {
+        self.advance_high_watermark(leader_hw.min(self.log_end_offset()));
+    }
+
+    /// Moves the high watermark forward to `hw` (never back), then the LSO.
+    fn advance_high_watermark(&self, hw: i64) {
+        let before = self.high_watermark.fetch_max(hw, Ordering::AcqRel);
+        if hw > before {
+            let lso = self.txns().lso(hw);
+            self.last_stable.store(lso, Ordering::Release);
+            self.appended.notify_waiters();
+        }
+    }
+
     /// The last stable offset: the first offset of the oldest open
     /// transaction, or the high watermark when none is open.
     pub fn last_stable_offset(&self) -> i64 {
@@ -329,7 +412,7 @@ impl Partition {
     }
 
     /// Writer thread only: the batch with this base offset is durable.
-    pub(super) fn publish(&self, base: i64, batch: Bytes, new_hw: i64) {
+    pub(super) fn publish(&self, base: i64, batch: Bytes, new_end: i64) {
         self.size.fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Ok(mut t) = self.tail.lock() {
             // Keep the cache a contiguous suffix: drop it if this batch does not follow.
@@ -349,11 +432,72 @@ impl Partition {
                 }
             }
         }
-        self.high_watermark.store(new_hw, Ordering::Release);
+        self.log_end.store(new_end, Ordering::Release);
+        if self.is_replicated() {
+            // Followers long-poll here too, for the new log end.
+            let floor = self.follower_floor.load(Ordering::Acquire);
+            if floor != i64::MIN {
+                self.advance_high_watermark(new_end.min(floor));
+            }
+            self.appended.notify_waiters();
+            return;
+        }
+        self.high_watermark.store(new_end, Ordering::Release);
         // The transaction state already reflects the whole durable group.
-        let lso = self.txns().lso(new_hw);
+        let lso = self.txns().lso(new_end);
         self.last_stable.store(lso, Ordering::Release);
         self.appended.notify_waiters();
+    }
+
+    /// Writer thread only: the log was cut at `end` (a follower dropping a
+    /// tail its leader does not have). Offsets, the cache, the producer and
+    /// transaction state and the size are made to match what is stored.
+    pub(super) fn truncated(&self, store: &Store, end: i64) -> BrokerResult<()> {
+        self.next_offset.store(end, Ordering::SeqCst);
+        self.log_end.store(end, Ordering::SeqCst);
+        let _ = self.high_watermark.fetch_min(end, Ordering::AcqRel);
+        if let Ok(mut t) = self.tail.lock() {
+            *t = TailCache::default();
+        }
+        let size = self
+            .index_entries_below(store, end)?
+            .iter()
+            .map(|(_, e)| u64::from(e.size))
+            .sum();
+        self.size.store(size, Ordering::Relaxed);
+        self.recover_producers(store)?;
+        let lso = self.txns().lso(self.high_watermark());
+        self.last_stable.store(lso, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writer thread only: the log now starts (and, empty, ends) at `start`.
+    pub(super) fn restarted_at(&self, store: &Store, start: i64) -> BrokerResult<()> {
+        self.log_start.store(start, Ordering::SeqCst);
+        self.high_watermark.store(start, Ordering::SeqCst);
+        self.truncated(store, start)
+    }
+
+    /// Reads whole batches from the one containing `offset` up to the log
+    /// end (a follower's fetch: it replicates what is not committed yet).
+    pub fn read_for_replica(
+        &self,
+        store: &Store,
+        offset: i64,
+        max_bytes: usize,
+    ) -> BrokerResult<ReadResult> {
+        let end = self.log_end_offset();
+        if offset < self.log_start_offset() || offset > end {
+            return Err(BrokerError::OffsetOutOfRange);
+        }
+        let mut out = ReadResult::default();
+        if offset >= end {
+            return Ok(out);
+        }
+        if !self.read_from_tail(offset, end, max_bytes, &mut out) {
+            self.read_from_store(store, offset, end, max_bytes, &mut out)?;
+        }
+        Ok(out)
     }
 
     /// Reads whole batches from the one containing `offset` up to the high
@@ -371,7 +515,9 @@ impl Partition {
         committed: bool,
     ) -> BrokerResult<ReadResult> {
         let hw = self.high_watermark();
-        if offset < self.log_start_offset() || offset > hw {
+        // Between the high watermark and the log end a replicated partition
+        // has data not yet committed: nothing to read yet, not out of range.
+        if offset < self.log_start_offset() || offset > hw.max(self.log_end_offset()) {
             return Err(BrokerError::OffsetOutOfRange);
         }
         let mut out = ReadResult::default();
@@ -467,6 +613,15 @@ impl Partition {
 
     /// Index entries in offset order: (base offset, entry).
     pub fn index_entries(&self, store: &Store) -> BrokerResult<Vec<(i64, IndexEntry)>> {
+        self.index_entries_below(store, self.high_watermark())
+    }
+
+    /// Index entries of batches starting below `bound`, in offset order.
+    fn index_entries_below(
+        &self,
+        store: &Store,
+        bound: i64,
+    ) -> BrokerResult<Vec<(i64, IndexEntry)>> {
         let idx = store.cf(CF_IDX)?;
         let mut out = Vec::new();
         let start = log_key(self.uid, 0);
@@ -478,7 +633,7 @@ impl Partition {
             let Some((uid, base)) = parse_log_key(&k) else {
                 break;
             };
-            if uid != self.uid || base >= self.high_watermark() {
+            if uid != self.uid || base >= bound {
                 break;
             }
             if let Some(e) = IndexEntry::decode(&v) {

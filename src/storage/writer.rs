@@ -29,6 +29,7 @@ use super::batch::{with_base_offset, ValidBatch};
 use super::db::{
     log_key, log_start_key, IndexEntry, ProducerFields, Store, TxnFields, CF_IDX, CF_LOG, CF_META,
 };
+use super::leader_epochs::epochs_key;
 use super::partition::Partition;
 use super::producers::{last_sequence, Decision, ProducerEntry};
 use super::txns::{control_type, ActiveTxns, TxnChange, CONTROL_COMMIT};
@@ -54,6 +55,31 @@ enum Command {
         partitions: Vec<Arc<Partition>>,
         reply: oneshot::Sender<BrokerResult<()>>,
     },
+    /// A follower's copy of its leader's batches (offsets already assigned).
+    Replicate {
+        entries: Vec<PartitionAppend>,
+        reply: oneshot::Sender<Vec<BrokerResult<()>>>,
+    },
+    /// Replication changes to one partition's log, in order with appends.
+    Log {
+        partition: Arc<Partition>,
+        change: LogChange,
+        reply: oneshot::Sender<BrokerResult<()>>,
+    },
+}
+
+/// What replication does to a partition's log besides appending.
+#[derive(Debug, Clone, Copy)]
+pub enum LogChange {
+    /// This broker leads from now on, in `epoch`: its appends are stamped
+    /// with it and the epoch starts at the current log end.
+    Lead { epoch: i32 },
+    /// A follower drops everything from `offset` on (rounded down to the
+    /// batch holding it).
+    TruncateTo { offset: i64 },
+    /// A follower behind the leader's log start drops its whole log, which
+    /// restarts at `start`.
+    RestartAt { start: i64 },
 }
 
 /// Handle used by request handlers to reach the writer thread.
@@ -121,6 +147,41 @@ impl Writer {
             .await;
     }
 
+    /// Writes batches a follower fetched from its leader, at the leader's
+    /// offsets; one outcome per entry.
+    pub async fn replicate(&self, entries: Vec<PartitionAppend>) -> Vec<BrokerResult<()>> {
+        let n = entries.len();
+        let (reply, rx) = oneshot::channel();
+        let failed = || (0..n).map(|_| Err(BrokerError::ShuttingDown)).collect();
+        if self
+            .tx
+            .send(Command::Replicate { entries, reply })
+            .await
+            .is_err()
+        {
+            return failed();
+        }
+        rx.await.unwrap_or_else(|_| failed())
+    }
+
+    /// Applies a replication change to a partition's log.
+    pub async fn change_log(
+        &self,
+        partition: Arc<Partition>,
+        change: LogChange,
+    ) -> BrokerResult<()> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Log {
+                partition,
+                change,
+                reply,
+            })
+            .await
+            .map_err(|_| BrokerError::ShuttingDown)?;
+        rx.await.map_err(|_| BrokerError::ShuttingDown)?
+    }
+
     /// Removes a topic's catalog record and all its partitions' data atomically.
     pub async fn delete_topic(
         &self,
@@ -175,6 +236,25 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>, sync: bool, active: A
                     write_group(&store, &opts, &active, std::mem::take(&mut group));
                     let _ = reply.send(delete_topic(&store, &opts, &meta_key, &partitions));
                 }
+                Command::Replicate { entries, reply } => {
+                    write_group(&store, &opts, &active, std::mem::take(&mut group));
+                    let _ = reply.send(
+                        entries
+                            .iter()
+                            .map(|e| super::replica_log::replicate(&store, &opts, e))
+                            .collect(),
+                    );
+                }
+                Command::Log {
+                    partition,
+                    change,
+                    reply,
+                } => {
+                    write_group(&store, &opts, &active, std::mem::take(&mut group));
+                    let _ = reply.send(super::replica_log::change(
+                        &store, &opts, &partition, change,
+                    ));
+                }
             }
         }
         write_group(&store, &opts, &active, group);
@@ -191,7 +271,7 @@ type Group = Vec<(
 type ProducerUndo = (Arc<Partition>, i64, Option<ProducerEntry>);
 
 /// A transaction state change of this group: undone if the write fails.
-type TxnUndo = (Arc<Partition>, TxnChange);
+pub(super) type TxnUndo = (Arc<Partition>, TxnChange);
 
 /// One batch placed in the write: where it goes and what to publish after.
 struct Placed {
@@ -205,9 +285,14 @@ fn write_group(store: &Store, opts: &WriteOptions, active: &ActiveTxns, group: G
     if group.is_empty() {
         return;
     }
-    let (log, idx) = match (store.cf(CF_LOG), store.cf(CF_IDX), store.check_free_space()) {
-        (Ok(l), Ok(i), Ok(())) => (l, i),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+    let (log, idx, meta) = match (
+        store.cf(CF_LOG),
+        store.cf(CF_IDX),
+        store.cf(CF_META),
+        store.check_free_space(),
+    ) {
+        (Ok(l), Ok(i), Ok(m), Ok(())) => (l, i, m),
+        (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) => {
             warn_rate_limited(&e);
             fail_all(group, &e);
             return;
@@ -253,7 +338,7 @@ fn write_group(store: &Store, opts: &WriteOptions, active: &ActiveTxns, group: G
             for b in &entry.batches {
                 let base = p.next_offset();
                 let next = base + i64::from(b.header.last_offset_delta) + 1;
-                let bytes = with_base_offset(&b.bytes, base);
+                let bytes = with_base_offset(&b.bytes, base, p.leader_epoch());
                 let key = log_key(p.uid, base);
                 let summary = IndexEntry {
                     max_timestamp: b.header.max_timestamp,
@@ -266,6 +351,9 @@ fn write_group(store: &Store, opts: &WriteOptions, active: &ActiveTxns, group: G
                     base_sequence: b.header.base_sequence,
                 });
                 let txn = producer.and_then(|_| track_txn(p, b, base, &mut txn_undo));
+                if p.is_replicated() && p.epochs().assign(p.leader_epoch(), base) {
+                    wb.put_cf(&meta, epochs_key(p.uid), p.epochs().encode());
+                }
                 wb.put_cf(&log, key, &bytes);
                 wb.put_cf(&idx, key, summary.encode_full(producer, txn));
                 p.set_next_offset(next);
@@ -309,7 +397,7 @@ fn write_group(store: &Store, opts: &WriteOptions, active: &ActiveTxns, group: G
 
 /// Records what a batch with a producer id, placed at `base`, does to the
 /// partition's transactions; returns the fields its index entry keeps.
-fn track_txn(
+pub(super) fn track_txn(
     p: &Arc<Partition>,
     b: &ValidBatch,
     base: i64,

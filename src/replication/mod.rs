@@ -1,0 +1,324 @@
+//! The replica manager: for each partition this broker hosts, whether it
+//! leads, follows or merely holds it, and what that role implies. Handlers
+//! reach partitions through it (`check_leader`), never through etcd or other
+//! brokers; the follower fetchers (`fetcher`) and the leader's bookkeeping of
+//! its followers (`leader`) live beside it.
+//!
+//! Standalone, every partition is led here and nothing of this runs: the
+//! checks answer at once and the high watermark is the log end, as before.
+
+pub mod client;
+pub mod fetcher;
+pub mod leader;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::cluster::{ClusterMetadata, PartitionState, TopicState};
+use crate::config::cluster::ClusterConfig;
+use crate::error::{BrokerError, BrokerResult};
+use crate::storage::catalog::Topic;
+use crate::storage::partition::Partition;
+use crate::storage::writer::{LogChange, Writer};
+
+use leader::LeaderView;
+
+/// What this broker is for one partition.
+#[derive(Debug, Clone)]
+pub enum Role {
+    Leader(LeaderView),
+    Follower {
+        leader: i32,
+        epoch: i32,
+    },
+    /// A replica without a leader to follow, or not a replica at all.
+    Idle,
+}
+
+/// One hosted partition and its role.
+pub struct Replica {
+    pub topic: String,
+    pub index: i32,
+    pub partition: Arc<Partition>,
+    role: Mutex<Role>,
+    /// Woken on every role change (acks=all waiters, fetchers).
+    pub role_changed: Notify,
+    /// A follower that must find where its log diverged before fetching.
+    needs_truncation: AtomicBool,
+}
+
+impl Replica {
+    pub fn role(&self) -> MutexGuard<'_, Role> {
+        // Every change replaces the role whole: a poisoned lock is consistent.
+        self.role
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The leader epoch, while this broker leads.
+    pub fn leader_epoch(&self) -> Option<i32> {
+        match &*self.role() {
+            Role::Leader(v) => Some(v.epoch),
+            _ => None,
+        }
+    }
+}
+
+/// Replication settings (cluster mode).
+#[derive(Debug, Clone)]
+pub struct ReplicationConfig {
+    pub lag_time_max: Duration,
+    pub fetch_wait_max: Duration,
+    pub fetch_max_bytes: i32,
+    pub inter_broker_listener: String,
+}
+
+impl ReplicationConfig {
+    pub fn from_cluster(c: &ClusterConfig, first_listener: &str) -> Self {
+        ReplicationConfig {
+            lag_time_max: c.replica_lag_time_max,
+            fetch_wait_max: c.replica_fetch_wait_max,
+            fetch_max_bytes: c.replica_fetch_max_bytes,
+            inter_broker_listener: c
+                .inter_broker_listener
+                .clone()
+                .unwrap_or_else(|| first_listener.to_string()),
+        }
+    }
+}
+
+pub struct ReplicaManager {
+    pub node_id: i32,
+    /// `None` standalone.
+    pub cfg: Option<ReplicationConfig>,
+    pub writer: Writer,
+    pub cluster: Arc<dyn ClusterMetadata>,
+    replicas: RwLock<HashMap<(String, i32), Arc<Replica>>>,
+    /// Leaders a fetch loop runs for.
+    fetchers: Mutex<HashSet<i32>>,
+    /// Woken when any partition's role changes.
+    pub changed: Notify,
+    /// Counters for the metrics page.
+    pub stats: leader::Stats,
+}
+
+impl ReplicaManager {
+    pub fn new(
+        node_id: i32,
+        cfg: Option<ReplicationConfig>,
+        writer: Writer,
+        cluster: Arc<dyn ClusterMetadata>,
+    ) -> Self {
+        ReplicaManager {
+            node_id,
+            cfg,
+            writer,
+            cluster,
+            replicas: RwLock::new(HashMap::new()),
+            fetchers: Mutex::new(HashSet::new()),
+            changed: Notify::new(),
+            stats: leader::Stats::default(),
+        }
+    }
+
+    pub fn is_standalone(&self) -> bool {
+        self.cfg.is_none()
+    }
+
+    pub fn replica(&self, topic: &str, index: i32) -> Option<Arc<Replica>> {
+        self.replicas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(topic.to_string(), index))
+            .cloned()
+    }
+
+    /// Every hosted replica.
+    pub fn all(&self) -> Vec<Arc<Replica>> {
+        self.replicas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Replicas following `leader`, with the epoch they follow in.
+    pub fn following(&self, leader_id: i32) -> Vec<(Arc<Replica>, i32)> {
+        self.all()
+            .into_iter()
+            .filter_map(|r| match &*r.role() {
+                Role::Follower { leader, epoch } if *leader == leader_id => {
+                    Some((r.clone(), *epoch))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Handlers: this broker must lead the partition, in `current_epoch`
+    /// when the client names one (-1: any).
+    pub fn check_leader(&self, topic: &str, index: i32, current_epoch: i32) -> BrokerResult<()> {
+        if self.is_standalone() {
+            return match current_epoch {
+                e if e <= 0 => Ok(()),
+                _ => Err(BrokerError::UnknownLeaderEpoch),
+            };
+        }
+        let Some(r) = self.replica(topic, index) else {
+            return Err(if self.cluster.topic(topic).is_some() {
+                BrokerError::NotLeaderOrFollower
+            } else {
+                BrokerError::UnknownTopicOrPartition
+            });
+        };
+        let epoch = r.leader_epoch().ok_or(BrokerError::NotLeaderOrFollower)?;
+        check_epoch(current_epoch, epoch)
+    }
+
+    /// A deleted topic's replicas go.
+    pub fn forget_topic(&self, topic: &str) {
+        let mut map = self.replicas.write().unwrap_or_else(|p| p.into_inner());
+        map.retain(|(t, _), r| {
+            if t == topic {
+                *r.role() = Role::Idle;
+                r.role_changed.notify_waiters();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Applies a topic's shared state to the local replicas: new leaders
+    /// start their epoch in the log, new followers start fetching.
+    pub async fn apply(self: &Arc<Self>, state: &TopicState, local: &Arc<Topic>) {
+        if self.is_standalone() {
+            return;
+        }
+        for (i, ps) in state.partitions.iter().enumerate() {
+            let index = i32::try_from(i).unwrap_or(i32::MAX);
+            let Some(p) = local.partition(index).cloned() else {
+                continue;
+            };
+            p.set_replicated();
+            let replica = {
+                let mut map = self.replicas.write().unwrap_or_else(|p| p.into_inner());
+                map.entry((state.name.clone(), index))
+                    .or_insert_with(|| {
+                        Arc::new(Replica {
+                            topic: state.name.clone(),
+                            index,
+                            partition: p.clone(),
+                            role: Mutex::new(Role::Idle),
+                            role_changed: Notify::new(),
+                            needs_truncation: AtomicBool::new(true),
+                        })
+                    })
+                    .clone()
+            };
+            if let Err(e) = self.apply_partition(&replica, ps).await {
+                tracing::warn!(topic = %state.name, partition = index, error = %e, "could not take up the partition's new role");
+            }
+        }
+    }
+
+    async fn apply_partition(
+        self: &Arc<Self>,
+        r: &Arc<Replica>,
+        ps: &PartitionState,
+    ) -> BrokerResult<()> {
+        let me = self.node_id;
+        if ps.leader == me {
+            let same_epoch = matches!(&*r.role(), Role::Leader(v) if v.epoch == ps.leader_epoch);
+            if same_epoch {
+                let mut role = r.role();
+                if let Role::Leader(v) = &mut *role {
+                    v.update(ps);
+                    r.partition.set_follower_floor(v.floor(me));
+                }
+                return Ok(());
+            }
+            // The epoch starts in the log before any append of it.
+            self.writer
+                .change_log(
+                    r.partition.clone(),
+                    LogChange::Lead {
+                        epoch: ps.leader_epoch,
+                    },
+                )
+                .await?;
+            let view = LeaderView::new(ps, Instant::now());
+            let floor = view.floor(me);
+            *r.role() = Role::Leader(view);
+            r.partition.set_follower_floor(floor);
+            tracing::info!(topic = %r.topic, partition = r.index, epoch = ps.leader_epoch, isr = ?ps.isr, "leading");
+        } else if ps.replicas.contains(&me) && ps.leader >= 0 {
+            let same = matches!(&*r.role(), Role::Follower { leader, epoch } if *leader == ps.leader && *epoch == ps.leader_epoch);
+            if same {
+                return Ok(());
+            }
+            r.partition.set_follower_floor(i64::MIN);
+            r.needs_truncation.store(true, Ordering::Release);
+            *r.role() = Role::Follower {
+                leader: ps.leader,
+                epoch: ps.leader_epoch,
+            };
+            tracing::info!(topic = %r.topic, partition = r.index, leader = ps.leader, epoch = ps.leader_epoch, "following");
+            self.ensure_fetcher(ps.leader);
+        } else {
+            if matches!(&*r.role(), Role::Idle) {
+                return Ok(());
+            }
+            r.partition.set_follower_floor(i64::MIN);
+            r.needs_truncation.store(true, Ordering::Release);
+            *r.role() = Role::Idle;
+        }
+        r.role_changed.notify_waiters();
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    fn ensure_fetcher(self: &Arc<Self>, leader: i32) {
+        let mut running = self.fetchers.lock().unwrap_or_else(|p| p.into_inner());
+        if running.insert(leader) {
+            fetcher::spawn(self.clone(), leader);
+        }
+    }
+}
+
+/// Kafka's leader-epoch check: an older epoch than the broker's is fenced,
+/// a newer one unknown (the broker has not heard of it yet); -1 skips it.
+pub fn check_epoch(requested: i32, current: i32) -> BrokerResult<()> {
+    if requested < 0 || requested == current {
+        Ok(())
+    } else if requested < current {
+        Err(BrokerError::FencedLeaderEpoch)
+    } else {
+        Err(BrokerError::UnknownLeaderEpoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_are_checked_as_kafka() {
+        assert!(check_epoch(-1, 4).is_ok());
+        assert!(check_epoch(4, 4).is_ok());
+        assert!(matches!(
+            check_epoch(3, 4),
+            Err(BrokerError::FencedLeaderEpoch)
+        ));
+        assert!(matches!(
+            check_epoch(5, 4),
+            Err(BrokerError::UnknownLeaderEpoch)
+        ));
+    }
+}

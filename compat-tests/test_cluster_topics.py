@@ -3,8 +3,10 @@ etcd with its partitions' state (leaders spread over the live brokers, racks
 interleaved), every broker serves the same Metadata, each partition is served
 by its leader only (NOT_LEADER_OR_FOLLOWER elsewhere), a partition whose leader
 is gone has no leader (LEADER_NOT_AVAILABLE) while the others keep working,
-and a deletion through any broker removes the topic everywhere. Replication
-(replication factor > 1) is not there yet: such creations are refused.
+and a deletion through any broker removes the topic everywhere. A topic may
+have a replication factor up to the number of live brokers (more is refused
+with INVALID_REPLICATION_FACTOR); replication itself (ISR, failover,
+acks=all) is tested in test_cluster_replication.py.
 """
 
 import time
@@ -171,7 +173,7 @@ def test_delete_through_any_broker_removes_it_everywhere(cluster):
     wait_until(lambda: leaders(c.broker(1), topic), 10, what="the topic again")
 
 
-def test_duplicate_and_replicated_creations_refused(cluster):
+def test_duplicate_and_over_replicated_creations_refused(cluster):
     c = cluster(2)
     topic = unique_topic("dup")
     create(c.broker(1), topic, 1, 1)
@@ -179,10 +181,25 @@ def test_duplicate_and_replicated_creations_refused(cluster):
     with pytest.raises(KafkaException) as e:
         create(c.broker(2), topic, 1, 1)
     assert e.value.args[0].code() == 36  # TOPIC_ALREADY_EXISTS
+    # A replication factor up to the live brokers is accepted: both replicas,
+    # both in the ISR, on every broker.
+    replicated = unique_topic("rf2")
+    create(c.broker(1), replicated, 2, 2)
+
+    def placed(b):
+        t = admin(b).list_topics(topic=replicated, timeout=5).topics.get(replicated)
+        return t is not None and t.error is None and len(t.partitions) == 2 and all(
+            sorted(p.replicas) == [1, 2] and sorted(p.isrs) == [1, 2] and p.leader in (1, 2)
+            for p in t.partitions.values())
+    wait_until(lambda: placed(c.broker(1)) and placed(c.broker(2)), 10,
+               what="two replicas in the ISR of each partition")
+    # More than the live brokers: refused, and not created.
     other = unique_topic("rf")
     with pytest.raises(KafkaException) as e:
-        create(c.broker(1), other, 1, 2)
+        create(c.broker(1), other, 1, 3)
     assert e.value.args[0].code() == 38  # INVALID_REPLICATION_FACTOR
+    assert e.value.args[0].name() == "INVALID_REPLICATION_FACTOR"
+    assert other not in admin(c.broker(2)).list_topics(timeout=5).topics
 
 
 def find_coordinator(b, group):

@@ -555,6 +555,20 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             ListPartitionReassignmentsRequest,
             partition_admin::list_reassignments
         ),
+        ApiKey::AlterPartitionReassignments => call!(
+            ctx,
+            cid,
+            body,
+            AlterPartitionReassignmentsRequest,
+            partition_admin::alter_reassignments
+        ),
+        ApiKey::AlterReplicaLogDirs => call!(
+            ctx,
+            cid,
+            body,
+            AlterReplicaLogDirsRequest,
+            partition_admin::alter_replica_log_dirs
+        ),
         ApiKey::ElectLeaders => call!(
             ctx,
             cid,

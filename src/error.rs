@@ -127,6 +127,16 @@ pub enum BrokerError {
     NotEnoughReplicasAfterAppend,
     #[error("The request timed out before the write was replicated to every in-sync replica")]
     RequestTimedOut,
+    #[error("The preferred leader was not available: {0}")]
+    PreferredLeaderNotAvailable(String),
+    #[error("Eligible topic partition leaders are not available: {0}")]
+    EligibleLeadersNotAvailable(String),
+    #[error("No partition reassignment is in progress")]
+    NoReassignmentInProgress,
+    #[error("{0}")]
+    LogDirNotFound(String),
+    #[error("The replica is not available on this broker")]
+    ReplicaNotAvailable,
 }
 
 impl BrokerError {
@@ -191,6 +201,11 @@ impl BrokerError {
             NotEnoughReplicas => ResponseError::NotEnoughReplicas,
             NotEnoughReplicasAfterAppend => ResponseError::NotEnoughReplicasAfterAppend,
             RequestTimedOut => ResponseError::RequestTimedOut,
+            PreferredLeaderNotAvailable(_) => ResponseError::PreferredLeaderNotAvailable,
+            EligibleLeadersNotAvailable(_) => ResponseError::EligibleLeadersNotAvailable,
+            NoReassignmentInProgress => ResponseError::NoReassignmentInProgress,
+            LogDirNotFound(_) => ResponseError::LogDirNotFound,
+            ReplicaNotAvailable => ResponseError::ReplicaNotAvailable,
         }
     }
 

@@ -1,7 +1,9 @@
 //! The controller's decisions, as pure functions of the cluster's state:
 //! where a new partition's replicas go, and what a partition's state becomes
 //! when brokers die, return or shut down (Kafka's leader election from the
-//! ISR, unclean election when allowed, controlled-shutdown moves).
+//! ISR, unclean election when allowed, controlled-shutdown moves), when an
+//! administrator asks (preferred or unclean election, reassignment), and
+//! when a reassignment's new replicas have caught up.
 
 use std::collections::BTreeSet;
 
@@ -83,13 +85,7 @@ pub fn next_state(
         .iter()
         .copied()
         .find(|r| isr_live.contains(r) && who.can_lead(*r));
-    let bumped = |leader: i32, isr: Vec<i32>| PartitionState {
-        replicas: p.replicas.clone(),
-        leader,
-        leader_epoch: p.leader_epoch + 1,
-        isr,
-        partition_epoch: p.partition_epoch + 1,
-    };
+    let bumped = |leader: i32, isr: Vec<i32>| with_leader(p, leader, isr);
     if let Some(c) = candidate {
         // A draining broker leaves the ISR with its leadership: it is about
         // to stop fetching, and acks=all must not wait for it.
@@ -128,6 +124,131 @@ pub fn next_state(
     Some(bumped(-1, isr))
 }
 
+/// `p` with a new leader (in a new leader epoch) and ISR.
+fn with_leader(p: &PartitionState, leader: i32, isr: Vec<i32>) -> PartitionState {
+    PartitionState {
+        leader,
+        leader_epoch: p.leader_epoch + 1,
+        isr,
+        partition_epoch: p.partition_epoch + 1,
+        ..p.clone()
+    }
+}
+
+/// Preferred leader election: the first replica leads if it can and is in
+/// sync. `Err` with why not; `Ok(None)` when it already leads.
+pub fn preferred(
+    p: &PartitionState,
+    who: &Eligibility<'_>,
+) -> Result<Option<PartitionState>, &'static str> {
+    let Some(&first) = p.replicas.first() else {
+        return Err("no replicas");
+    };
+    if p.leader == first {
+        return Ok(None);
+    }
+    if !who.can_lead(first) || !p.isr.contains(&first) {
+        return Err("the preferred replica is not live and in sync");
+    }
+    Ok(Some(with_leader(p, first, p.isr.clone())))
+}
+
+/// Unclean election asked for by an administrator: only for a partition
+/// without a live leader; an ISR member if one is live, else any live replica.
+pub fn unclean(
+    p: &PartitionState,
+    who: &Eligibility<'_>,
+) -> Result<Option<PartitionState>, &'static str> {
+    if p.leader >= 0 && who.live.contains(&p.leader) {
+        return Ok(None);
+    }
+    match next_state(p, who, true) {
+        Some(n) if n.leader >= 0 => Ok(Some(n)),
+        _ => Err("no live replica can lead"),
+    }
+}
+
+/// Starts moving a partition to `target` (Kafka's reassignment): the
+/// replica set becomes target + current until the new replicas are in sync.
+pub fn reassign(p: &PartitionState, target: &[i32]) -> PartitionState {
+    // Replacing an earlier reassignment: from where that one started.
+    let base = cancel(p).unwrap_or_else(|| p.clone());
+    let adding: Vec<i32> = target
+        .iter()
+        .copied()
+        .filter(|r| !base.replicas.contains(r))
+        .collect();
+    let removing: Vec<i32> = base
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| !target.contains(r))
+        .collect();
+    let mut replicas = target.to_vec();
+    replicas.extend(removing.iter().copied());
+    PartitionState {
+        replicas,
+        adding,
+        removing,
+        partition_epoch: base.partition_epoch + 1,
+        ..base
+    }
+}
+
+/// Reverts an ongoing reassignment; `None` if there is none.
+pub fn cancel(p: &PartitionState) -> Option<PartitionState> {
+    if p.adding.is_empty() && p.removing.is_empty() {
+        return None;
+    }
+    let not_added = |r: &i32| !p.adding.contains(r);
+    let replicas: Vec<i32> = p.replicas.iter().copied().filter(not_added).collect();
+    let isr: Vec<i32> = p.isr.iter().copied().filter(not_added).collect();
+    let n = PartitionState {
+        replicas,
+        isr,
+        adding: Vec::new(),
+        removing: Vec::new(),
+        partition_epoch: p.partition_epoch + 1,
+        ..p.clone()
+    };
+    if p.adding.contains(&p.leader) {
+        let leader = n.isr.first().copied().unwrap_or(-1);
+        return Some(with_leader(&n, leader, n.isr.clone()));
+    }
+    Some(n)
+}
+
+/// A reassignment whose new replicas are all in the ISR completes: the
+/// removed replicas go (leadership moves off them in a new epoch).
+pub fn complete_reassignment(p: &PartitionState, who: &Eligibility<'_>) -> Option<PartitionState> {
+    if p.adding.is_empty() && p.removing.is_empty() {
+        return None;
+    }
+    if !p.adding.iter().all(|r| p.isr.contains(r)) {
+        return None;
+    }
+    let keep = |r: &i32| !p.removing.contains(r);
+    let replicas: Vec<i32> = p.replicas.iter().copied().filter(keep).collect();
+    let isr: Vec<i32> = p.isr.iter().copied().filter(keep).collect();
+    let n = PartitionState {
+        replicas,
+        isr,
+        adding: Vec::new(),
+        removing: Vec::new(),
+        partition_epoch: p.partition_epoch + 1,
+        ..p.clone()
+    };
+    if p.removing.contains(&p.leader) {
+        let leader = n
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| n.isr.contains(r) && who.can_lead(*r))?;
+        return Some(with_leader(&n, leader, n.isr.clone()));
+    }
+    Some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,7 +268,56 @@ mod tests {
             leader_epoch: 3,
             isr: isr.to_vec(),
             partition_epoch: 7,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
+    }
+    #[test]
+    fn reassignment_moves_replicas_once_in_sync() {
+        let none = set(&[]);
+        let live = set(&[1, 2, 3, 4]);
+        let who = Eligibility {
+            live: &live,
+            draining: &none,
+        };
+        let start = st(&[1, 2, 3], 1, &[1, 2, 3]);
+        let r = reassign(&start, &[2, 3, 4]);
+        assert_eq!(r.replicas, vec![2, 3, 4, 1]);
+        assert_eq!((r.adding.clone(), r.removing.clone()), (vec![4], vec![1]));
+        assert!(
+            complete_reassignment(&r, &who).is_none(),
+            "4 not in sync yet"
+        );
+        let caught_up = PartitionState {
+            isr: vec![1, 2, 3, 4],
+            ..r.clone()
+        };
+        let done = complete_reassignment(&caught_up, &who).unwrap();
+        assert_eq!(done.replicas, vec![2, 3, 4]);
+        assert_eq!(done.isr, vec![2, 3, 4]);
+        assert_eq!((done.leader, done.leader_epoch), (2, 4));
+        assert!(done.adding.is_empty() && done.removing.is_empty());
+        let c = cancel(&r).unwrap();
+        assert_eq!((c.replicas, c.isr), (vec![1, 2, 3], vec![1, 2, 3]));
+        let same = reassign(&start, &[1, 2, 3]);
+        assert!(same.adding.is_empty() && same.removing.is_empty());
+    }
+
+    #[test]
+    fn preferred_and_unclean_elections() {
+        let none = set(&[]);
+        let live = set(&[1, 2]);
+        let who = Eligibility {
+            live: &live,
+            draining: &none,
+        };
+        let n = preferred(&st(&[1, 2], 2, &[2, 1]), &who).unwrap().unwrap();
+        assert_eq!((n.leader, n.leader_epoch), (1, 4));
+        assert!(preferred(&st(&[1, 2], 1, &[1, 2]), &who).unwrap().is_none());
+        assert!(preferred(&st(&[3, 2], 2, &[2]), &who).is_err());
+        let u = unclean(&st(&[3, 2], -1, &[3]), &who).unwrap().unwrap();
+        assert_eq!((u.leader, u.isr), (2, vec![2]));
+        assert!(unclean(&st(&[1, 2], 1, &[1]), &who).unwrap().is_none());
     }
 
     fn set(ids: &[i32]) -> BTreeSet<i32> {

@@ -35,10 +35,10 @@ use etcd_client::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::election::{assign_replicas, next_state, Eligibility};
+use super::election::{assign_replicas, complete_reassignment, next_state, preferred, Eligibility};
 use super::{
     BoxFuture, BrokerInfo, ClusterMetadata, Controller, IsrChange, PartitionState, Placement,
-    TopicEvent, TopicState,
+    TopicChange, TopicEvent, TopicState,
 };
 use crate::config::cluster::ClusterConfig;
 use crate::error::{BrokerError, BrokerResult};
@@ -287,7 +287,8 @@ impl EtcdCluster {
             .await
             .map_err(etcd_err)?;
         self.campaign(client, lease).await?;
-        self.reconcile(client).await?;
+        self.reconcile(client, false).await?;
+        let mut last_rebalance = tokio::time::Instant::now();
         let mut beat = tokio::time::interval(self.cfg.heartbeat_interval);
         // Controlled shutdown under way: until when to wait for leaderships to move.
         let mut draining_until: Option<tokio::time::Instant> = None;
@@ -303,7 +304,12 @@ impl EtcdCluster {
                 _ = beat.tick() => {
                     keeper.keep_alive().await.map_err(etcd_err)?;
                     // Also a safety net for a compare-and-swap that lost a race.
-                    self.reconcile(client).await?;
+                    let rebalance = self.cfg.auto_leader_rebalance
+                        && last_rebalance.elapsed() >= self.cfg.leader_imbalance_check_interval;
+                    if rebalance {
+                        last_rebalance = tokio::time::Instant::now();
+                    }
+                    self.reconcile(client, rebalance).await?;
                 }
                 m = keepalives.message() => match m.map_err(etcd_err)? {
                     Some(r) if r.ttl() > 0 => {}
@@ -315,19 +321,21 @@ impl EtcdCluster {
                     };
                     let mut vacated = false;
                     let mut membership = false;
+                    let mut topics_changed = false;
                     for ev in resp.events() {
                         if let Some(kv) = ev.kv() {
                             let key = String::from_utf8_lossy(kv.key());
                             membership |= key.starts_with(&self.key("brokers/"))
                                 || key.starts_with(&self.key("draining/"));
+                            topics_changed |= key.starts_with(&self.key("topics/"));
                             vacated |= self.apply(ev.event_type(), kv.key(), kv.value());
                         }
                     }
                     if vacated {
                         self.campaign(client, lease).await?;
                     }
-                    if vacated || membership {
-                        self.reconcile(client).await?;
+                    if vacated || membership || topics_changed {
+                        self.reconcile(client, false).await?;
                     }
                 }
                 _ = stop.changed(), if draining_until.is_none() => {
@@ -346,7 +354,7 @@ impl EtcdCluster {
                             .await
                             .map_err(etcd_err)?;
                         // As controller, make the moves at once.
-                        self.reconcile(client).await?;
+                        self.reconcile(client, false).await?;
                     }
                 }
             }
@@ -369,7 +377,7 @@ impl EtcdCluster {
     /// matches the live brokers gets its next state (see `election`), each
     /// topic in one compare-and-swap fenced by the controller epoch. Others
     /// do nothing.
-    async fn reconcile(&self, client: &mut Client) -> EtcdResult<()> {
+    async fn reconcile(&self, client: &mut Client, rebalance: bool) -> EtcdResult<()> {
         let Some(me) = self.controller().filter(|c| c.node_id == self.me.node_id) else {
             return Ok(());
         };
@@ -403,7 +411,19 @@ impl EtcdCluster {
                 .map_or(self.cfg.unclean_leader_election, |v| v.trim() == "true");
             let mut changed = false;
             for (i, p) in t.partitions.iter_mut().enumerate() {
-                if let Some(n) = next_state(p, &who, unclean) {
+                if let Some(n) = complete_reassignment(p, &who) {
+                    tracing::info!(topic = %t.name, partition = i, replicas = ?n.replicas, "reassignment complete");
+                    *p = n;
+                    changed = true;
+                }
+                let next = next_state(p, &who, unclean).or_else(|| {
+                    // auto.leader.rebalance.enable: leadership back to the
+                    // preferred replica once it is in sync again.
+                    rebalance
+                        .then(|| preferred(p, &who).ok().flatten())
+                        .flatten()
+                });
+                if let Some(n) = next {
                     tracing::info!(
                         topic = %t.name,
                         partition = i,
@@ -681,6 +701,8 @@ impl EtcdCluster {
                 isr: replicas.clone(),
                 replicas,
                 partition_epoch: 0,
+                adding: Vec::new(),
+                removing: Vec::new(),
             })
             .collect(),
             configs,
@@ -779,6 +801,36 @@ impl EtcdCluster {
         Err(BrokerError::CoordinatorNotAvailable)
     }
 
+    async fn update(&self, name: &str, mut change: TopicChange<'_>) -> BrokerResult<TopicState> {
+        let key = self.key(&format!("topics/{name}"));
+        let mut client = self.ops_client()?;
+        let storage = |e: etcd_client::Error| BrokerError::Storage(etcd_err(e));
+        for _ in 0..16 {
+            let resp = client.get(key.clone(), None).await.map_err(storage)?;
+            let kv = resp
+                .kvs()
+                .first()
+                .ok_or(BrokerError::UnknownTopicOrPartition)?;
+            let mut t: TopicState = serde_json::from_slice(kv.value())
+                .map_err(|e| BrokerError::Storage(e.to_string()))?;
+            if !change(&mut t)? {
+                return Ok(t);
+            }
+            let value = serde_json::to_vec(&t).map_err(|e| BrokerError::Storage(e.to_string()))?;
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([TxnOp::put(key.clone(), value, None)]);
+            if client.txn(txn).await.map_err(storage)?.succeeded() {
+                return Ok(t);
+            }
+        }
+        Err(BrokerError::CoordinatorNotAvailable)
+    }
+
     async fn delete(&self, name: &str) -> BrokerResult<()> {
         let mut client = self.ops_client()?;
         let resp = client
@@ -865,6 +917,14 @@ impl ClusterMetadata for EtcdCluster {
         change: IsrChange,
     ) -> BoxFuture<'a, BrokerResult<PartitionState>> {
         Box::pin(self.alter(topic, partition, leader_epoch, change))
+    }
+
+    fn update_topic<'a>(
+        &'a self,
+        name: &'a str,
+        change: TopicChange<'a>,
+    ) -> BoxFuture<'a, BrokerResult<TopicState>> {
+        Box::pin(self.update(name, change))
     }
 
     fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, BrokerResult<()>> {

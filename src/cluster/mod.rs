@@ -58,6 +58,13 @@ pub struct PartitionState {
     pub leader_epoch: i32,
     pub isr: Vec<i32>,
     pub partition_epoch: i32,
+    /// An ongoing reassignment: replicas being added (they are in
+    /// `replicas` and fetch; once all are in the ISR the controller drops
+    /// `removing` and the reassignment is complete).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<i32>,
 }
 
 /// A topic shared by the cluster.
@@ -105,6 +112,9 @@ pub enum IsrChange {
     Shrink(Vec<i32>),
 }
 
+/// A change to a topic's shared state (see `update_topic`).
+pub type TopicChange<'a> = Box<dyn FnMut(&mut TopicState) -> BrokerResult<bool> + Send + 'a>;
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the rest of the broker knows of the cluster.
@@ -137,6 +147,14 @@ pub trait ClusterMetadata: Send + Sync {
         change: IsrChange,
     ) -> BoxFuture<'a, BrokerResult<PartitionState>>;
     fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, BrokerResult<()>>;
+    /// Changes a shared topic with a compare-and-swap: `change` is applied
+    /// to the current state (again if another change won the race) and
+    /// says whether it changed anything; the state written (or current).
+    fn update_topic<'a>(
+        &'a self,
+        name: &'a str,
+        change: TopicChange<'a>,
+    ) -> BoxFuture<'a, BrokerResult<TopicState>>;
 }
 
 /// Partition leaders spread over the brokers, racks interleaved (Kafka's

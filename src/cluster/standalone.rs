@@ -63,6 +63,18 @@ impl ClusterMetadata for Standalone {
         Box::pin(async { Err(BrokerError::NotLeaderOrFollower) })
     }
 
+    fn update_topic<'a>(
+        &'a self,
+        _name: &'a str,
+        _change: super::TopicChange<'a>,
+    ) -> BoxFuture<'a, BrokerResult<TopicState>> {
+        Box::pin(async {
+            Err(BrokerError::InvalidRequest(
+                "standalone: topics live in the local catalog".into(),
+            ))
+        })
+    }
+
     fn delete_topic<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, BrokerResult<()>> {
         Box::pin(async {
             Err(BrokerError::InvalidRequest(

@@ -27,6 +27,9 @@ pub struct ClusterConfig {
     pub replica_fetch_wait_max: Duration,
     /// Bytes a follower asks for per partition.
     pub replica_fetch_max_bytes: i32,
+    /// The controller moves leadership back to preferred replicas.
+    pub auto_leader_rebalance: bool,
+    pub leader_imbalance_check_interval: Duration,
     /// The listener followers fetch through (its name); the first listener
     /// when unset.
     pub inter_broker_listener: Option<String>,
@@ -46,6 +49,9 @@ pub const KEYS: &[&str] = &[
     "replica.fetch.max.bytes",
     "num.replica.fetchers",
     "inter.broker.listener.name",
+    "auto.leader.rebalance.enable",
+    "leader.imbalance.check.interval.seconds",
+    "leader.imbalance.per.broker.percentage",
 ];
 
 fn millis(raw: &BTreeMap<String, String>, key: &str, default: u64) -> Result<Duration, String> {
@@ -120,6 +126,21 @@ impl ClusterConfig {
         };
         Ok(Some(ClusterConfig {
             unclean_leader_election: flag("unclean.leader.election.enable", false)?,
+            auto_leader_rebalance: flag("auto.leader.rebalance.enable", true)?,
+            leader_imbalance_check_interval: match raw
+                .get("leader.imbalance.check.interval.seconds")
+            {
+                None => Duration::from_secs(300),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(Duration::from_secs)
+                    .ok_or_else(|| {
+                        format!("invalid value {v:?} for leader.imbalance.check.interval.seconds")
+                    })?,
+            },
             replica_lag_time_max: millis(raw, "replica.lag.time.max.ms", 30_000)?,
             replica_fetch_wait_max: millis(raw, "replica.fetch.wait.max.ms", 500)?,
             replica_fetch_max_bytes,

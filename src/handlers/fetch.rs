@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{
-    AbortedTransaction, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -43,6 +43,16 @@ struct WantedTopic {
     name: TopicName,
     id: Uuid,
     partitions: Vec<Wanted>,
+}
+
+impl WantedTopic {
+    /// The topic's name (v13+ requests carry only its id).
+    fn label_or_name(&self) -> String {
+        self.partitions
+            .iter()
+            .find_map(|w| w.partition.as_ref().ok().map(|p| p.topic.to_string()))
+            .unwrap_or_else(|| self.name.0.to_string())
+    }
 }
 
 /// Longest long-poll we honour, whatever the client asks.
@@ -195,7 +205,9 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
                 super::delay_for_old_clients(ctx, throttle, 8).await;
                 return resp;
             }
-            return resp.with_responses(responses);
+            return resp
+                .with_node_endpoints(hinted_endpoints(ctx, &responses))
+                .with_responses(responses);
         }
         if waits.is_empty() {
             tokio::time::sleep_until(deadline).await;
@@ -206,6 +218,36 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
             }
         }
     }
+}
+
+/// KIP-951 (Fetch v16+): the endpoints of the leaders named in the answers.
+fn hinted_endpoints(
+    ctx: &RequestContext,
+    responses: &[FetchableTopicResponse],
+) -> Vec<NodeEndpoint> {
+    if ctx.api_version < 16 {
+        return Vec::new();
+    }
+    let named: std::collections::BTreeSet<i32> = responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| p.current_leader.leader_id.0)
+        .filter(|id| *id >= 0)
+        .collect();
+    if named.is_empty() {
+        return Vec::new();
+    }
+    ctx.broker_endpoints()
+        .into_iter()
+        .filter(|(id, ..)| named.contains(id))
+        .map(|(id, host, port, rack)| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(id))
+                .with_host(kafka_protocol::protocol::StrBytes::from_string(host))
+                .with_port(i32::from(port))
+                .with_rack(rack.map(kafka_protocol::protocol::StrBytes::from_string))
+        })
+        .collect()
 }
 
 /// Per-topic fetch request counts (a topic with an unknown partition counts as failed).
@@ -259,6 +301,19 @@ fn collect(
                         Err(e) => {
                             any_error = true;
                             b.metrics.error("Fetch", e.code());
+                            let hint = matches!(
+                                e,
+                                BrokerError::NotLeaderOrFollower | BrokerError::FencedLeaderEpoch
+                            )
+                            .then(|| super::current_leader(ctx, &t.label_or_name(), w.index))
+                            .flatten();
+                            if let (Some((leader, epoch)), true) = (hint, ctx.api_version >= 12) {
+                                pd = pd.with_current_leader(
+                                    LeaderIdAndEpoch::default()
+                                        .with_leader_id(BrokerId(leader))
+                                        .with_leader_epoch(epoch),
+                                );
+                            }
                             return pd.with_error_code(e.code()).with_high_watermark(-1);
                         }
                     };

@@ -87,6 +87,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterUserScramCredentials, 0, 0),
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::AlterReplicaLogDirs, 1, 2),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::DescribeClientQuotas, 0, 1),
     (ApiKey::DescribeAcls, 1, 3),
@@ -177,6 +179,26 @@ pub fn check_leader(
     ctx.broker
         .replicas
         .check_leader(topic, partition, current_leader_epoch)
+}
+
+/// KIP-951: the partition's current leader and epoch (for a
+/// NOT_LEADER_OR_FOLLOWER answer), so the client can go there without a
+/// metadata round trip. `None` standalone or while no live broker leads.
+pub fn current_leader(
+    ctx: &crate::dispatch::RequestContext,
+    topic: &str,
+    partition: i32,
+) -> Option<(i32, i32)> {
+    let c = &ctx.broker.cluster;
+    if c.is_standalone() {
+        return None;
+    }
+    let p = c
+        .topic(topic)?
+        .partitions
+        .get(usize::try_from(partition).ok()?)?
+        .clone();
+    (p.leader >= 0).then_some((p.leader, p.leader_epoch))
 }
 
 /// Before KIP-219 (Produce v6, Fetch v8) clients did not back off by

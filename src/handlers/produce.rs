@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::config::topic::effective_i64;
@@ -297,6 +298,8 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
 
     let mut responses = Vec::with_capacity(layout.len());
     let mut error_counts: BTreeMap<i16, u64> = BTreeMap::new();
+    // Leaders named in KIP-951 hints: their endpoints go in the answer.
+    let mut hinted: std::collections::BTreeSet<i32> = Default::default();
     for (name, topic_id, known, slots) in layout {
         // Only existing topics get series: a client must not be able to
         // grow the metrics page by naming topics that do not exist.
@@ -322,7 +325,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                             )
                         }),
                 };
-                let r = PartitionProduceResponse::default()
+                let mut r = PartitionProduceResponse::default()
                     .with_index(index)
                     .with_log_append_time_ms(-1);
                 match result {
@@ -332,6 +335,18 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                         .with_log_append_time_ms(append_time.unwrap_or(-1)),
                     Err(e) => {
                         topic_failed = true;
+                        if ctx.api_version >= 10 && matches!(e, BrokerError::NotLeaderOrFollower) {
+                            if let Some((leader, epoch)) =
+                                super::current_leader(ctx, name.0.as_str(), index)
+                            {
+                                hinted.insert(leader);
+                                r = r.with_current_leader(
+                                    LeaderIdAndEpoch::default()
+                                        .with_leader_id(BrokerId(leader))
+                                        .with_leader_epoch(epoch),
+                                );
+                            }
+                        }
                         *error_counts.entry(e.code()).or_default() += 1;
                         r.with_error_code(e.code())
                             .with_base_offset(-1)
@@ -361,10 +376,23 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         }
     }
     super::delay_for_old_clients(ctx, throttle, 6).await;
+    let node_endpoints = ctx
+        .broker_endpoints()
+        .into_iter()
+        .filter(|(id, ..)| hinted.contains(id))
+        .map(|(id, host, port, rack)| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(id))
+                .with_host(StrBytes::from_string(host))
+                .with_port(i32::from(port))
+                .with_rack(rack.map(StrBytes::from_string))
+        })
+        .collect();
     Some(
         ProduceResponse::default()
             .with_responses(responses)
-            .with_throttle_time_ms(throttle),
+            .with_throttle_time_ms(throttle)
+            .with_node_endpoints(node_endpoints),
     )
 }
 

@@ -116,7 +116,7 @@ fn partitions(b: &Broker, r: &Registry) -> Result<(), prometheus::Error> {
             let l = [t.name.as_str(), idx.as_str()];
             let hw = p.high_watermark();
             current.with_label_values(&l).set(hw);
-            end.with_label_values(&l).set(hw);
+            end.with_label_values(&l).set(p.log_end_offset().max(hw));
             oldest.with_label_values(&l).set(p.log_start_offset());
             start.with_label_values(&l).set(p.log_start_offset());
             size.with_label_values(&l).set(as_i64(p.size()));
@@ -140,19 +140,106 @@ fn partitions(b: &Broker, r: &Registry) -> Result<(), prometheus::Error> {
         "Partitions on this broker",
         total_partitions,
     )?;
+    replication(b, r, total_partitions)
+}
+
+/// Replication health. Standalone, every partition's only replica leads and
+/// is in sync. In a cluster, each leader reports its own partitions (as in
+/// Kafka: sum over brokers for the cluster) and the controller reports the
+/// offline ones.
+fn replication(b: &Broker, r: &Registry, local: i64) -> Result<(), prometheus::Error> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &b.replicas;
+    let layers = b.broker_configs.layers();
+    let (led, under, under_min) = if m.is_standalone() {
+        (u64::try_from(local).unwrap_or(0), 0, 0)
+    } else {
+        m.replication_health(|topic| {
+            let configs = b
+                .catalog
+                .get(topic)
+                .map(|t| t.configs.clone())
+                .unwrap_or_default();
+            crate::config::topic::effective_i64("min.insync.replicas", &configs, &layers.merged)
+                .unwrap_or(1)
+        })
+    };
     gauge(
         r,
         "kafka_server_replicamanager_leadercount",
         "Partitions this broker leads",
-        total_partitions,
+        led as i64,
     )?;
-    // One node: every partition's only replica is in sync.
     gauge(
         r,
         "kafka_server_replicamanager_underreplicatedpartitions",
-        "Under-replicated partitions",
-        0,
+        "Partitions led here whose ISR is smaller than their replica set",
+        under as i64,
     )?;
+    gauge(
+        r,
+        "kafka_server_replicamanager_underminisrpartitioncount",
+        "Partitions led here whose ISR is below min.insync.replicas",
+        under_min as i64,
+    )?;
+    let controller = b
+        .cluster
+        .controller()
+        .is_some_and(|c| c.node_id == b.config.node_id);
+    let offline = if controller && !m.is_standalone() {
+        b.cluster
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.leader < 0)
+            .count() as i64
+    } else {
+        0
+    };
+    gauge(
+        r,
+        "kafka_controller_kafkacontroller_offlinepartitionscount",
+        "Partitions without a leader (reported by the controller)",
+        offline,
+    )?;
+    let counter = |name: &str, help: &str, v: u64| -> Result<(), prometheus::Error> {
+        let c = prometheus::IntCounter::new(name, help)?;
+        c.inc_by(v);
+        r.register(Box::new(c))
+    };
+    counter(
+        "kafka_server_replicamanager_isrshrinks_total",
+        "ISR shrinks made by this broker as leader",
+        m.stats.isr_shrinks.load(Relaxed),
+    )?;
+    counter(
+        "kafka_server_replicamanager_isrexpands_total",
+        "ISR expansions made by this broker as leader",
+        m.stats.isr_expands.load(Relaxed),
+    )?;
+    counter(
+        "kafka_server_brokertopicmetrics_replicationbytesout_total",
+        "Bytes served to followers",
+        m.stats.bytes_out.load(Relaxed),
+    )?;
+    counter(
+        "kafka_server_brokertopicmetrics_replicationbytesin_total",
+        "Bytes fetched from leaders",
+        m.stats.bytes_in.load(Relaxed),
+    )?;
+    // Followers' lag behind this leader, per partition and replica.
+    let lag = gauge_vec(
+        r,
+        "kafka_server_fetcherlagmetrics_consumerlag",
+        "Messages a follower is behind this leader's log end",
+        &["topic", "partition", "replica"],
+    )?;
+    for (topic, index, replica, behind) in m.follower_lags() {
+        let idx = index.to_string();
+        let rep = replica.to_string();
+        lag.with_label_values(&[topic.as_str(), idx.as_str(), rep.as_str()])
+            .set(behind);
+    }
     Ok(())
 }
 

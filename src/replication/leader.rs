@@ -276,6 +276,21 @@ impl ReplicaManager {
         }
     }
 
+    /// (topic, partition, follower, messages behind) for partitions led here.
+    pub fn follower_lags(&self) -> Vec<(String, i32, i32, i64)> {
+        let mut out = Vec::new();
+        for r in self.all() {
+            if let Role::Leader(v) = &*r.role() {
+                let end = r.partition.log_end_offset();
+                for id in v.replicas.iter().filter(|id| **id != self.node_id) {
+                    let behind = v.followers.get(id).map_or(end, |p| (end - p.leo).max(0));
+                    out.push((r.topic.clone(), r.index, *id, behind));
+                }
+            }
+        }
+        out
+    }
+
     /// Partitions led here whose ISR is smaller than their replica set,
     /// and those below `min_isr` (metrics).
     pub fn replication_health(&self, min_isr: impl Fn(&str) -> i64) -> (u64, u64, u64) {

@@ -673,6 +673,12 @@ impl Partition {
         wb.delete_range_cf(log, from, to);
         wb.delete_range_cf(idx, from, to);
         wb.put_cf(meta, log_start_key(self.uid), new_start.to_be_bytes());
+        {
+            let mut epochs = self.epochs();
+            if epochs.truncate_before(new_start) {
+                wb.put_cf(meta, epochs_key(self.uid), epochs.encode());
+            }
+        }
         store.db.write(wb)?;
         self.log_start.fetch_max(new_start, Ordering::AcqRel);
         self.txns().drop_before(new_start);

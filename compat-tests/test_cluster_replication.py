@@ -1,0 +1,853 @@
+"""Replicated partitions in cluster mode (brokers + etcd): what Kafka clients
+can rely on when a topic has a replication factor above one.
+
+- Topics take RF up to the number of live brokers (more is refused with
+  INVALID_REPLICATION_FACTOR); every broker's Metadata lists the leader, the
+  replicas and the ISR (and the leader epoch, read over raw Metadata v7);
+  explicit replica assignments are honoured.
+- Failover: a leader's broker killed (kill -9), frozen (SIGSTOP past the
+  session timeout) or shut down (SIGTERM, controlled shutdown) under three
+  idempotent acks=all producers: a new leader from the ISR serves within the
+  session timeout (+ slack), the epoch goes up, and every acknowledged
+  message is read back exactly once, at its acknowledged offset, in
+  per-producer order. The old leader comes back as a follower and rejoins
+  the ISR.
+- min.insync.replicas: acks=all is refused with NOT_ENOUGH_REPLICAS (19,
+  before appending) when the ISR is too small; acks=1 still works.
+- A follower that stops fetching for replica.lag.time.max.ms leaves the ISR
+  (acks=all stalls at most about that long) and rejoins when it catches up.
+- etcd down: leaders keep serving acks=1 produce and fetch; afterwards the
+  cluster works again (new topics). The controller killed: another broker
+  takes over and new topics (RF = live brokers) work.
+
+Each test runs its own loopback cluster (cluster_harness.Cluster) on the
+module's etcd (or its own, for the etcd outage), with
+broker.session.timeout.ms=3000 unless said otherwise. Measured times are
+printed (pytest -s shows them).
+"""
+
+import logging
+import threading
+import time
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+import kafka_wire as kw
+from cluster_harness import Cluster, EtcdError, EtcdServer, etcd_bin, wait_until
+from ck_helpers import consumer
+from conftest import BrokerFactory
+from runnel_harness import unique_topic
+
+if not etcd_bin():
+    pytest.skip("etcd is not installed (Debian: etcd-server); cluster tests skipped",
+                allow_module_level=True)
+
+pytestmark = [pytest.mark.timeout(240)]
+
+NOT_ENOUGH_REPLICAS = 19
+INVALID_REPLICATION_FACTOR = 38
+SLACK = 2.0   # seconds on top of what the protocol needs, for a loaded 2-core box
+
+
+# --------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------
+
+
+def _started_etcd():
+    server = EtcdServer()
+    try:
+        server.start()
+    except EtcdError as e:
+        server.cleanup()
+        pytest.fail(str(e), pytrace=False)
+    return server
+
+
+@pytest.fixture(scope="module")
+def etcd():
+    """One etcd for the module; each test's cluster has its own prefix."""
+    server = _started_etcd()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def private_etcd():
+    """An etcd of the test's own (for the test that stops it)."""
+    server = _started_etcd()
+    yield server
+    server.cleanup()
+
+
+class _Factory(BrokerFactory):
+    """Makes clusters and tears them down after the test; a BrokerFactory,
+    so conftest's failure hook attaches every broker's log tail."""
+
+    def __init__(self, etcd):  # noqa: brokers is derived
+        self.etcd = etcd
+        self.clusters = []
+
+    @property
+    def brokers(self):
+        return [b for c in self.clusters for b in c.all_brokers()]
+
+    def __call__(self, n, overrides=None, etcd=None, **kw):
+        c = Cluster(n, overrides=overrides, etcd=etcd or self.etcd, **kw)
+        self.clusters.append(c)
+        try:
+            c.start()
+        except AssertionError as e:
+            raise AssertionError("%s\n%s" % (e, c.logs())) from None
+        return c
+
+    def teardown(self, expect_clean=False):
+        for c in self.clusters:
+            c.teardown()
+
+
+@pytest.fixture
+def cluster(etcd):
+    f = _Factory(etcd)
+    yield f
+    f.teardown()
+
+
+# --------------------------------------------------------------------------
+# Metadata (raw v7: leader epoch included) and waiting on it
+# --------------------------------------------------------------------------
+
+
+def metadata_v7(b, topics, timeout=5.0):
+    """Metadata v7 sent to broker `b` itself: {"brokers": {id: port},
+    "controller": id, "topics": {name: {"error": code, "partitions":
+    {index: {"error", "leader", "epoch", "replicas", "isr", "offline"}}}}}."""
+    body = kw.array([kw.string(t) for t in topics]) + kw.i8(0)  # no auto-creation
+    with kw.KafkaConn("127.0.0.1", b.port, timeout=timeout) as conn:
+        r = conn.request(kw.API_METADATA, 7, body)
+    r.i32()  # throttle
+    brokers = r.array(lambda x: (x.i32(), x.string(), x.i32(), x.string()))
+    r.string()  # cluster id
+    controller = r.i32()
+
+    def ints(x):
+        return x.array(lambda y: y.i32()) or []
+
+    def partition(x):
+        return {"error": x.i16(), "index": x.i32(), "leader": x.i32(), "epoch": x.i32(),
+                "replicas": ints(x), "isr": ints(x), "offline": ints(x)}
+
+    def topic(x):
+        err, name, _internal = x.i16(), x.string(), x.bool()
+        return name, {"error": err,
+                      "partitions": {p["index"]: p for p in x.array(partition) or []}}
+
+    topics_out = dict(r.array(topic) or [])
+    assert r.remaining() == 0, "trailing bytes in Metadata v7 response"
+    return {"brokers": {bid: port for bid, _h, port, _r in brokers or []},
+            "controller": controller, "topics": topics_out}
+
+
+def parts(c, topic, node):
+    """{partition: state} of `topic` as broker `node` reports it."""
+    t = metadata_v7(c.broker(node), [topic])["topics"][topic]
+    assert t["error"] == 0, "broker %d: topic %s error %d" % (node, topic, t["error"])
+    return t["partitions"]
+
+
+def wait_parts(c, topic, node, pred, timeout, what):
+    """Waits until pred(parts) holds on broker `node`; the partitions."""
+    last = {}
+
+    def probe():
+        last["p"] = parts(c, topic, node)
+        return last["p"] if pred(last["p"]) else None
+    try:
+        return wait_until(probe, timeout, interval=0.1, what=what)
+    except AssertionError as e:
+        raise AssertionError("%s\nlast partitions on broker %d: %r\n%s"
+                             % (e, node, last.get("p"), c.logs(25))) from None
+
+
+def full_isr(n):
+    def pred(ps):
+        return ps and all(p["leader"] > 0 and sorted(p["isr"]) == sorted(p["replicas"])
+                          and len(p["replicas"]) == n for p in ps.values())
+    return pred
+
+
+def admin(c, ids=None):
+    return AdminClient({"bootstrap.servers": c.bootstrap(ids), "socket.timeout.ms": 10000})
+
+
+def create(c, topic, partitions, rf, ids=None, config=None, wait_isr=True):
+    """Creates through the given brokers and waits (bounded) for every
+    partition to have a leader and the full ISR on the first of them."""
+    a = admin(c, ids)
+    a.create_topics([NewTopic(topic, partitions, rf, config=config or {})],
+                    request_timeout=15)[topic].result(timeout=20)
+    if wait_isr:
+        node = (ids or c.live_ids())[0]
+        return wait_parts(c, topic, node, lambda ps: len(ps) == partitions and full_isr(rf)(ps),
+                          15, "topic %s: %d partitions, ISR of %d" % (topic, partitions, rf))
+    return None
+
+
+def create_error(c, topic, partitions, rf, ids=None):
+    """The KafkaError of a refused CreateTopics."""
+    a = admin(c, ids)
+    with pytest.raises(KafkaException) as ei:
+        a.create_topics([NewTopic(topic, partitions, rf)],
+                        request_timeout=15)[topic].result(timeout=20)
+    return ei.value.args[0]
+
+
+# --------------------------------------------------------------------------
+# Load: producer threads that remember when each message went out
+# --------------------------------------------------------------------------
+
+
+class Load:
+    """`producers` threads, each with its own Producer, writing b"<pid>-<seq>"
+    to the topic's partitions in the cycle `cycle` (repeat a partition to make
+    it busier) at about `rate` messages/s each. For every message the time it
+    was handed to produce() is kept, so the first acknowledgement of a
+    message produced after an event can be measured."""
+
+    def __init__(self, bootstrap, topic, cycle, producers=3, rate=250, acks="all",
+                 idempotent=True, extra=None):
+        self.topic = topic
+        self.cycle = list(cycle)
+        self.rate = rate
+        self.conf = {"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 5,
+                     "enable.idempotence": idempotent, "message.timeout.ms": 60000}
+        self.conf.update(extra or {})
+        self.lock = threading.Lock()
+        self.acked = {}        # partition -> [(offset, value, t_produce, t_ack)]
+        self.errors = []       # (value, error name, t_produce, t_ack)
+        self.produced = 0
+        self.unflushed = []
+        self.crashed = []
+        self.stop_event = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(k,), daemon=True)
+                        for k in range(producers)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _cb(self, err, msg, t_produce):
+        now = time.monotonic()
+        with self.lock:
+            if err is not None:
+                self.errors.append((msg.value(), err.name(), t_produce, now))
+            else:
+                self.acked.setdefault(msg.partition(), []).append(
+                    (msg.offset(), msg.value(), t_produce, now))
+
+    def _run(self, pid):
+        try:
+            p = Producer(self.conf)
+            seq = 0
+            next_t = time.monotonic()
+            while not self.stop_event.is_set():
+                part = self.cycle[seq % len(self.cycle)]
+                t = time.monotonic()
+                try:
+                    p.produce(self.topic, value=b"%d-%d" % (pid, seq), partition=part,
+                              on_delivery=lambda e, m, t=t: self._cb(e, m, t))
+                except BufferError:
+                    p.poll(0.1)
+                    continue
+                seq += 1
+                with self.lock:
+                    self.produced += 1
+                p.poll(0)
+                next_t += 1.0 / self.rate
+                delay = next_t - time.monotonic()
+                if delay > 0:
+                    p.poll(delay)
+                elif delay < -1.0:     # fell behind: do not burst to catch up
+                    next_t = time.monotonic()
+            left = p.flush(70)
+            if left:
+                self.unflushed.append((pid, left))
+        except Exception as e:  # noqa: BLE001 - reported by stop()
+            self.crashed.append(repr(e))
+
+    def stop(self):
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(90)
+        assert not self.crashed, "producer threads failed: %r" % self.crashed
+        assert not any(t.is_alive() for t in self.threads), "producer threads hang"
+        return self
+
+    # -- views --
+
+    def count(self, partition=None):
+        with self.lock:
+            if partition is None:
+                return sum(len(v) for v in self.acked.values())
+            return len(self.acked.get(partition, []))
+
+    def first_ack_after(self, partition, t):
+        """Seconds from `t` to the first acknowledgement of a message
+        produced to `partition` after `t` (None: none yet)."""
+        with self.lock:
+            acks = [a for _o, _v, tp, a in self.acked.get(partition, []) if tp > t]
+        return min(acks) - t if acks else None
+
+    def max_latency_after(self, t):
+        """The longest produce-to-ack time of messages produced after `t`."""
+        with self.lock:
+            lat = [a - tp for v in self.acked.values() for _o, _v, tp, a in v if tp > t]
+        return max(lat) if lat else None
+
+    def acks_between(self, t0, t1):
+        with self.lock:
+            return sorted(a for v in self.acked.values() for _o, _v, _tp, a in v
+                          if t0 <= a <= t1)
+
+
+def read_partitions(bootstrap, topic, partitions, timeout=40):
+    """Every record of the partitions from offset 0 to the high watermark,
+    as {partition: [(offset, value)]}."""
+    cons = consumer(bootstrap, **{"group.id": unique_topic("g"), "fetch.wait.max.ms": 100})
+    try:
+        hw = {p: cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10,
+                                            cached=False)[1] for p in partitions}
+        cons.assign([TopicPartition(topic, p, 0) for p in partitions])
+        got = {p: [] for p in partitions}
+        deadline = time.monotonic() + timeout
+
+        def done():
+            return all(hw[p] == 0 or (got[p] and got[p][-1][0] >= hw[p] - 1)
+                       for p in partitions)
+        while not done() and time.monotonic() < deadline:
+            for m in cons.consume(1000, 0.5):
+                if m.error() is None:
+                    got[m.partition()].append((m.offset(), m.value()))
+        assert done(), "could not read up to the high watermarks %r in %ss: read %r" % (
+            hw, timeout, {p: len(v) for p, v in got.items()})
+        return got
+    finally:
+        cons.close()
+
+
+def assert_exactly_once(load, got):
+    """Every acknowledged message is in the log exactly once, at the offset
+    it was acknowledged with; no value appears twice; each producer's
+    messages are in the order it sent them. Returns a per-partition summary."""
+    summary = {}
+    for p, records in got.items():
+        values = [v for _o, v in records]
+        at = {v: o for o, v in records}
+        dups = sorted({v for v in values if values.count(v) > 1}) if len(at) != len(values) else []
+        acked = load.acked.get(p, [])
+        missing = [(o, v) for o, v, _tp, _ta in acked if v not in at]
+        moved = [(o, v, at[v]) for o, v, _tp, _ta in acked if v in at and at[v] != o]
+        last, reordered = {}, []
+        for o, v in records:
+            pid, seq = v.split(b"-")
+            if int(seq) <= last.get(pid, -1):
+                reordered.append((o, v))
+            last[pid] = int(seq)
+        summary[p] = {"acked": len(acked), "read": len(records), "missing": len(missing),
+                      "duplicates": len(dups), "moved": len(moved), "reordered": len(reordered)}
+        assert not missing, "partition %d: %d acknowledged messages not in the log, e.g. %r" % (
+            p, len(missing), missing[:5])
+        assert not dups, "partition %d: values read more than once, e.g. %r" % (p, dups[:5])
+        assert not moved, "partition %d: acknowledged at one offset, read at another " \
+            "(acked offset, value, read offset), e.g. %r" % (p, moved[:5])
+        assert not reordered, "partition %d: out of per-producer order, e.g. %r" % (
+            p, reordered[:5])
+    return summary
+
+
+# --------------------------------------------------------------------------
+# 1. Placement and Metadata
+# --------------------------------------------------------------------------
+
+
+def test_rf3_metadata_everywhere_and_acks_all_round_trip(cluster):
+    c = cluster(3)
+    topic = unique_topic("rf3")
+    a = admin(c, [1])
+    a.create_topics([NewTopic(topic, 6, 3)], request_timeout=15)[topic].result(timeout=20)
+    # Every broker, asked itself (raw Metadata v7), agrees: 3 brokers, six
+    # partitions with three replicas, the full ISR and a leader among them.
+    views = {}
+    for i in (1, 2, 3):
+        views[i] = wait_parts(c, topic, i, lambda ps: len(ps) == 6 and full_isr(3)(ps), 15,
+                              "6 partitions with an ISR of 3 on broker %d" % i)
+        assert sorted(metadata_v7(c.broker(i), [])["brokers"]) == [1, 2, 3]
+    for i in (2, 3):
+        assert {p: (s["leader"], s["replicas"], s["epoch"]) for p, s in views[i].items()} == \
+            {p: (s["leader"], s["replicas"], s["epoch"]) for p, s in views[1].items()}, views
+    for s in views[1].values():
+        assert sorted(s["replicas"]) == [1, 2, 3] and s["leader"] in s["isr"], s
+        assert s["error"] == 0 and s["offline"] == [] and s["epoch"] >= 0, s
+    lead = {p: s["leader"] for p, s in views[1].items()}
+    assert len(set(lead.values())) >= 2, "all leaders on one broker: %r" % lead
+
+    # confluent-kafka's view, bootstrapped on each broker in turn.
+    for i in (1, 2, 3):
+        md = admin(c, [i]).list_topics(topic, timeout=10)
+        assert sorted(md.brokers) == [1, 2, 3], "via broker %d: %r" % (i, md.brokers)
+        t = md.topics[topic]
+        assert t.error is None and len(t.partitions) == 6
+        for p, pm in t.partitions.items():
+            assert pm.leader == lead[p], (i, p, pm.leader, lead)
+            assert sorted(pm.replicas) == [1, 2, 3] and sorted(pm.isrs) == [1, 2, 3], \
+                (i, p, pm.replicas, pm.isrs)
+
+    # More replicas than brokers: refused, and nothing is created.
+    too_many = unique_topic("rf4")
+    err = create_error(c, too_many, 3, 4)
+    assert err.code() == KafkaError.INVALID_REPLICATION_FACTOR == INVALID_REPLICATION_FACTOR, err
+    assert err.name() == "INVALID_REPLICATION_FACTOR", err
+    assert too_many not in a.list_topics(timeout=10).topics
+
+    # An explicit assignment is kept as given (the first replica leads).
+    assigned = unique_topic("assigned")
+    layout = [[3, 1], [1, 2], [2, 3]]
+    a.create_topics([NewTopic(assigned, len(layout), replica_assignment=layout)],
+                    request_timeout=15)[assigned].result(timeout=20)
+    ps = wait_parts(c, assigned, 2, lambda ps: len(ps) == 3 and all(
+        sorted(ps[k]["isr"]) == sorted(layout[k]) for k in range(3)), 15,
+        "the assigned topic with its full ISRs")
+    assert [ps[k]["replicas"] for k in range(3)] == layout, ps
+    assert [ps[k]["leader"] for k in range(3)] == [3, 1, 2], ps
+
+    # 1000 acks=all messages through broker 1, read back through broker 3.
+    p = Producer({"bootstrap.servers": c.bootstrap([1]), "acks": "all", "linger.ms": 5})
+    errors, acked = [], {}
+
+    def cb(e, m):
+        if e is not None:
+            errors.append(e)
+        else:
+            acked[m.value()] = (m.partition(), m.offset())
+    for k in range(1000):
+        p.produce(topic, b"v%d" % k, partition=k % 6, on_delivery=cb)
+    assert p.flush(30) == 0 and not errors, errors
+    assert len(acked) == 1000
+    got = read_partitions(c.bootstrap([3]), topic, range(6))
+    read = {v: (part, o) for part, recs in got.items() for o, v in recs}
+    assert read == acked
+    print("leaders %r" % lead)
+
+
+# --------------------------------------------------------------------------
+# 2-3. Leader failure under idempotent acks=all load
+# --------------------------------------------------------------------------
+
+
+def _failover_cluster(cluster):
+    c = cluster(3, overrides={"replica.lag.time.max.ms": "3000"})
+    topic = unique_topic("fo")
+    create(c, topic, 3, 3)
+    return c, topic
+
+
+def test_kill9_leader_fails_over_without_loss(cluster):
+    c, topic = _failover_cluster(cluster)
+    # Partition 0 gets half of the messages: the busiest.
+    load = Load(c.bootstrap(), topic, [0, 0, 1, 2]).start()
+    wait_until(lambda: all(load.count(p) > 100 for p in range(3)), 15, what="steady load")
+    time.sleep(1)
+    busiest = max(range(3), key=load.count)
+    before = parts(c, topic, 1)
+    victim = before[busiest]["leader"]
+    led = [p for p, s in before.items() if s["leader"] == victim]
+    survivor = min(i for i in (1, 2, 3) if i != victim)
+    acked_before = load.count()
+
+    t_kill = time.monotonic()
+    c.broker(victim).kill9()
+    bound = c.session_timeout + 2 + SLACK
+    delay = wait_until(lambda: load.first_ack_after(busiest, t_kill), bound + 10,
+                       interval=0.05, what="an ack on partition %d after the kill" % busiest)
+    assert delay <= bound, "first ack on partition %d %.2fs after kill -9 of its leader " \
+        "(bound %.1fs)\n%s" % (busiest, delay, bound, c.logs(30))
+    for p in led:
+        wait_until(lambda: load.first_ack_after(p, t_kill), 10, what="acks on partition %d" % p)
+
+    # New leaders from the ISR, and the dead broker out of every ISR.
+    after = wait_parts(c, topic, survivor, lambda ps: all(
+        s["leader"] not in (victim, -1) and victim not in s["isr"] for s in ps.values()), 10,
+        "new leaders for %r and broker %d out of every ISR" % (led, victim))
+    for p in led:
+        assert after[p]["leader"] in before[p]["isr"], (p, before[p], after[p])
+        assert after[p]["epoch"] > before[p]["epoch"], (p, before[p], after[p])
+
+    # The killed broker comes back as a follower and rejoins every ISR, under load.
+    t_restart = time.monotonic()
+    c.broker(victim).start()
+    wait_parts(c, topic, survivor, full_isr(3), 20, "every ISR back to 3 members")
+    rejoined = time.monotonic() - t_restart
+    time.sleep(1)
+    load.stop()
+    assert not load.errors, "delivery errors: %d, e.g. %r" % (len(load.errors), load.errors[:5])
+    assert not load.unflushed, load.unflushed
+    assert load.count() > acked_before + 500, (acked_before, load.count())
+    summary = assert_exactly_once(load, read_partitions(c.bootstrap(), topic, range(3)))
+    print("kill -9 of broker %d (leader of %r): first ack on partition %d after %.2fs; "
+          "ISR full again %.2fs after restart; %r"
+          % (victim, led, busiest, delay, rejoined, summary))
+
+
+def test_sigstop_leader_past_session_timeout_then_resume(cluster):
+    c, topic = _failover_cluster(cluster)
+    load = Load(c.bootstrap(), topic, [0, 1, 2]).start()
+    wait_until(lambda: all(load.count(p) > 100 for p in range(3)), 15, what="steady load")
+    before = parts(c, topic, 1)
+    victim = before[0]["leader"]
+    survivor = min(i for i in (1, 2, 3) if i != victim)
+
+    t_stop = time.monotonic()
+    c.pause(victim)
+    moved = wait_parts(c, topic, survivor,
+                       lambda ps: ps[0]["leader"] not in (victim, -1)
+                       and ps[0]["epoch"] > before[0]["epoch"],
+                       c.session_timeout + 2 + SLACK,
+                       "a new leader of partition 0 while broker %d is stopped" % victim)
+    elected = time.monotonic() - t_stop
+    time.sleep(max(0.0, t_stop + c.session_timeout + 2 - time.monotonic()))
+    c.resume(victim)
+    t_cont = time.monotonic()
+
+    # Right after SIGCONT the others name the new leader, with a higher epoch.
+    now = parts(c, topic, survivor)
+    assert now[0]["leader"] == moved[0]["leader"] != victim, (before[0], now[0])
+    assert now[0]["epoch"] > before[0]["epoch"], (before[0], now[0])
+    # The resumed broker learns it (bounded) and does not claim the partition.
+    mine = wait_parts(c, topic, victim,
+                      lambda ps: ps[0]["leader"] == moved[0]["leader"]
+                      and ps[0]["epoch"] == now[0]["epoch"], 5,
+                      "the resumed broker %d to name the new leader" % victim)
+    assert mine[0]["leader"] != victim
+    # It rejoins the ISR as a follower.
+    wait_parts(c, topic, survivor, lambda ps: victim in ps[0]["isr"], 15,
+               "broker %d back in the ISR of partition 0" % victim)
+    rejoined = time.monotonic() - t_cont
+    resumed_ack = wait_until(lambda: load.first_ack_after(0, t_cont), 30, interval=0.05,
+                             what="acks on partition 0 after SIGCONT")
+    time.sleep(1)
+    load.stop()
+    assert not load.errors, "delivery errors: %d, e.g. %r" % (len(load.errors), load.errors[:5])
+    assert not load.unflushed, load.unflushed
+    during = load.first_ack_after(0, t_stop)
+    summary = assert_exactly_once(load, read_partitions(c.bootstrap(), topic, range(3)))
+    print("SIGSTOP of broker %d: new leader %d (epoch %d -> %d) after %.2fs; first ack on "
+          "partition 0 for a message produced after SIGSTOP: %s s after it; after SIGCONT: "
+          "%.2fs; back in the ISR %.2fs after SIGCONT; %r"
+          % (victim, moved[0]["leader"], before[0]["epoch"], now[0]["epoch"], elected,
+             "%.2f" % during if during is not None else None, resumed_ack, rejoined, summary))
+
+
+# --------------------------------------------------------------------------
+# 4. min.insync.replicas
+# --------------------------------------------------------------------------
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def raw_produce(b, topic, value, acks):
+    now = int(time.time() * 1000)
+    batch = kw.encode_record_batch([(None, value, (), now)], now)
+    with kw.KafkaConn.to(b.bootstrap, timeout=15) as conn:
+        return kw.produce_v3(conn, topic, 0, batch, acks=acks)
+
+
+def test_min_insync_replicas_refuses_acks_all_not_acks_1(cluster):
+    c = cluster(3, overrides={"replica.lag.time.max.ms": "2000"})
+    topic = unique_topic("minisr")
+    ps = create(c, topic, 1, 3, config={"min.insync.replicas": "2"})
+    leader = ps[0]["leader"]
+    lb = c.broker(leader)
+    # While the ISR is full, acks=all works.
+    for k in range(3):
+        r = raw_produce(lb, topic, b"ok-%d" % k, acks=-1)
+        assert r["error_code"] == 0 and r["base_offset"] == k, r
+
+    followers = [i for i in ps[0]["replicas"] if i != leader]
+    for f in followers:
+        c.broker(f).kill9()
+    wait_parts(c, topic, leader, lambda ps: ps[0]["isr"] == [leader], c.session_timeout + 8,
+               "the ISR of partition 0 down to the leader %d alone" % leader)
+
+    # acks=all: NOT_ENOUGH_REPLICAS (19) before appending, every time.
+    for k in range(2):
+        r = raw_produce(lb, topic, b"refused-%d" % k, acks=-1)
+        assert r["error_code"] == NOT_ENOUGH_REPLICAS, r
+    # acks=1 appends (right after the three acks=all messages: nothing refused
+    # was appended).
+    r = raw_produce(lb, topic, b"acks1", acks=1)
+    assert r["error_code"] == 0 and r["base_offset"] == 3, r
+
+    # confluent-kafka: the acks=all delivery fails with NOT_ENOUGH_REPLICAS
+    # (librdkafka retries it until message.timeout.ms, then reports either it
+    # or a timeout); the acks=1 one succeeds.
+    logs = _ListHandler()
+    log = logging.getLogger(unique_topic("rdkafka"))
+    log.addHandler(logs)
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    p = Producer({"bootstrap.servers": lb.bootstrap, "acks": "all", "message.timeout.ms": 5000,
+                  "retry.backoff.ms": 200, "logger": log, "debug": "msg,protocol"})
+    res = []
+    p.produce(topic, b"ck-all", partition=0, on_delivery=lambda e, m: res.append(e))
+    p.flush(15)
+    assert len(res) == 1 and res[0] is not None, res
+    names = (res[0].name(),)
+    if res[0].code() == KafkaError._MSG_TIMED_OUT:
+        names += ("after %d NOT_ENOUGH_REPLICAS answers" % len(
+            [line for line in logs.lines if "Not enough in-sync replicas" in line]),)
+    assert res[0].code() in (KafkaError.NOT_ENOUGH_REPLICAS, KafkaError._MSG_TIMED_OUT), res
+    if res[0].code() == KafkaError._MSG_TIMED_OUT:
+        seen = [line for line in logs.lines if "NOT_ENOUGH_REPLICAS" in line
+                or "Not enough in-sync replicas" in line]
+        assert seen, "timed out without NOT_ENOUGH_REPLICAS in librdkafka's log: %r" % (
+            logs.lines[-10:],)
+    p1 = Producer({"bootstrap.servers": lb.bootstrap, "acks": "1", "message.timeout.ms": 10000})
+    res1 = []
+    p1.produce(topic, b"ck-1", partition=0, on_delivery=lambda e, m: res1.append((e, m.offset())))
+    assert p1.flush(15) == 0
+    assert res1 == [(None, 4)], res1
+
+    # One follower back: the ISR grows to 2 and acks=all works again.
+    back = followers[0]
+    c.broker(back).start()
+    wait_parts(c, topic, leader, lambda ps: sorted(ps[0]["isr"]) == sorted([leader, back]), 15,
+               "broker %d back in the ISR" % back)
+    r = raw_produce(lb, topic, b"ok-again", acks=-1)
+    assert r["error_code"] == 0 and r["base_offset"] == 5, r
+    print("acks=all via confluent-kafka failed with %s" % (names,))
+
+
+# --------------------------------------------------------------------------
+# 5. etcd outage
+# --------------------------------------------------------------------------
+
+
+def test_etcd_outage_leaders_keep_serving_acks_1(cluster, private_etcd):
+    c = cluster(3, etcd=private_etcd, overrides={"replica.lag.time.max.ms": "3000"})
+    topic = unique_topic("outage")
+    create(c, topic, 3, 3)
+    load = Load(c.bootstrap(), topic, [0, 1, 2], producers=1, rate=300, acks="1",
+                idempotent=False).start()
+
+    consumed = []   # (t, partition, offset, value)
+    stop = threading.Event()
+    cons_err = []
+
+    def consume():
+        cons = consumer(c.bootstrap(), **{"group.id": unique_topic("g"),
+                                          "fetch.wait.max.ms": 100})
+        try:
+            cons.assign([TopicPartition(topic, p, 0) for p in range(3)])
+            while not stop.is_set():
+                for m in cons.consume(500, 0.2):
+                    if m.error() is None:
+                        consumed.append((time.monotonic(), m.partition(), m.offset(),
+                                         m.value()))
+        except Exception as e:  # noqa: BLE001
+            cons_err.append(repr(e))
+        finally:
+            cons.close()
+    ct = threading.Thread(target=consume, daemon=True)
+    ct.start()
+    wait_until(lambda: load.count() > 300 and len(consumed) > 300, 15, what="steady traffic")
+
+    t_down = time.monotonic()
+    private_etcd.stop()
+    time.sleep(10)
+    t_up = time.monotonic()
+    acks = load.acks_between(t_down, t_up)
+    reads = [t for t, *_ in consumed if t_down <= t <= t_up]
+    gaps = [b - a for a, b in zip([t_down] + acks, acks + [t_up])]
+    private_etcd.start()
+    # Acknowledged and consumed all through the outage (no gap over 2 s).
+    assert len(acks) > 1000 and max(gaps) < 2.0, \
+        "during the 10 s outage: %d acks, longest gap %.2fs\n%s" % (
+            len(acks), max(gaps), c.logs(20))
+    assert len(reads) > 1000, "only %d messages consumed during the outage" % len(reads)
+
+    # Back: members and a controller again, and a new topic works.
+    c.wait_for_members([1, 2, 3], timeout=15)
+    fresh = unique_topic("after")
+    create(c, fresh, 2, 3)
+    p = Producer({"bootstrap.servers": c.bootstrap(), "acks": "all"})
+    errs = []
+    for k in range(200):
+        p.produce(fresh, b"n%d" % k, partition=k % 2, on_delivery=lambda e, m: e and errs.append(e))
+    assert p.flush(20) == 0 and not errs, errs
+    got = read_partitions(c.bootstrap(), fresh, range(2))
+    assert sorted(v for recs in got.values() for _o, v in recs) == sorted(
+        b"n%d" % k for k in range(200))
+
+    load.stop()
+    assert not load.errors, "delivery errors: %d, e.g. %r" % (len(load.errors), load.errors[:5])
+    assert not load.unflushed, load.unflushed
+
+    # The live consumer (running all along) gets every acknowledged message.
+    def missed():
+        seen = {(p, o) for _t, p, o, _v in list(consumed)}
+        return [(p, o) for p, v in load.acked.items() for o, *_ in v if (p, o) not in seen]
+    try:
+        wait_until(lambda: not missed(), 15, what="the live consumer to read every ack")
+    finally:
+        stop.set()
+        ct.join(10)
+    assert not cons_err, cons_err
+    summary = assert_exactly_once(load, read_partitions(c.bootstrap(), topic, range(3)))
+    print("etcd outage 10s: %d acks (longest gap %.3fs), %d consumed; %r"
+          % (len(acks), max(gaps), len(reads), summary))
+
+
+# --------------------------------------------------------------------------
+# 6. Controller failure
+# --------------------------------------------------------------------------
+
+
+def test_controller_killed_new_one_creates_topics(cluster):
+    c = cluster(3)
+    old = unique_topic("before")
+    create(c, old, 3, 3)
+    ctl = c.metadata(1)["controller_id"]
+    assert ctl in (1, 2, 3)
+    survivors = [i for i in (1, 2, 3) if i != ctl]
+
+    t0 = time.monotonic()
+    c.broker(ctl).kill9()
+    new_ctl = c.wait_for_members(survivors, on=survivors, timeout=c.session_timeout + 5,
+                                 exclude_controller=ctl)
+    took = time.monotonic() - t0
+    assert new_ctl in survivors
+    # The old topic: every partition led by a survivor, the dead one out of the ISRs.
+    wait_parts(c, old, survivors[0], lambda ps: all(
+        s["leader"] in survivors and ctl not in s["isr"] for s in ps.values()), 10,
+        "the old topic led by survivors only")
+
+    # Only two brokers live: RF 3 is refused, RF 2 works.
+    err = create_error(c, unique_topic("rf3"), 2, 3, ids=survivors)
+    assert err.code() == KafkaError.INVALID_REPLICATION_FACTOR, err
+    topic = unique_topic("after")
+    ps = create(c, topic, 4, 2, ids=survivors)
+    for s in ps.values():
+        assert sorted(s["replicas"]) == survivors, ps
+    p = Producer({"bootstrap.servers": c.bootstrap([survivors[0]]), "acks": "all"})
+    errs = []
+    for k in range(500):
+        for t in (topic, old):
+            p.produce(t, b"m%d" % k, partition=k % 3, on_delivery=lambda e, m: e and errs.append(e))
+    assert p.flush(30) == 0 and not errs, errs
+    for t, n in ((topic, 3), (old, 3)):
+        got = read_partitions(c.bootstrap([survivors[1]]), t, range(n))
+        assert sorted(v for recs in got.values() for _o, v in recs) == sorted(
+            b"m%d" % k for k in range(500)), t
+    print("controller %d killed; broker %d took over after %.2fs" % (ctl, new_ctl, took))
+
+
+# --------------------------------------------------------------------------
+# 7. Controlled shutdown
+# --------------------------------------------------------------------------
+
+
+def test_sigterm_leader_moves_leadership_without_errors(cluster):
+    c = cluster(3, overrides={"replica.lag.time.max.ms": "3000"})
+    topic = unique_topic("term")
+    create(c, topic, 3, 3)
+    load = Load(c.bootstrap(), topic, [0, 1, 2]).start()
+    wait_until(lambda: all(load.count(p) > 100 for p in range(3)), 15, what="steady load")
+    before = parts(c, topic, 1)
+    victim = before[0]["leader"]
+    led = [p for p, s in before.items() if s["leader"] == victim]
+    survivor = min(i for i in (1, 2, 3) if i != victim)
+
+    t0 = time.monotonic()
+    assert c.broker(victim).stop() == 0
+    stopped = time.monotonic() - t0
+    after = wait_parts(c, topic, survivor, lambda ps: all(
+        s["leader"] not in (victim, -1) for s in ps.values()), 5,
+        "every partition led by another broker")
+    for p in led:
+        assert after[p]["leader"] in before[p]["isr"], (p, before[p], after[p])
+        assert after[p]["epoch"] > before[p]["epoch"], (p, before[p], after[p])
+    firsts = {p: wait_until(lambda: load.first_ack_after(p, t0), 15, interval=0.05,
+                            what="acks on partition %d after SIGTERM" % p) for p in led}
+    time.sleep(2)
+    load.stop()
+    assert not load.errors, "delivery errors: %d, e.g. %r" % (len(load.errors), load.errors[:5])
+    assert not load.unflushed, load.unflushed
+    summary = assert_exactly_once(load, read_partitions(c.bootstrap(), topic, range(3)))
+    assert max(firsts.values()) <= c.session_timeout, \
+        "controlled shutdown: first acks %r s after SIGTERM (no faster than a crash)" % firsts
+    print("SIGTERM of broker %d (exit after %.2fs): first acks %r; %r"
+          % (victim, stopped, {p: round(v, 2) for p, v in firsts.items()}, summary))
+
+
+# --------------------------------------------------------------------------
+# 8. A follower that stops fetching
+# --------------------------------------------------------------------------
+
+
+def test_stalled_follower_leaves_isr_then_rejoins(cluster):
+    lag = 2.0
+    c = cluster(3, overrides={"broker.session.timeout.ms": "20000",
+                              "replica.lag.time.max.ms": str(int(lag * 1000))})
+    topic = unique_topic("lag")
+    ps = create(c, topic, 1, 3)
+    leader = ps[0]["leader"]
+    ctl = c.metadata(leader)["controller_id"]
+    followers = [i for i in ps[0]["replicas"] if i != leader]
+    # Prefer a follower that is not the controller (nothing else changes then).
+    follower = sorted(followers, key=lambda i: i == ctl)[0]
+
+    load = Load(c.bootstrap(), topic, [0], producers=1, rate=200).start()
+    wait_until(lambda: load.count(0) > 200, 15, what="steady load")
+    assert load.max_latency_after(time.monotonic() - 1) < 1.0
+
+    t_stop = time.monotonic()
+    c.pause(follower)
+    shrunk = wait_parts(c, topic, leader, lambda ps: sorted(ps[0]["isr"]) == sorted(
+        i for i in ps[0]["replicas"] if i != follower), lag + 5,
+        "broker %d out of the ISR" % follower)
+    t_shrunk = time.monotonic()
+    assert shrunk[0]["leader"] == leader
+    # Acknowledged again after the shrink, at normal latency.
+    wait_until(lambda: load.first_ack_after(0, t_shrunk + 0.5), 5, interval=0.05,
+               what="acks after the ISR shrank")
+    time.sleep(1)
+    stall = load.max_latency_after(t_stop)
+    assert stall <= lag + SLACK + 1, "acks=all stalled %.2fs (replica.lag.time.max.ms %.1fs)" % (
+        stall, lag)
+    assert stall >= 0.5, "acks=all did not wait for the stopped follower at all (%.2fs): " \
+        "acknowledged before every ISR member had the batch?" % stall
+    settled = load.max_latency_after(t_shrunk + 0.5)
+    assert settled < 1.0, "latency after the shrink %.2fs" % settled
+
+    c.resume(follower)
+    t_cont = time.monotonic()
+    wait_parts(c, topic, leader, lambda ps: follower in ps[0]["isr"], 15,
+               "broker %d back in the ISR" % follower)
+    rejoined = time.monotonic() - t_cont
+    time.sleep(1)
+    load.stop()
+    assert not load.errors, load.errors[:5]
+    summary = assert_exactly_once(load, read_partitions(c.bootstrap(), topic, [0]))
+    print("follower %d stopped: ISR shrank after %.2fs, longest acks=all wait %.2fs; "
+          "rejoined %.2fs after SIGCONT; %r"
+          % (follower, t_shrunk - t_stop, stall, rejoined, summary))

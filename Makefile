@@ -9,7 +9,7 @@ BIN := target/release/runnel
 BUILD_PACKAGES := libclang-dev protobuf-compiler
 TEST_PACKAGES := kcat prometheus openssl etcd-server etcd-client
 
-.PHONY: run build test deps apt-deps apt-test-deps apt-install py-deps unit compat bench clean fmt lint fuzz fuzz-tools fuzz-slice
+.PHONY: run build test deps apt-deps apt-test-deps apt-install py-deps unit compat bench chaos clean fmt lint fuzz fuzz-tools fuzz-slice
 # make fuzz: seconds per cargo-fuzz target, and for the end-to-end wire fuzzer.
 FUZZ_SECONDS ?= 300
 WIRE_FUZZ_SECONDS ?= 600
@@ -74,6 +74,12 @@ fuzz: build py-deps fuzz-tools
 # Needs a C compiler and make for librdkafka's first build (rdkafka crate, from source).
 bench: apt-deps apt-test-deps py-deps
 	bash bench/run.sh
+
+# Fault soak of a 3-broker cluster (compat-tests/chaos.py): random kill -9 / SIGSTOP under
+# idempotent acks=all load, then the acknowledged set is checked. make test runs 5 cycles.
+CHAOS_CYCLES ?= 100
+chaos: build apt-test-deps py-deps
+	RUNNEL_BIN=$(abspath $(BIN)) $(PY) compat-tests/chaos.py --cycles $(CHAOS_CYCLES)
 
 fmt:
 	cargo fmt

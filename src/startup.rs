@@ -58,6 +58,10 @@ async fn apply_topic_event(b: &Broker, ev: TopicEvent) -> crate::error::BrokerRe
                 }
             }
         }
+        TopicEvent::Fenced => {
+            b.replicas.step_down_all();
+            Ok(())
+        }
         TopicEvent::Deleted(name) => match b.catalog.get(&name) {
             Some(local) => drop_local(b, &local).await,
             None => Ok(()),

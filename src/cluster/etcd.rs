@@ -53,6 +53,9 @@ struct Registration {
 
 type EtcdResult<T> = Result<T, String>;
 
+/// How a registration refused for a taken node id is worded.
+const TAKEN: &str = "is registered by another live broker";
+
 fn etcd_err(e: etcd_client::Error) -> String {
     format!("etcd: {e}")
 }
@@ -122,7 +125,25 @@ impl EtcdCluster {
         this.check_cluster_id(&mut client, cluster_id)
             .await
             .map_err(context)?;
-        let lease = this.register(&mut client).await.map_err(context)?;
+        // A broker restarted right after a crash finds its own old
+        // registration still held by the dead process's lease: wait for it
+        // to expire (as a Kafka broker retries its registration), refusing
+        // only if the node id stays taken past the session timeout.
+        let deadline =
+            tokio::time::Instant::now() + this.cfg.session_timeout + Duration::from_secs(1);
+        let lease = loop {
+            match this.register(&mut client).await {
+                Ok(lease) => break lease,
+                Err(e) if e.contains(TAKEN) && tokio::time::Instant::now() < deadline => {
+                    tracing::info!(
+                        node_id = this.me.node_id,
+                        "node.id still registered (a previous run whose session has not expired yet?); waiting"
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(context(e)),
+            }
+        };
         *this.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
         tracing::info!(
             node_id = this.me.node_id,
@@ -223,7 +244,7 @@ impl EtcdCluster {
             _ => {
                 let _ = client.lease_revoke(lease).await;
                 Err(format!(
-                    "node.id {} is registered by another live broker (or by one that stopped less than broker.session.timeout.ms ago)",
+                    "node.id {} {TAKEN} (or by one that stopped less than broker.session.timeout.ms ago)",
                     self.me.node_id
                 ))
             }
@@ -313,7 +334,10 @@ impl EtcdCluster {
                 }
                 m = keepalives.message() => match m.map_err(etcd_err)? {
                     Some(r) if r.ttl() > 0 => {}
-                    _ => return Err("the broker's lease expired".into()),
+                    _ => {
+                        let _ = self.topic_tx.send(TopicEvent::Fenced);
+                        return Err("the broker's lease expired".into());
+                    }
                 },
                 m = events.message() => {
                     let Some(resp) = m.map_err(etcd_err)? else {

@@ -81,6 +81,10 @@ pub struct TopicState {
 pub enum TopicEvent {
     Present(TopicState),
     Deleted(String),
+    /// This broker's session expired (it was paused or cut off longer than
+    /// the session timeout): others may lead its partitions by now, so it
+    /// leads nothing until it has re-read the state.
+    Fenced,
 }
 
 /// Where a new topic's replicas go.

@@ -34,6 +34,8 @@ pub async fn handle(ctx: &RequestContext, req: DescribeLogDirsRequest) -> Descri
             let partitions = parts
                 .into_iter()
                 .filter_map(|i| t.partition(i))
+                // In a cluster, only the replicas this broker holds.
+                .filter(|p| b.replicas.hosts(t.name.as_str(), p.id.get()))
                 .map(|p| {
                     DescribeLogDirsPartition::default()
                         .with_partition_index(p.id.get())

@@ -148,6 +148,19 @@ impl ReplicaManager {
             .collect()
     }
 
+    /// Whether this broker is one of the partition's replicas.
+    pub fn hosts(&self, topic: &str, index: i32) -> bool {
+        if self.is_standalone() {
+            return true;
+        }
+        self.cluster.topic(topic).is_some_and(|t| {
+            usize::try_from(index)
+                .ok()
+                .and_then(|i| t.partitions.get(i))
+                .is_some_and(|p| p.replicas.contains(&self.node_id))
+        })
+    }
+
     /// Replicas following `leader`, with the epoch they follow in.
     pub fn following(&self, leader_id: i32) -> Vec<(Arc<Replica>, i32)> {
         self.all()
@@ -282,6 +295,28 @@ impl ReplicaManager {
         r.role_changed.notify_waiters();
         self.changed.notify_waiters();
         Ok(())
+    }
+
+    /// The session expired: lead nothing until the state is read again.
+    pub fn step_down_all(&self) {
+        let mut n = 0;
+        for r in self.all() {
+            let mut role = r.role();
+            if matches!(&*role, Role::Leader(_)) {
+                *role = Role::Idle;
+                drop(role);
+                r.partition.set_follower_floor(i64::MIN);
+                r.role_changed.notify_waiters();
+                n += 1;
+            }
+        }
+        if n > 0 {
+            tracing::warn!(
+                partitions = n,
+                "session expired: stepped down as leader until the cluster state is read again"
+            );
+        }
+        self.changed.notify_waiters();
     }
 
     fn ensure_fetcher(self: &Arc<Self>, leader: i32) {

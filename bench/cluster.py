@@ -1,0 +1,204 @@
+"""`make bench` cluster phase: what replication costs, measured in one sitting.
+
+On this machine (all brokers share its cores):
+  - produce throughput with acks=all on 6 partitions: one standalone Runnel, then three Runnel
+    brokers with etcd and a replication factor 3 topic (every byte written three times); the
+    median of BENCH_REPEAT runs each, and the cluster's fraction of the standalone figure;
+  - produce acknowledgement latency (p50/p99) at a fixed rate with acks=all, on both;
+  - failover: an idempotent acks=all producer writes steadily to a replication factor 3
+    partition; its leader is killed with SIGKILL; the time from the kill to the first
+    acknowledgement of a message produced after it. Repeated, the killed broker restarted in
+    between; the median is reported beside the session timeout.
+Load comes from bench/'s runnel-bench (librdkafka); topics with a replication factor are created
+with confluent-kafka's AdminClient. Prints `RESULT` lines and a short table. Figures only."""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "compat-tests"))
+from cluster_harness import Cluster, etcd_bin  # noqa: E402
+from runnel_harness import Broker  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+
+def log(msg):
+    print("[cluster] %s" % msg, file=sys.stderr, flush=True)
+
+
+def tool(args, *cmd, timeout=600):
+    out = subprocess.run([args.tool, *cmd], capture_output=True, text=True, timeout=timeout)
+    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT")]
+    if not line:
+        log("runnel-bench %s printed no RESULT: %s" % (cmd[0], out.stderr[-500:]))
+        return {}
+    return dict(kv.split("=", 1) for kv in line[-1].split()[1:] if "=" in kv)
+
+
+def create(bootstrap, name, partitions, rf):
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    for f in a.create_topics([NewTopic(name, partitions, rf)]).values():
+        f.result(30)
+    # Every leader elected and known to the clients.
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        md = a.list_topics(name, timeout=5).topics.get(name)
+        if md and len(md.partitions) == partitions and all(
+                p.leader >= 0 and len(p.isrs) == rf for p in md.partitions.values()):
+            return
+        time.sleep(0.2)
+    raise RuntimeError("topic %s not ready" % name)
+
+
+def throughput(args, bootstrap, rf, label):
+    runs = []
+    for r in range(args.repeat):
+        name = "bench-%s-%d" % (label, r)
+        create(bootstrap, name, 6, rf)
+        res = tool(args, "produce", "--brokers", bootstrap, "--topic", name, "--messages",
+                   str(args.messages), "--size", str(args.size), "--acks", "all", "--linger-ms", "5",
+                   "--timeout-secs", "300")
+        if res.get("msgs_per_s"):
+            runs.append((float(res["mb_per_s"]), float(res["msgs_per_s"]), res.get("failed", "?")))
+            log("%s produce run %d: %.1f MB/s (%s msg/s), failed=%s" % (
+                label, r + 1, runs[-1][0], res["msgs_per_s"], res.get("failed")))
+    if not runs:
+        return None
+    return statistics.median(x[0] for x in runs), statistics.median(x[1] for x in runs)
+
+
+def latency(args, bootstrap, rf, label):
+    name = "bench-lat-%s" % label
+    create(bootstrap, name, 6, rf)
+    return tool(args, "latency", "--brokers", bootstrap, "--topic", name, "--rate",
+                str(args.rate), "--seconds", str(args.seconds), "--size", "100", "--acks", "all",
+                "--linger-ms", "1")
+
+
+def failover(cluster, rounds):
+    """Seconds from SIGKILL of the leader to the first ack of a message sent after it."""
+    name = "bench-failover"
+    bootstrap = cluster.bootstrap()
+    create(bootstrap, name, 1, 3)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    out = []
+    for r in range(rounds):
+        p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                      "linger.ms": 1, "message.timeout.ms": 60000, "retry.backoff.ms": 50,
+                      "retry.backoff.max.ms": 200, "topic.metadata.refresh.interval.ms": 1000})
+        state = {"kill": None, "first": None, "errors": 0}
+        lock = threading.Lock()
+
+        def cb(err, msg, sent=None):
+            if err is not None:
+                state["errors"] += 1
+                return
+            with lock:
+                if state["kill"] is not None and sent >= state["kill"] and state["first"] is None:
+                    state["first"] = time.time()
+
+        stop = threading.Event()
+
+        def run():
+            while not stop.is_set():
+                now = time.time()
+                p.produce(name, b"x" * 100, on_delivery=lambda e, m, s=now: cb(e, m, s))
+                p.poll(0.002)
+            p.flush(60)
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(2)
+        leader = admin.list_topics(name, timeout=5).topics[name].partitions[0].leader
+        with lock:
+            state["kill"] = time.time()
+        cluster.broker(leader).kill9()
+        deadline = state["kill"] + 60
+        while state["first"] is None and time.time() < deadline:
+            time.sleep(0.02)
+        stop.set()
+        t.join()
+        if state["first"] is not None:
+            out.append(state["first"] - state["kill"])
+            log("failover round %d: killed broker %d, first ack after %.2f s, delivery errors %d" % (
+                r + 1, leader, out[-1], state["errors"]))
+        cluster.broker(leader).start()
+        cluster.wait_for_members(cluster.node_ids(), timeout=30)
+        # Back in the ISR before the next round.
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            md = admin.list_topics(name, timeout=5).topics[name].partitions[0]
+            if len(md.isrs) == 3:
+                break
+            time.sleep(0.2)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runnel", required=True)
+    ap.add_argument("--tool", required=True)
+    ap.add_argument("--messages", type=int, default=int(os.environ.get("BENCH_CLUSTER_MESSAGES", 300000)))
+    ap.add_argument("--size", type=int, default=int(os.environ.get("BENCH_CLUSTER_SIZE", 1024)))
+    ap.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", 3)))
+    ap.add_argument("--rate", type=int, default=int(os.environ.get("BENCH_LATENCY_RATE", 10000)))
+    ap.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_LATENCY_SECONDS", 10)))
+    ap.add_argument("--failovers", type=int, default=int(os.environ.get("BENCH_FAILOVERS", 3)))
+    args = ap.parse_args()
+    os.environ["RUNNEL_BIN"] = args.runnel
+    if not etcd_bin():
+        log("etcd is not installed (Debian: etcd-server): cluster phase skipped")
+        print("RESULT kind=cluster skipped=no-etcd")
+        return 0
+
+    single = Broker()
+    single.start()
+    try:
+        alone = throughput(args, single.bootstrap, 1, "standalone")
+        alone_lat = latency(args, single.bootstrap, 1, "standalone")
+    finally:
+        single.stop(expect_clean=False)
+        single.cleanup()
+
+    cluster = Cluster(3)
+    try:
+        cluster.start()
+        rep = throughput(args, cluster.bootstrap(), 3, "rf3")
+        rep_lat = latency(args, cluster.bootstrap(), 3, "rf3")
+        fo = failover(cluster, args.failovers)
+    finally:
+        cluster.teardown()
+
+    if alone:
+        print("RESULT kind=cluster-produce target=standalone mb_per_s=%.1f msgs_per_s=%.0f" % alone)
+    if rep:
+        print("RESULT kind=cluster-produce target=rf3 mb_per_s=%.1f msgs_per_s=%.0f" % rep)
+    frac = rep[0] / alone[0] if alone and rep else None
+    for label, lat in (("standalone", alone_lat), ("rf3", rep_lat)):
+        print("RESULT kind=cluster-latency target=%s rate=%d ack_p50_ms=%s ack_p99_ms=%s achieved_rate=%s" % (
+            label, args.rate, lat.get("ack_p50_ms"), lat.get("ack_p99_ms"), lat.get("achieved_rate")))
+    session = cluster.session_timeout
+    if fo:
+        print("RESULT kind=cluster-failover rounds=%d median_s=%.2f max_s=%.2f session_timeout_s=%.1f" % (
+            len(fo), statistics.median(fo), max(fo), session))
+    print("")
+    print("Cluster (3 brokers + etcd on this machine, RF 3, acks=all, 6 partitions, %d B records)" % args.size)
+    if frac is not None:
+        print("  produce: standalone %.1f MB/s, RF 3 cluster %.1f MB/s = %.0f%% of standalone (target >= 45%%)" % (
+            alone[0], rep[0], 100 * frac))
+    print("  ack latency at %d msg/s: p99 standalone %s ms, RF 3 cluster %s ms (target <= 15 ms)" % (
+        args.rate, alone_lat.get("ack_p99_ms"), rep_lat.get("ack_p99_ms")))
+    if fo:
+        print("  failover (kill -9 of the leader to first ack): median %.2f s, max %.2f s "
+              "(target <= session timeout %.1f s + 2 s)" % (statistics.median(fo), max(fo), session))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

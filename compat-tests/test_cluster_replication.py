@@ -834,7 +834,9 @@ def test_sigterm_moves_leadership_before_refusing_clients(cluster):
     """Controlled shutdown as Kafka does it: the leaderships move while the
     broker still serves, so a client that finds the old leader gone (its
     connection refused) and asks another broker for Metadata already learns
-    the new leader, instead of being sent back to a broker that refuses it."""
+    the new leader, instead of being sent back to a broker that refuses it.
+    A consumer's long-poll Fetch (2 s) is in flight on the leader when
+    SIGTERM arrives, as it usually is on an idle partition."""
     c = cluster(3)
     topic = unique_topic("order")
     create(c, topic, 1, 3)
@@ -843,6 +845,10 @@ def test_sigterm_moves_leadership_before_refusing_clients(cluster):
     survivor = min(i for i in (1, 2, 3) if i != victim)
     b = c.broker(victim)
 
+    poll = kw.KafkaConn.to(b.bootstrap)
+    poll.send_raw(kw.build_request(kw.API_FETCH, 4, poll.next_correlation_id(),
+                                   kw.fetch_v4_body(topic, 0, 0, max_wait_ms=2000)))
+    time.sleep(0.2)   # the Fetch is waiting on the leader
     t0 = time.monotonic()
     b.proc.send_signal(signal.SIGTERM)
     refused = named = None
@@ -861,6 +867,7 @@ def test_sigterm_moves_leadership_before_refusing_clients(cluster):
                        "a new leader after SIGTERM")
     t_moved = time.monotonic() - t0
     assert b.proc.wait(20) == 0
+    poll.close()
     assert named["leader"] != victim, \
         "broker %d refused connections %.3fs after SIGTERM while broker %d's Metadata still " \
         "named it the leader of partition 0 (%r); the new leader %d (epoch %d) was named " \

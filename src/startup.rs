@@ -34,6 +34,9 @@ async fn apply_topic_event(b: &Broker, ev: TopicEvent) -> crate::error::BrokerRe
             let wanted = i32::try_from(t.partitions.len()).unwrap_or(i32::MAX);
             match b.catalog.get(&t.name) {
                 Some(local) if local.id == t.id => {
+                    if local.configs != t.configs {
+                        b.catalog.set_configs(&t.name, t.configs.clone())?;
+                    }
                     let local = if (local.partitions.len() as i32) < wanted {
                         b.catalog.add_partitions(&t.name, wanted)?;
                         b.catalog.get(&t.name).unwrap_or(local)

@@ -868,15 +868,15 @@ impl EtcdCluster {
         Ok(())
     }
 
-    /// Ends the session (called at shutdown).
+    /// Ends the session: with controlled shutdown, once this broker's
+    /// leaderships have moved (bounded by the session timeout), then it
+    /// deregisters. Called again after that, returns at once.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        // Give the session a moment to deregister.
-        for _ in 0..20 {
-            if self.stop.receiver_count() == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let deadline =
+            tokio::time::Instant::now() + self.cfg.session_timeout + Duration::from_secs(2);
+        while self.stop.receiver_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -949,6 +949,17 @@ impl ClusterMetadata for EtcdCluster {
         change: TopicChange<'a>,
     ) -> BoxFuture<'a, BrokerResult<TopicState>> {
         Box::pin(self.update(name, change))
+    }
+
+    fn is_draining(&self, node: i32) -> bool {
+        self.draining
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&node)
+    }
+
+    fn controlled_shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.shutdown())
     }
 
     fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, BrokerResult<()>> {

@@ -151,6 +151,15 @@ pub trait ClusterMetadata: Send + Sync {
         change: IsrChange,
     ) -> BoxFuture<'a, BrokerResult<PartitionState>>;
     fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, BrokerResult<()>>;
+    /// Whether `node` is in controlled shutdown (it must not rejoin an ISR).
+    fn is_draining(&self, _node: i32) -> bool {
+        false
+    }
+    /// Controlled shutdown, while clients are still served: leaderships
+    /// move to other brokers, then this broker deregisters.
+    fn controlled_shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
     /// Changes a shared topic with a compare-and-swap: `change` is applied
     /// to the current state (again if another change won the race) and
     /// says whether it changed anything; the state written (or current).

@@ -1131,12 +1131,19 @@ mod tests {
         let broker_configs =
             crate::config::dynamic::DynamicConfigs::load(store.clone(), config.raw.clone())
                 .unwrap();
+        let cluster: Arc<dyn crate::cluster::ClusterMetadata> = Arc::new(
+            crate::cluster::standalone::Standalone::new(crate::cluster::BrokerInfo {
+                node_id: 0,
+                rack: None,
+                endpoints: Vec::new(),
+            }),
+        );
         let broker = Broker {
             config,
             broker_configs,
             store: store.clone(),
             catalog,
-            writer,
+            writer: writer.clone(),
             metrics: crate::metrics::Metrics::new().unwrap(),
             groups,
             quotas: crate::quotas::QuotaStore::load(store.clone()).unwrap(),
@@ -1148,12 +1155,12 @@ mod tests {
             authorizer: crate::security::authorizer::Authorizer::load(Default::default(), store)
                 .unwrap(),
             listeners: Vec::new(),
-            cluster: Arc::new(crate::cluster::standalone::Standalone::new(
-                crate::cluster::BrokerInfo {
-                    node_id: 0,
-                    rack: None,
-                    endpoints: Vec::new(),
-                },
+            cluster: cluster.clone(),
+            replicas: Arc::new(crate::replication::ReplicaManager::new(
+                0,
+                None,
+                writer.clone(),
+                cluster,
             )),
         };
         (Arc::new(broker), thread)

@@ -45,7 +45,7 @@ fn target(ctx: &RequestContext, resource_type: i8, name: &str) -> BrokerResult<T
 }
 
 /// Validates and (unless `validate_only`) stores a resource's new set of configs.
-fn store(
+async fn store(
     ctx: &RequestContext,
     target: &Target,
     name: &str,
@@ -85,6 +85,16 @@ fn store(
             }
             if validate_only {
                 return Ok(());
+            }
+            if !ctx.broker.cluster.is_standalone() {
+                // Shared: every broker applies it from the metadata store.
+                let wanted = configs.clone();
+                let change = Box::new(move |t: &mut crate::cluster::TopicState| {
+                    let changed = t.configs != wanted;
+                    t.configs = wanted.clone();
+                    Ok(changed)
+                });
+                ctx.broker.cluster.update_topic(name, change).await?;
             }
             ctx.broker.catalog.set_configs(name, configs)
         }
@@ -183,12 +193,11 @@ fn apply_op(
 /// AlterConfigs replaces the resource's whole set of configs.
 pub async fn handle(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConfigsResponse {
     let b = &ctx.broker;
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|res| {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for res in req.resources {
+        let r = {
             let name = res.resource_name.as_str();
-            let result = target(ctx, res.resource_type, name).and_then(|t| {
+            let prepared = target(ctx, res.resource_type, name).and_then(|t| {
                 current(ctx, &t, name)?;
                 let mut configs = BTreeMap::new();
                 for c in &res.configs {
@@ -200,8 +209,12 @@ pub async fn handle(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConf
                     })?;
                     configs.insert(c.name.to_string(), v.to_string());
                 }
-                store(ctx, &t, name, configs, req.validate_only)
+                Ok((t, configs))
             });
+            let result = match prepared {
+                Ok((t, configs)) => store(ctx, &t, name, configs, req.validate_only).await,
+                Err(e) => Err(e),
+            };
             let r = AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
@@ -216,8 +229,9 @@ pub async fn handle(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConf
                     r.with_error_code(e.code()).with_error_message(e.message())
                 }
             }
-        })
-        .collect();
+        };
+        responses.push(r);
+    }
     AlterConfigsResponse::default().with_responses(responses)
 }
 
@@ -227,18 +241,21 @@ pub async fn handle_incremental(
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let b = &ctx.broker;
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|res| {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for res in req.resources {
+        let r = {
             let name = res.resource_name.as_str();
-            let result = target(ctx, res.resource_type, name).and_then(|t| {
+            let prepared = target(ctx, res.resource_type, name).and_then(|t| {
                 let mut configs = current(ctx, &t, name)?;
                 for c in &res.configs {
                     apply_op(&t, &mut configs, c)?;
                 }
-                store(ctx, &t, name, configs, req.validate_only)
+                Ok((t, configs))
             });
+            let result = match prepared {
+                Ok((t, configs)) => store(ctx, &t, name, configs, req.validate_only).await,
+                Err(e) => Err(e),
+            };
             let r = IncrementalResult::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
@@ -253,7 +270,8 @@ pub async fn handle_incremental(
                     r.with_error_code(e.code()).with_error_message(e.message())
                 }
             }
-        })
-        .collect();
+        };
+        responses.push(r);
+    }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }

@@ -54,6 +54,9 @@ pub async fn serve(broker: Arc<Broker>) -> Result<(), String> {
         ));
     }
     shutdown::signal().await;
+    // In a cluster, leaderships move while clients are still answered (with
+    // NOT_LEADER_OR_FOLLOWER and the new leader), as in Kafka.
+    broker.cluster.controlled_shutdown().await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     if !shutdown.drain(DRAIN_LIMIT).await {
         tracing::warn!("some connections did not finish within {DRAIN_LIMIT:?}");

@@ -133,8 +133,15 @@ impl ReplicaManager {
             let epoch_start = p.epochs().end_offset_for(v.epoch - 1, end).1.max(0);
             let rejoin = !v.isr.contains(&follower)
                 && !v.altering
+                && !self.cluster.is_draining(follower)
                 && fetch_offset >= p.high_watermark()
-                && fetch_offset >= epoch_start;
+                && fetch_offset >= epoch_start
+                // A broker that deregistered (shutting down) stays out.
+                && self
+                    .cluster
+                    .live_brokers()
+                    .iter()
+                    .any(|b| b.node_id == follower);
             if rejoin {
                 v.altering = true;
             }

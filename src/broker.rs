@@ -46,6 +46,8 @@ pub struct Broker {
     pub cluster: Arc<dyn ClusterMetadata>,
     /// Whether this broker leads, follows or only holds each partition.
     pub replicas: Arc<crate::replication::ReplicaManager>,
+    /// Cluster mode: this broker's block of producer ids.
+    pub producer_ids: crate::cluster::producer_ids::ProducerIds,
 }
 
 impl Broker {
@@ -206,6 +208,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         listeners,
         cluster,
         replicas,
+        producer_ids: Default::default(),
     });
     // Transactions caught mid-commit or mid-abort complete before clients
     // are served.
@@ -214,6 +217,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         let _guard = runtime.enter();
         crate::startup::spawn_background(&broker);
         if let Some(events) = etcd.as_ref().and_then(|e| e.take_topic_events()) {
+            crate::startup::spawn_coordinator_loading(&broker);
             crate::startup::spawn_topic_sync(&broker, events);
         }
     }

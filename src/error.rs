@@ -137,6 +137,10 @@ pub enum BrokerError {
     LogDirNotFound(String),
     #[error("The replica is not available on this broker")]
     ReplicaNotAvailable,
+    #[error("This is not the correct coordinator")]
+    NotCoordinator,
+    #[error("The coordinator is loading and hence can't process requests")]
+    CoordinatorLoadInProgress,
 }
 
 impl BrokerError {
@@ -206,6 +210,8 @@ impl BrokerError {
             NoReassignmentInProgress => ResponseError::NoReassignmentInProgress,
             LogDirNotFound(_) => ResponseError::LogDirNotFound,
             ReplicaNotAvailable => ResponseError::ReplicaNotAvailable,
+            NotCoordinator => ResponseError::NotCoordinator,
+            CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
         }
     }
 

@@ -85,6 +85,21 @@ async fn drop_local(
     Ok(())
 }
 
+/// Cluster mode: the group coordinator loads a `__consumer_offsets`
+/// partition when this broker comes to lead it and unloads it when it stops.
+pub fn spawn_coordinator_loading(broker: &Arc<Broker>) {
+    let mut events = broker.replicas.role_events();
+    let weak = Arc::downgrade(broker);
+    tokio::spawn(async move {
+        while let Some((topic, partition)) = events.recv().await {
+            let Some(b) = weak.upgrade() else { break };
+            if topic == crate::coordinator::offsets_log::TOPIC {
+                crate::coordinator::offsets_log::on_role_change(&b, partition).await;
+            }
+        }
+    });
+}
+
 /// Spawns the background passes; they stop when the broker is dropped.
 pub fn spawn_background(broker: &Arc<Broker>) {
     let c = &broker.config;

@@ -27,18 +27,15 @@ pub fn assign_replicas(
     let rf = rf.min(n);
     (0..partitions)
         .map(|p| {
+            // Kafka's layout: leaders round-robin from `start`; followers at
+            // a shift that changes once per full round of leaders, so the
+            // replica sets of successive rounds differ and stay balanced.
             let first = (start + p) % n;
-            // Kafka shifts followers by a per-round amount so that the
-            // replica sets of successive rounds differ.
-            let shift = 1 + ((start + p) / n) % (n.max(2) - 1);
+            let shift = start + p / n;
             let mut replicas = vec![order[first]];
-            let mut j = 0;
-            while replicas.len() < rf {
-                let candidate = order[(first + shift + j) % n];
-                if !replicas.contains(&candidate) {
-                    replicas.push(candidate);
-                }
-                j += 1;
+            for j in 0..rf.saturating_sub(1) {
+                let idx = (first + 1 + (shift + j) % (n - 1).max(1)) % n;
+                replicas.push(order[idx]);
             }
             replicas
         })
@@ -336,6 +333,17 @@ mod tests {
         }
         let leaders: BTreeSet<i32> = a.iter().map(|r| r[0]).collect();
         assert_eq!(leaders.len(), 3);
+        // Balanced: every broker holds the same number of replicas, from any start.
+        for start in 0..7 {
+            let a = assign_replicas(&brokers, 3, 2, start);
+            for id in [1, 2, 3] {
+                assert_eq!(
+                    a.iter().filter(|r| r.contains(&id)).count(),
+                    2,
+                    "start {start}: {a:?}"
+                );
+            }
+        }
         assert_eq!(assign_replicas(&brokers, 2, 5, 0)[0].len(), 3);
     }
 

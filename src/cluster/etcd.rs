@@ -855,6 +855,32 @@ impl EtcdCluster {
         Err(BrokerError::CoordinatorNotAvailable)
     }
 
+    /// Takes the next `count` producer ids with a compare-and-swap on the
+    /// cluster's next free id.
+    async fn allocate_ids(&self, count: i64) -> BrokerResult<i64> {
+        let key = self.key("producer_ids/next");
+        let mut client = self.ops_client()?;
+        let storage = |e: etcd_client::Error| BrokerError::Storage(etcd_err(e));
+        for _ in 0..32 {
+            let resp = client.get(key.clone(), None).await.map_err(storage)?;
+            let (start, rev) = resp.kvs().first().map_or((0, 0), |kv| {
+                (
+                    String::from_utf8_lossy(kv.value())
+                        .parse::<i64>()
+                        .unwrap_or(0),
+                    kv.mod_revision(),
+                )
+            });
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                .and_then([TxnOp::put(key.clone(), (start + count).to_string(), None)]);
+            if client.txn(txn).await.map_err(storage)?.succeeded() {
+                return Ok(start);
+            }
+        }
+        Err(BrokerError::CoordinatorNotAvailable)
+    }
+
     async fn delete(&self, name: &str) -> BrokerResult<()> {
         let mut client = self.ops_client()?;
         let resp = client
@@ -949,6 +975,10 @@ impl ClusterMetadata for EtcdCluster {
         change: TopicChange<'a>,
     ) -> BoxFuture<'a, BrokerResult<TopicState>> {
         Box::pin(self.update(name, change))
+    }
+
+    fn allocate_producer_ids(&self, count: i64) -> BoxFuture<'_, BrokerResult<i64>> {
+        Box::pin(self.allocate_ids(count))
     }
 
     fn is_draining(&self, node: i32) -> bool {

@@ -6,6 +6,7 @@
 
 pub mod election;
 pub mod etcd;
+pub mod producer_ids;
 pub mod standalone;
 
 use std::collections::BTreeMap;
@@ -151,6 +152,14 @@ pub trait ClusterMetadata: Send + Sync {
         change: IsrChange,
     ) -> BoxFuture<'a, BrokerResult<PartitionState>>;
     fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, BrokerResult<()>>;
+    /// Reserves `count` producer ids for this broker; the first of them.
+    fn allocate_producer_ids(&self, _count: i64) -> BoxFuture<'_, BrokerResult<i64>> {
+        Box::pin(async {
+            Err(crate::error::BrokerError::InvalidRequest(
+                "standalone: producer ids come from the local catalog".into(),
+            ))
+        })
+    }
     /// Whether `node` is in controlled shutdown (it must not rejoin an ISR).
     fn is_draining(&self, _node: i32) -> bool {
         false

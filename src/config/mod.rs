@@ -38,6 +38,9 @@ pub struct ServerConfig {
     pub group_max_size: usize,
     pub offset_metadata_max_bytes: usize,
     pub offsets_retention_minutes: u64,
+    /// Cluster mode: the `__consumer_offsets` topic's shape.
+    pub offsets_topic_num_partitions: i32,
+    pub offsets_topic_replication_factor: i16,
     pub retention_check_interval_ms: u64,
     /// `log.cleaner.backoff.ms`: pause between compaction passes.
     pub cleaner_backoff_ms: u64,
@@ -133,7 +136,6 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "num.io.threads",
     "num.network.threads",
     "num.recovery.threads.per.data.dir",
-    "offsets.topic.replication.factor",
     "process.roles",
     "share.coordinator.state.topic.min.isr",
     "share.coordinator.state.topic.replication.factor",
@@ -278,6 +280,25 @@ impl BrokerConfig {
             get("offsets.retention.minutes"),
             10_080u64,
         )?;
+
+        let offsets_topic_num_partitions = opt_num(
+            "offsets.topic.num.partitions",
+            get("offsets.topic.num.partitions"),
+            50i32,
+        )?;
+        if !(1..=10_000).contains(&offsets_topic_num_partitions) {
+            return Err(format!(
+                "offsets.topic.num.partitions must be between 1 and 10000, got {offsets_topic_num_partitions}"
+            ));
+        }
+        let offsets_topic_replication_factor = opt_num(
+            "offsets.topic.replication.factor",
+            get("offsets.topic.replication.factor"),
+            3i16,
+        )?;
+        if offsets_topic_replication_factor < 1 {
+            return Err("offsets.topic.replication.factor must be >= 1".into());
+        }
 
         let retention_check_interval_ms = opt_num(
             "log.retention.check.interval.ms",
@@ -436,6 +457,8 @@ impl BrokerConfig {
                 group_max_size,
                 offset_metadata_max_bytes,
                 offsets_retention_minutes,
+                offsets_topic_num_partitions,
+                offsets_topic_replication_factor,
                 retention_check_interval_ms,
                 cleaner_backoff_ms,
                 cleaner_io_buffer_size,
@@ -488,6 +511,8 @@ fn is_understood(key: &str) -> bool {
         "group.max.size",
         "offset.metadata.max.bytes",
         "offsets.retention.minutes",
+        "offsets.topic.num.partitions",
+        "offsets.topic.replication.factor",
         "log.retention.check.interval.ms",
         "metrics.listener",
         "log.cleaner.backoff.ms",

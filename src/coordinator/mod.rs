@@ -7,6 +7,7 @@
 
 pub mod group;
 pub mod offsets;
+pub mod offsets_log;
 pub mod txn;
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use bytes::Bytes;
 
 use crate::error::{BrokerError, BrokerResult};
 use group::{Group, GroupConfig, GroupState, JoinRequest, JoinResponse, Pending, SyncResponse};
-use offsets::{Committed, OffsetStore};
+use offsets::OffsetStore;
 
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(100);
@@ -45,6 +46,8 @@ pub struct MemberSummary {
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
     pub offsets: OffsetStore,
+    /// Cluster mode: the `__consumer_offsets` partitions loaded here.
+    pub loaded: offsets_log::Loaded,
     pub config: GroupConfig,
     /// `offsets.retention.minutes`: offsets of a group without members older than this go.
     offsets_retention: Duration,
@@ -55,6 +58,7 @@ impl GroupCoordinator {
         GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
             offsets,
+            loaded: Default::default(),
             config,
             offsets_retention,
         }
@@ -64,6 +68,14 @@ impl GroupCoordinator {
         self.groups
             .lock()
             .map_err(|_| BrokerError::Storage("group coordinator lock poisoned".into()))
+    }
+
+    /// Cluster mode: forgets the live state (members, generations) of the
+    /// groups `which` selects, whose coordination moved to another broker.
+    pub fn unload(&self, which: impl Fn(&str) -> bool) {
+        if let Ok(mut groups) = self.lock() {
+            groups.retain(|id, _| !which(id));
+        }
     }
 
     /// Starts the deadline ticker; it stops when the coordinator is dropped.
@@ -196,14 +208,14 @@ impl GroupCoordinator {
         g.leave(member_id, instance_id, Instant::now())
     }
 
-    /// Validates membership, then stores the offsets.
-    pub fn commit(
+    /// The membership checks of an offset commit (a member-less commit
+    /// creates the group).
+    pub fn validate_commit(
         &self,
         group_id: &str,
         generation: i32,
         member_id: &str,
         instance_id: Option<&str>,
-        commits: Vec<(String, i32, Committed)>,
     ) -> BrokerResult<()> {
         if group_id.is_empty() {
             return Err(BrokerError::InvalidGroupId);
@@ -218,7 +230,7 @@ impl GroupCoordinator {
                 None => return Err(BrokerError::IllegalGeneration),
             }
         }
-        self.offsets.commit(group_id, commits)
+        Ok(())
     }
 
     /// Membership checks for a transactional offset commit (the offsets
@@ -297,6 +309,17 @@ impl GroupCoordinator {
     }
 
     /// DeleteGroups: only groups without members; their offsets go too.
+    /// DeleteGroups' checks: the group exists and has no members.
+    pub fn check_deletable(&self, group_id: &str) -> BrokerResult<()> {
+        let groups = self.lock()?;
+        match groups.get(group_id) {
+            Some(g) if !g.is_empty() => Err(BrokerError::NonEmptyGroup),
+            Some(_) => Ok(()),
+            None if self.offsets.has_group(group_id) => Ok(()),
+            None => Err(BrokerError::GroupIdNotFound),
+        }
+    }
+
     pub fn delete_group(&self, group_id: &str) -> BrokerResult<()> {
         let mut groups = self.lock()?;
         match groups.get(group_id) {

@@ -125,6 +125,35 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// Cluster mode: the groups `which` selects get exactly `state` (from
+    /// their replicated log; `None` a deleted offset), stored and in memory.
+    pub fn replace_groups(
+        &self,
+        which: impl Fn(&str) -> bool,
+        state: BTreeMap<(String, String, i32), Option<Committed>>,
+    ) -> BrokerResult<()> {
+        let meta = self.store.cf(CF_META)?;
+        let mut groups = self.lock()?;
+        let mut wb = WriteBatch::default();
+        for (g, offsets) in groups.iter() {
+            if which(g) {
+                for (t, p) in offsets.keys() {
+                    wb.delete_cf(meta, key(g, t, *p));
+                }
+            }
+        }
+        groups.retain(|g, _| !which(g));
+        for ((g, t, p), c) in state {
+            if let Some(c) = c {
+                let json =
+                    serde_json::to_vec(&c).map_err(|e| BrokerError::Storage(e.to_string()))?;
+                wb.put_cf(meta, key(&g, &t, p), json);
+                groups.entry(g).or_default().insert((t, p), c);
+            }
+        }
+        self.write(wb)
+    }
+
     pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<Committed> {
         self.lock()
             .ok()?

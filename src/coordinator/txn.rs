@@ -1156,6 +1156,7 @@ mod tests {
                 .unwrap(),
             listeners: Vec::new(),
             cluster: cluster.clone(),
+            producer_ids: Default::default(),
             replicas: Arc::new(crate::replication::ReplicaManager::new(
                 0,
                 None,

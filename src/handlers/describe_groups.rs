@@ -18,7 +18,7 @@ pub async fn handle(ctx: &RequestContext, req: DescribeGroupsRequest) -> Describ
             let d = DescribedGroup::default()
                 .with_group_id(id.clone())
                 .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
-            if let Err(e) = super::group_allowed(ctx, Operation::Describe, id.0.as_str()) {
+            if let Err(e) = super::group_served(ctx, Operation::Describe, id.0.as_str()) {
                 b.metrics.error("DescribeGroups", e.code());
                 return d.with_error_code(e.code()).with_group_state(sb("Dead"));
             }

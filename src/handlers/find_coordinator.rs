@@ -15,36 +15,25 @@ const KEY_TRANSACTION: i8 = 1;
 
 pub async fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let b = &ctx.broker;
-    let check = |key_type: i8, key: &str| {
-        match key_type {
-            KEY_GROUP => super::group_allowed(ctx, Operation::Describe, key),
-            KEY_TRANSACTION => super::txn_id_allowed(ctx, Operation::Describe, key),
-            _ => Err(BrokerError::CoordinatorNotAvailable),
-        }?;
-        coordinator_of(ctx, key)
-    };
     if ctx.api_version >= 4 {
-        let coordinators = req
-            .coordinator_keys
-            .into_iter()
-            .map(|key| {
-                let checked = check(req.key_type, key.as_str());
-                let c = Coordinator::default().with_key(key);
-                match checked {
-                    Ok((node, host, port)) => c.with_node_id(node).with_host(host).with_port(port),
-                    Err(e) => {
-                        b.metrics.error("FindCoordinator", e.code());
-                        c.with_node_id(BrokerId(-1))
-                            .with_port(-1)
-                            .with_error_code(e.code())
-                            .with_error_message(e.message())
-                    }
+        let mut coordinators = Vec::with_capacity(req.coordinator_keys.len());
+        for key in req.coordinator_keys {
+            let checked = check(ctx, req.key_type, key.as_str()).await;
+            let c = Coordinator::default().with_key(key);
+            coordinators.push(match checked {
+                Ok((node, host, port)) => c.with_node_id(node).with_host(host).with_port(port),
+                Err(e) => {
+                    b.metrics.error("FindCoordinator", e.code());
+                    c.with_node_id(BrokerId(-1))
+                        .with_port(-1)
+                        .with_error_code(e.code())
+                        .with_error_message(e.message())
                 }
-            })
-            .collect();
+            });
+        }
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    match check(req.key_type, req.key.as_str()) {
+    match check(ctx, req.key_type, req.key.as_str()).await {
         Ok((node, host, port)) => FindCoordinatorResponse::default()
             .with_node_id(node)
             .with_host(host)
@@ -60,14 +49,28 @@ pub async fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCo
     }
 }
 
-/// Which broker coordinates a group or transactional id, at the endpoint of
-/// the client's listener. Standalone: this one. Cluster mode: the same
-/// answer from every broker — the live broker the key hashes to (Java's
-/// String.hashCode, as Kafka places keys) — so that a group's members meet
-/// at one coordinator. (Coordinator state is not replicated yet: a group
-/// whose coordinator changes starts over there.)
-fn coordinator_of(
+async fn check(
     ctx: &RequestContext,
+    key_type: i8,
+    key: &str,
+) -> crate::error::BrokerResult<(BrokerId, kafka_protocol::protocol::StrBytes, i32)> {
+    match key_type {
+        KEY_GROUP => super::group_allowed(ctx, Operation::Describe, key),
+        KEY_TRANSACTION => super::txn_id_allowed(ctx, Operation::Describe, key),
+        _ => Err(BrokerError::CoordinatorNotAvailable),
+    }?;
+    coordinator_of(ctx, key_type, key).await
+}
+
+/// Which broker coordinates a group or transactional id, at the endpoint of
+/// the client's listener. Standalone: this one. Cluster mode: a group's
+/// coordinator is the leader of its `__consumer_offsets` partition (created
+/// on first need); a transactional id's is the live broker it hashes to
+/// (Java's String.hashCode, as Kafka places keys) — every broker answers the
+/// same.
+async fn coordinator_of(
+    ctx: &RequestContext,
+    key_type: i8,
     key: &str,
 ) -> crate::error::BrokerResult<(BrokerId, kafka_protocol::protocol::StrBytes, i32)> {
     let b = &ctx.broker;
@@ -82,6 +85,14 @@ fn coordinator_of(
     let brokers = ctx.broker_endpoints();
     if brokers.is_empty() {
         return Err(BrokerError::CoordinatorNotAvailable);
+    }
+    if key_type == KEY_GROUP {
+        let node = crate::coordinator::offsets_log::coordinator_node(b, key).await?;
+        let (id, host, port, _) = brokers
+            .iter()
+            .find(|(id, ..)| *id == node)
+            .ok_or(BrokerError::CoordinatorNotAvailable)?;
+        return Ok((BrokerId(*id), sb(host.clone()), i32::from(*port)));
     }
     let hash = key
         .encode_utf16()

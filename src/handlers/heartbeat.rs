@@ -7,7 +7,7 @@ use crate::dispatch::RequestContext;
 
 pub async fn handle(ctx: &RequestContext, req: HeartbeatRequest) -> HeartbeatResponse {
     let b = &ctx.broker;
-    let allowed = super::group_allowed(ctx, Operation::Read, req.group_id.0.as_str());
+    let allowed = super::group_served(ctx, Operation::Read, req.group_id.0.as_str());
     match allowed.and_then(|()| {
         b.groups.heartbeat(
             req.group_id.0.as_str(),

@@ -56,10 +56,9 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
         {
             Err(BrokerError::ClusterAuthorizationFailed)
         }
-        None => b
-            .catalog
-            .allocate_producer_id()
-            .map(|id| (cluster_unique(ctx, id), 0)),
+        None if b.cluster.is_standalone() => b.catalog.allocate_producer_id().map(|id| (id, 0)),
+        // Blocks of ids from the metadata store: unique across brokers.
+        None => b.producer_ids.next(&b.cluster).await.map(|id| (id, 0)),
     };
     let resp = InitProducerIdResponse::default().with_throttle_time_ms(0);
     match result {
@@ -90,16 +89,4 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
                 .with_producer_epoch(-1)
         }
     }
-}
-
-/// Producer ids must not collide across brokers: a partition leader would
-/// take one producer's batches for another's duplicates. Until ids are
-/// allocated in blocks through the cluster, a broker's ids are its own
-/// counter times 1024 plus its node id (modulo 1024).
-fn cluster_unique(ctx: &RequestContext, local: i64) -> i64 {
-    if ctx.broker.cluster.is_standalone() {
-        return local;
-    }
-    let node = i64::from(ctx.broker.config.node_id.rem_euclid(1024));
-    local.saturating_mul(1024).saturating_add(node)
 }

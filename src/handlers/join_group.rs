@@ -19,7 +19,7 @@ pub async fn handle(ctx: &RequestContext, req: JoinGroupRequest) -> JoinGroupRes
     let b = &ctx.broker;
     let v = ctx.api_version;
     let group_id = req.group_id.0.to_string();
-    if let Err(e) = super::group_allowed(ctx, Operation::Read, &group_id) {
+    if let Err(e) = super::group_served(ctx, Operation::Read, &group_id) {
         b.metrics.error("JoinGroup", e.code());
         return JoinGroupResponse::default()
             .with_error_code(e.code())

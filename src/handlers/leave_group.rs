@@ -10,7 +10,7 @@ use crate::dispatch::RequestContext;
 pub async fn handle(ctx: &RequestContext, req: LeaveGroupRequest) -> LeaveGroupResponse {
     let b = &ctx.broker;
     let group = req.group_id.0.as_str();
-    if let Err(e) = super::group_allowed(ctx, Operation::Read, group) {
+    if let Err(e) = super::group_served(ctx, Operation::Read, group) {
         b.metrics.error("LeaveGroup", e.code());
         return LeaveGroupResponse::default().with_error_code(e.code());
     }

@@ -36,6 +36,9 @@ pub async fn handle(ctx: &RequestContext, req: ListGroupsRequest) -> ListGroupsR
         .collect();
     let listed = groups
         .into_iter()
+        // In a cluster each broker lists the groups it coordinates (the
+        // AdminClient asks every broker and merges).
+        .filter(|g| crate::coordinator::offsets_log::check(b, &g.id).is_ok())
         .filter(|g| all || ctx.authorize_quiet(Operation::Describe, ResourceType::Group, &g.id))
         .filter(|g| states.is_empty() || states.contains(&g.state.to_ascii_lowercase()))
         .filter(|_| types.is_empty() || types.iter().any(|t| t == GROUP_TYPE))

@@ -213,6 +213,18 @@ pub async fn delay_for_old_clients(
     }
 }
 
+/// `group_allowed`, and (cluster mode) this broker coordinates the group
+/// with its state loaded: NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS
+/// otherwise, so the client looks the coordinator up again.
+pub fn group_served(
+    ctx: &crate::dispatch::RequestContext,
+    op: crate::security::acl::Operation,
+    group: &str,
+) -> BrokerResult<()> {
+    group_allowed(ctx, op, group)?;
+    crate::coordinator::offsets_log::check(&ctx.broker, group)
+}
+
 /// GROUP_AUTHORIZATION_FAILED unless the principal may perform `op` on the group.
 pub fn group_allowed(
     ctx: &crate::dispatch::RequestContext,

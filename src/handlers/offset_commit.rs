@@ -32,13 +32,16 @@ pub fn check_offset(
     Ok(())
 }
 
+/// Kafka's `offsets.commit.timeout.ms`.
+const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let b = &ctx.broker;
     let group = req.group_id.0.to_string();
     let max_meta = b.config.offset_metadata_max_bytes;
     // Per partition: Ok(commit) to store, or the error to answer.
     let mut plan: Vec<(usize, i32, Result<Committed, BrokerError>)> = Vec::new();
-    let group_ok = super::group_allowed(ctx, Operation::Read, &group);
+    let group_ok = super::group_served(ctx, Operation::Read, &group);
     for (ti, t) in req.topics.iter().enumerate() {
         let topic = group_ok
             .clone()
@@ -73,13 +76,24 @@ pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
     let group_result = if commits.is_empty() {
         Ok(())
     } else {
-        b.groups.commit(
+        match b.groups.validate_commit(
             &group,
             req.generation_id_or_member_epoch,
             req.member_id.as_str(),
             req.group_instance_id.as_deref(),
-            commits,
-        )
+        ) {
+            // Cluster mode: on every in-sync replica of the group's
+            // `__consumer_offsets` partition before it is acknowledged.
+            Ok(()) => crate::coordinator::offsets_log::append(
+                b,
+                &group,
+                crate::coordinator::offsets_log::commit_records(&group, &commits),
+                OFFSETS_COMMIT_TIMEOUT,
+            )
+            .await
+            .and_then(|()| b.groups.offsets.commit(&group, commits)),
+            Err(e) => Err(e),
+        }
     };
     if let Err(e) = &group_result {
         tracing::info!(peer = %ctx.peer, group = %group, member = %req.member_id.as_str(), generation = req.generation_id_or_member_epoch, error = %e, "OffsetCommit rejected");

@@ -13,7 +13,7 @@ use crate::error::BrokerError;
 pub async fn handle(ctx: &RequestContext, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let b = &ctx.broker;
     let group = req.group_id.0.to_string();
-    if let Err(e) = super::group_allowed(ctx, Operation::Delete, &group) {
+    if let Err(e) = super::group_served(ctx, Operation::Delete, &group) {
         b.metrics.error("OffsetDelete", e.code());
         return OffsetDeleteResponse::default().with_error_code(e.code());
     }
@@ -62,7 +62,14 @@ pub async fn handle(ctx: &RequestContext, req: OffsetDeleteRequest) -> OffsetDel
                 .with_partitions(partitions)
         })
         .collect();
-    if let Err(e) = b.groups.offsets.delete(&group, Some(&to_delete)) {
+    let logged = crate::coordinator::offsets_log::append(
+        b,
+        &group,
+        crate::coordinator::offsets_log::delete_records(&group, &to_delete),
+        std::time::Duration::from_secs(5),
+    )
+    .await;
+    if let Err(e) = logged.and_then(|()| b.groups.offsets.delete(&group, Some(&to_delete))) {
         tracing::error!(group = %group, error = %e, "OffsetDelete failed");
         return OffsetDeleteResponse::default().with_error_code(e.code());
     }

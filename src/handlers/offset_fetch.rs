@@ -98,8 +98,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
             .groups
             .into_iter()
             .map(|g| {
-                if let Err(e) =
-                    super::group_allowed(ctx, Operation::Describe, g.group_id.0.as_str())
+                if let Err(e) = super::group_served(ctx, Operation::Describe, g.group_id.0.as_str())
                 {
                     ctx.broker.metrics.error("OffsetFetch", e.code());
                     return OffsetFetchResponseGroup::default()
@@ -149,7 +148,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    if let Err(e) = super::group_allowed(ctx, Operation::Describe, req.group_id.0.as_str()) {
+    if let Err(e) = super::group_served(ctx, Operation::Describe, req.group_id.0.as_str()) {
         ctx.broker.metrics.error("OffsetFetch", e.code());
         return OffsetFetchResponse::default().with_error_code(e.code());
     }

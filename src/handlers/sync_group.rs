@@ -10,7 +10,7 @@ use crate::dispatch::RequestContext;
 pub async fn handle(ctx: &RequestContext, req: SyncGroupRequest) -> SyncGroupResponse {
     let b = &ctx.broker;
     let group_id = req.group_id.0.to_string();
-    if let Err(e) = super::group_allowed(ctx, Operation::Read, &group_id) {
+    if let Err(e) = super::group_served(ctx, Operation::Read, &group_id) {
         b.metrics.error("SyncGroup", e.code());
         return SyncGroupResponse::default().with_error_code(e.code());
     }

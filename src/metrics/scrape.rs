@@ -273,6 +273,11 @@ fn groups(b: &Broker, r: &Registry) -> Result<(), prometheus::Error> {
         return Ok(());
     };
     for g in list {
+        // In a cluster, the groups this broker coordinates (the others' lag
+        // is reported by their coordinators).
+        if crate::coordinator::offsets_log::check(b, &g.id).is_err() {
+            continue;
+        }
         members
             .with_label_values(&[&g.id])
             .set(g.members.len() as i64);

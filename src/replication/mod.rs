@@ -105,6 +105,9 @@ pub struct ReplicaManager {
     pub changed: Notify,
     /// Counters for the metrics page.
     pub stats: leader::Stats,
+    /// Told of every role change, (topic, partition): the coordinators load
+    /// and unload the internal partitions they serve from.
+    role_events: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, i32)>>>,
 }
 
 impl ReplicaManager {
@@ -123,6 +126,22 @@ impl ReplicaManager {
             fetchers: Mutex::new(HashSet::new()),
             changed: Notify::new(),
             stats: leader::Stats::default(),
+            role_events: Mutex::new(None),
+        }
+    }
+
+    /// The stream of role changes (one subscriber).
+    pub fn role_events(&self) -> tokio::sync::mpsc::UnboundedReceiver<(String, i32)> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.role_events.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
+    }
+
+    fn role_changed(&self, r: &Replica) {
+        r.role_changed.notify_waiters();
+        self.changed.notify_waiters();
+        if let Some(tx) = &*self.role_events.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = tx.send((r.topic.clone(), r.index));
         }
     }
 
@@ -271,6 +290,8 @@ impl ReplicaManager {
             *r.role() = Role::Leader(view);
             r.partition.set_follower_floor(floor);
             tracing::info!(topic = %r.topic, partition = r.index, epoch = ps.leader_epoch, isr = ?ps.isr, "leading");
+            self.role_changed(r);
+            return Ok(());
         } else if ps.replicas.contains(&me) && ps.leader >= 0 {
             let same = matches!(&*r.role(), Role::Follower { leader, epoch } if *leader == ps.leader && *epoch == ps.leader_epoch);
             if same {
@@ -292,8 +313,7 @@ impl ReplicaManager {
             r.needs_truncation.store(true, Ordering::Release);
             *r.role() = Role::Idle;
         }
-        r.role_changed.notify_waiters();
-        self.changed.notify_waiters();
+        self.role_changed(r);
         Ok(())
     }
 
@@ -306,7 +326,7 @@ impl ReplicaManager {
                 *role = Role::Idle;
                 drop(role);
                 r.partition.set_follower_floor(i64::MIN);
-                r.role_changed.notify_waiters();
+                self.role_changed(&r);
                 n += 1;
             }
         }

@@ -9,6 +9,9 @@ least one live in-sync replica throughout.
 
 At the end every record acknowledged to a producer must be read back exactly once, each
 producer's records in the order it sent them, per partition: 0 lost, 0 duplicated, 0 reordered.
+A consumer group reads the topic along the way and commits synchronously; its committed offsets
+live in the replicated `__consumer_offsets` topic, so no acknowledged commit may be lost: at the
+end each partition's committed offset is at least the highest one a commit acknowledged.
 
     python compat-tests/chaos.py --cycles 100 [--seed N]
 """
@@ -85,6 +88,58 @@ class Load:
         self.stop.set()
         for t in self.threads:
             t.join(330)
+
+
+class Group:
+    """A consumer in a group that commits synchronously every few hundred records; the highest
+    offset each commit acknowledged, per partition."""
+
+    def __init__(self, bootstrap, topic, group):
+        self.bootstrap, self.topic, self.group = bootstrap, topic, group
+        self.acked = {}
+        self.failed_commits = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def run(self):
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                      "session.timeout.ms": 10000, "topic.metadata.refresh.interval.ms": 1000})
+        c.subscribe([self.topic])
+        since = 0
+        while not self.stop.is_set():
+            m = c.poll(0.2)
+            if m is None or m.error():
+                continue
+            since += 1
+            if since < 300:
+                continue
+            since = 0
+            try:
+                done = c.commit(asynchronous=False)
+            except Exception:  # noqa: BLE001 - a failed commit is allowed, a lost one is not
+                self.failed_commits += 1
+                continue
+            for tp in done or []:
+                if tp.error is None and tp.offset >= 0:
+                    self.acked[tp.partition] = max(self.acked.get(tp.partition, -1), tp.offset)
+        c.close()
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join(60)
+
+    def lost_commits(self):
+        """Partitions whose committed offset is now below an acknowledged commit."""
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
+                      "enable.auto.commit": False})
+        now = c.committed([TopicPartition(self.topic, p) for p in range(PARTITIONS)], timeout=30)
+        c.close()
+        have = {tp.partition: tp.offset for tp in now}
+        return {p: (o, have.get(p)) for p, o in self.acked.items() if have.get(p, -1) < o}
 
 
 def read_all(bootstrap, topic, expected):
@@ -180,18 +235,24 @@ def run(cycles, seed=None, cluster=None):
         log("seed %d, %d cycles, topic %s" % (seed, cycles, topic))
         load = Load(bootstrap, topic)
         load.start()
+        group = Group(bootstrap, topic, "chaos-group-%d" % seed)
+        group.start()
         time.sleep(1)
         for i in range(1, cycles + 1):
             fault_cycle(c, rng, i)
         time.sleep(2)
         load.finish()
+        group.finish()
         wait_in_sync(bootstrap, topic)
         acked = sum(len(v) for v in load.acked.values())
         got = read_all(bootstrap, topic, acked)
         lost, dup, reordered = check(load.acked, got)
+        lost_commits = group.lost_commits()
         result = {"seed": seed, "cycles": cycles, "sent": load.sent, "acked": acked,
                   "read": sum(len(v) for v in got.values()), "lost": lost, "duplicated": dup,
                   "reordered": reordered, "delivery_errors": len(load.errors),
+                  "commits_acked": len(group.acked), "lost_commits": lost_commits,
+                  "failed_commits": group.failed_commits,
                   "first_errors": load.errors[:3]}
         log("result: %s" % result)
         return result
@@ -206,9 +267,12 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     args = ap.parse_args()
     r = run(args.cycles, args.seed)
-    bad = r["lost"] or r["duplicated"] or r["reordered"] or r["acked"] == 0
-    print("chaos: %d cycles, %d acknowledged, %d lost, %d duplicated, %d reordered (seed %d)" % (
-        r["cycles"], r["acked"], r["lost"], r["duplicated"], r["reordered"], r["seed"]))
+    bad = (r["lost"] or r["duplicated"] or r["reordered"] or r["acked"] == 0
+           or r["lost_commits"])
+    print("chaos: %d cycles, %d acknowledged, %d lost, %d duplicated, %d reordered, "
+          "%d lost committed offsets (seed %d)" % (
+              r["cycles"], r["acked"], r["lost"], r["duplicated"], r["reordered"],
+              len(r["lost_commits"]), r["seed"]))
     return 1 if bad else 0
 
 

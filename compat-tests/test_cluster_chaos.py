@@ -1,6 +1,7 @@
 """A slice of the cluster fault soak (`make chaos` runs 100 cycles): random kill -9, long and
 short SIGSTOP of random brokers under idempotent acks=all load on a replication factor 3 topic;
-every acknowledged record is read back exactly once and in order. See chaos.py."""
+every acknowledged record is read back exactly once and in order, and a consumer group's
+acknowledged commits (in the replicated __consumer_offsets) all survive. See chaos.py."""
 
 import os
 
@@ -22,3 +23,6 @@ def test_faults_lose_duplicate_and_reorder_nothing():
     assert r["acked"] > 1000, r
     assert r["read"] >= r["acked"], r
     assert (r["lost"], r["duplicated"], r["reordered"]) == (0, 0, 0), r
+    # The group committed along the way and no acknowledged commit was lost.
+    assert r["commits_acked"] > 0, r
+    assert r["lost_commits"] == {}, r

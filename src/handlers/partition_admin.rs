@@ -125,7 +125,10 @@ pub async fn alter_reassignments(
             .iter()
             .zip(results)
             .map(|((i, target), r)| {
-                let r2 = ReassignablePartitionResponse::default().with_partition_index(*i);
+                // Kafka answers a null message on success.
+                let r2 = ReassignablePartitionResponse::default()
+                    .with_partition_index(*i)
+                    .with_error_message(None);
                 match r {
                     Ok(()) => {
                         tracing::info!(topic = %name, partition = i, target = ?target, "reassignment accepted");

@@ -19,82 +19,108 @@ use super::producers::last_sequence;
 use super::writer::{track_txn, LogChange, PartitionAppend};
 use crate::error::{BrokerError, BrokerResult};
 
-/// Stores one partition's batches from the leader. Batches this replica
-/// already has are skipped; a gap (the leader compacted or its log start
-/// moved) is accepted, as offsets stay increasing.
-pub fn replicate(store: &Store, opts: &WriteOptions, entry: &PartitionAppend) -> BrokerResult<()> {
-    let p = &entry.partition;
-    if p.is_deleted() {
-        return Err(BrokerError::UnknownTopicOrPartition);
-    }
-    store.check_free_space()?;
-    let (log, idx, meta) = (store.cf(CF_LOG)?, store.cf(CF_IDX)?, store.cf(CF_META)?);
+/// Stores each partition's batches from the leader, all in one RocksDB
+/// write (a fetch answer's worth). Batches a replica already has are
+/// skipped; a gap (the leader compacted or its log start moved) is
+/// accepted, as offsets stay increasing. One outcome per entry.
+pub fn replicate_all(
+    store: &Store,
+    opts: &WriteOptions,
+    entries: &[PartitionAppend],
+) -> Vec<BrokerResult<()>> {
+    let cfs = store
+        .check_free_space()
+        .and_then(|()| Ok((store.cf(CF_LOG)?, store.cf(CF_IDX)?, store.cf(CF_META)?)));
+    let (log, idx, meta) = match cfs {
+        Ok(c) => c,
+        Err(e) => return entries.iter().map(|_| Err(e.clone())).collect(),
+    };
     let mut wb = WriteBatch::default();
-    let before = p.next_offset();
-    let mut placed = Vec::new();
+    let mut outcomes: Vec<BrokerResult<()>> = Vec::with_capacity(entries.len());
+    // Per staged entry: where its offsets stood, what to publish after.
+    let mut staged: Vec<(&Arc<Partition>, i64, Vec<(i64, bytes::Bytes, i64)>)> = Vec::new();
     let mut txn_undo = Vec::new();
-    let mut epochs_changed = false;
-    for b in &entry.batches {
-        let h = &b.header;
-        if h.base_offset < p.next_offset() {
+    for entry in entries {
+        let p = &entry.partition;
+        if p.is_deleted() {
+            outcomes.push(Err(BrokerError::UnknownTopicOrPartition));
             continue;
         }
-        let base = h.base_offset;
-        let next = h.last_offset() + 1;
-        epochs_changed |= p.epochs().assign(leader_epoch_of(&b.bytes), base);
-        let producer = h.has_producer_id().then_some(ProducerFields {
-            producer_id: h.producer_id,
-            producer_epoch: h.producer_epoch,
-            base_sequence: h.base_sequence,
-        });
-        if producer.is_some() {
-            let mut states = p.producers();
-            if h.is_control() {
-                states.fence(h.producer_id, h.producer_epoch, h.max_timestamp);
-            } else {
-                states.record(
-                    h.producer_id,
-                    h.producer_epoch,
-                    h.base_sequence,
-                    last_sequence(h.base_sequence, h.last_offset_delta),
-                    base,
-                    h.max_timestamp,
-                );
+        let before = p.next_offset();
+        let mut placed = Vec::new();
+        let mut epochs_changed = false;
+        for b in &entry.batches {
+            let h = &b.header;
+            if h.base_offset < p.next_offset() {
+                continue;
             }
+            let base = h.base_offset;
+            let next = h.last_offset() + 1;
+            epochs_changed |= p.epochs().assign(leader_epoch_of(&b.bytes), base);
+            let producer = h.has_producer_id().then_some(ProducerFields {
+                producer_id: h.producer_id,
+                producer_epoch: h.producer_epoch,
+                base_sequence: h.base_sequence,
+            });
+            if producer.is_some() {
+                let mut states = p.producers();
+                if h.is_control() {
+                    states.fence(h.producer_id, h.producer_epoch, h.max_timestamp);
+                } else {
+                    states.record(
+                        h.producer_id,
+                        h.producer_epoch,
+                        h.base_sequence,
+                        last_sequence(h.base_sequence, h.last_offset_delta),
+                        base,
+                        h.max_timestamp,
+                    );
+                }
+            }
+            let txn = producer.and_then(|_| track_txn(p, b, base, &mut txn_undo));
+            let summary = IndexEntry {
+                max_timestamp: h.max_timestamp,
+                last_offset_delta: h.last_offset_delta,
+                size: u32::try_from(b.bytes.len()).unwrap_or(u32::MAX),
+            };
+            let key = log_key(p.uid, base);
+            wb.put_cf(&log, key, &b.bytes);
+            wb.put_cf(&idx, key, summary.encode_full(producer, txn));
+            p.set_next_offset(next);
+            placed.push((base, b.bytes.clone(), next));
         }
-        let txn = producer.and_then(|_| track_txn(p, b, base, &mut txn_undo));
-        let summary = IndexEntry {
-            max_timestamp: h.max_timestamp,
-            last_offset_delta: h.last_offset_delta,
-            size: u32::try_from(b.bytes.len()).unwrap_or(u32::MAX),
-        };
-        let key = log_key(p.uid, base);
-        wb.put_cf(&log, key, &b.bytes);
-        wb.put_cf(&idx, key, summary.encode_full(producer, txn));
-        p.set_next_offset(next);
-        placed.push((base, b.bytes.clone(), next));
+        if epochs_changed {
+            wb.put_cf(&meta, epochs_key(p.uid), p.epochs().encode());
+        }
+        outcomes.push(Ok(()));
+        if !placed.is_empty() {
+            staged.push((p, before, placed));
+        }
     }
-    if placed.is_empty() {
-        return Ok(());
-    }
-    if epochs_changed {
-        wb.put_cf(&meta, epochs_key(p.uid), p.epochs().encode());
+    if staged.is_empty() {
+        return outcomes;
     }
     if let Err(e) = store.db.write_opt(wb, opts) {
         let err = BrokerError::from(e);
-        tracing::error!(topic = %p.topic, partition = p.id.get(), error = %err, "replica write failed");
+        tracing::error!(error = %err, "replica write failed");
         // Put the state back as the store has it.
-        p.set_next_offset(before);
         for (q, change) in txn_undo.into_iter().rev() {
             q.txns().undo(change);
         }
-        p.recover_producers(store)?;
-        return Err(err);
+        for (p, before, _) in &staged {
+            p.set_next_offset(*before);
+            if let Err(e) = p.recover_producers(store) {
+                tracing::error!(topic = %p.topic, partition = p.id.get(), error = %e, "cannot rebuild producer state");
+            }
+        }
+        return entries.iter().map(|_| Err(err.clone())).collect();
     }
-    for (base, bytes, next) in placed {
-        p.publish(base, bytes, next);
+    for (p, _, placed) in staged {
+        for (base, bytes, next) in placed {
+            p.publish(base, bytes, next);
+        }
     }
-    Ok(())
+    outcomes
 }
 
 /// Applies a leadership change to the log.

@@ -238,12 +238,7 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>, sync: bool, active: A
                 }
                 Command::Replicate { entries, reply } => {
                     write_group(&store, &opts, &active, std::mem::take(&mut group));
-                    let _ = reply.send(
-                        entries
-                            .iter()
-                            .map(|e| super::replica_log::replicate(&store, &opts, e))
-                            .collect(),
-                    );
+                    let _ = reply.send(super::replica_log::replicate_all(&store, &opts, &entries));
                 }
                 Command::Log {
                     partition,

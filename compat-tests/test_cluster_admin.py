@@ -40,18 +40,18 @@ printed (pytest -s shows them).
 import http.client
 import os
 import re
-import threading
 import time
 
 import pytest
-from confluent_kafka import ElectionType, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
-                                   NewPartitions, NewTopic, ResourceType)
+from confluent_kafka import ElectionType, KafkaError, TopicPartition
+from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions,
+                                   ResourceType)
 
 import kafka_wire as kw
-from cluster_harness import Cluster, EtcdError, EtcdServer, etcd_bin, wait_until
-from ck_helpers import consumer
-from conftest import BrokerFactory
+from cluster_harness import etcd_bin, wait_until
+from cluster_helpers import (Load, admin, assert_exactly_once, create, full_isr, leader_ready,
+                             parts, produce_all, read_partitions, wait_leaders_ready, wait_parts)
+from cluster_helpers import cluster, etcd  # noqa: F401 - fixtures
 from runnel_harness import free_port, unique_topic
 
 if not etcd_bin():
@@ -73,51 +73,6 @@ API_LIST_PARTITION_REASSIGNMENTS = 46
 
 DYNAMIC_TOPIC_CONFIG = 1   # DescribeConfigs config_source
 DEFAULT_RETENTION_MS = "604800000"
-
-
-# --------------------------------------------------------------------------
-# Fixtures
-# --------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-# --------------------------------------------------------------------------
-# Metadata (raw v7: leader epoch included) and waiting on it
-# --------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# --------------------------------------------------------------------------
-# Load: producer threads that remember what was acknowledged
-# --------------------------------------------------------------------------
-
-
-
-
-
-
-
-
 
 
 # --------------------------------------------------------------------------

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::broker::Broker;
+use crate::cluster::settings::SettingKind;
 use crate::cluster::TopicEvent;
 use crate::storage::{background, compaction, producer_expiry, retention};
 use crate::types::TopicName;
@@ -61,6 +62,20 @@ async fn apply_topic_event(b: &Broker, ev: TopicEvent) -> crate::error::BrokerRe
                 }
             }
         }
+        TopicEvent::Setting { kind, key, value } => apply_setting(b, kind, &key, value.as_deref()),
+        TopicEvent::Settings { kind, all } => match kind {
+            SettingKind::Scram => b.credentials.replace_all(&all),
+            SettingKind::Acl => b.authorizer.acls.replace_all(
+                all.keys()
+                    .filter_map(|k| serde_json::from_str(k).ok())
+                    .collect(),
+            ),
+            SettingKind::Quota => b.quotas.replace_all(&all),
+            SettingKind::BrokerDefaults => match all.get(DEFAULTS_ITEM) {
+                Some(v) => apply_setting(b, kind, DEFAULTS_ITEM, Some(v)),
+                None => Ok(()),
+            },
+        },
         TopicEvent::Fenced => {
             b.replicas.step_down_all();
             Ok(())
@@ -69,6 +84,41 @@ async fn apply_topic_event(b: &Broker, ev: TopicEvent) -> crate::error::BrokerRe
             Some(local) => drop_local(b, &local).await,
             None => Ok(()),
         },
+    }
+}
+
+/// The one item of the cluster-wide dynamic broker configs.
+pub const DEFAULTS_ITEM: &str = "default";
+
+/// A shared setting changed on some broker: this one applies it too.
+fn apply_setting(
+    b: &Broker,
+    kind: SettingKind,
+    item: &str,
+    value: Option<&[u8]>,
+) -> crate::error::BrokerResult<()> {
+    tracing::debug!(kind = kind.name(), "shared setting applied");
+    match kind {
+        SettingKind::Scram => b.credentials.apply_shared(item, value),
+        SettingKind::Acl => match serde_json::from_str(item) {
+            Ok(acl) if value.is_some() => b.authorizer.acls.create(acl),
+            Ok(acl) => b.authorizer.acls.remove_exact(&acl),
+            Err(_) => Ok(()),
+        },
+        SettingKind::Quota => b.quotas.apply_shared(item, value),
+        SettingKind::BrokerDefaults => {
+            let values = value
+                .and_then(|v| serde_json::from_slice(v).ok())
+                .unwrap_or_default();
+            if b.broker_configs
+                .get(crate::config::dynamic::Scope::ClusterDefault)
+                == values
+            {
+                return Ok(());
+            }
+            b.broker_configs
+                .replace(crate::config::dynamic::Scope::ClusterDefault, values, false)
+        }
     }
 }
 

@@ -17,6 +17,9 @@
 //!   only while `controller_epoch` still holds its epoch) or by a partition's
 //!   leader (ISR changes, only while the state still names it leader in its
 //!   epoch), so a deposed controller or leader can change nothing;
+//! - `settings/<kind>/<item>`: settings every broker applies alike (see
+//!   `settings`), written by the broker where they changed;
+//! - `producer_ids/next`: the next free block of producer ids;
 //! - `draining/<node id>`: a broker in controlled shutdown (lease-bound); the
 //!   controller moves its leaderships away before it deregisters.
 //!
@@ -36,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::election::{assign_replicas, complete_reassignment, next_state, preferred, Eligibility};
+use super::settings::SettingKind;
 use super::{
     BoxFuture, BrokerInfo, ClusterMetadata, Controller, IsrChange, PartitionState, Placement,
     TopicChange, TopicEvent, TopicState,
@@ -76,6 +80,8 @@ pub struct EtcdCluster {
     /// For topic operations (cloned per call; shares the connection).
     client: std::sync::Mutex<Option<Client>>,
     stop: watch::Sender<bool>,
+    /// Settings changed here, for the task that writes them to etcd in order.
+    settings_tx: tokio::sync::mpsc::UnboundedSender<(SettingKind, String, Option<Vec<u8>>)>,
 }
 
 impl EtcdCluster {
@@ -101,6 +107,7 @@ impl EtcdCluster {
             .unwrap_or_else(|| format!("/runnel/{cluster_id}"));
         let (stop, _) = watch::channel(false);
         let (topic_tx, topic_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (settings_tx, settings_rx) = tokio::sync::mpsc::unbounded_channel();
         let this = Arc::new(EtcdCluster {
             prefix,
             me,
@@ -111,6 +118,7 @@ impl EtcdCluster {
             draining: RwLock::new(BTreeSet::new()),
             topic_tx,
             topic_rx: std::sync::Mutex::new(Some(topic_rx)),
+            settings_tx,
             client: std::sync::Mutex::new(None),
             stop,
             cfg,
@@ -153,6 +161,8 @@ impl EtcdCluster {
         );
         let runner = this.clone();
         tokio::spawn(async move { runner.run(client, Some(lease)).await });
+        let publisher = Arc::downgrade(&this);
+        tokio::spawn(async move { publish_settings(publisher, settings_rx).await });
         Ok(this)
     }
 
@@ -385,6 +395,13 @@ impl EtcdCluster {
         }
     }
 
+    /// The kind and item of a `settings/<kind>/<item>` key.
+    fn setting_of(&self, key: &str) -> Option<(SettingKind, String)> {
+        let rest = key.strip_prefix(&self.key("settings/"))?;
+        let (kind, item) = rest.split_once('/')?;
+        Some((SettingKind::from_name(kind)?, item.to_string()))
+    }
+
     /// Whether this broker leads a partition another live ISR member could take.
     fn leads_anything(&self) -> bool {
         let me = self.me.node_id;
@@ -491,6 +508,10 @@ impl EtcdCluster {
         let mut controller = None;
         let mut topics = BTreeMap::new();
         let mut draining = BTreeSet::new();
+        let mut settings: BTreeMap<SettingKind, BTreeMap<String, Vec<u8>>> = SettingKind::ALL
+            .into_iter()
+            .map(|k| (k, BTreeMap::new()))
+            .collect();
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key());
             if key.starts_with(&self.key("topics/")) {
@@ -507,7 +528,15 @@ impl EtcdCluster {
                 if let Ok(id) = id.parse::<i32>() {
                     draining.insert(id);
                 }
+            } else if let Some((kind, item)) = self.setting_of(&key) {
+                settings
+                    .entry(kind)
+                    .or_default()
+                    .insert(item, kv.value().to_vec());
             }
+        }
+        for (kind, all) in settings {
+            let _ = self.topic_tx.send(TopicEvent::Settings { kind, all });
         }
         *self.draining.write().unwrap_or_else(|p| p.into_inner()) = draining;
         *self.brokers.write().unwrap_or_else(|p| p.into_inner()) = brokers;
@@ -566,6 +595,13 @@ impl EtcdCluster {
                     }
                 }
             }
+            false
+        } else if let Some((setting, item)) = self.setting_of(&key) {
+            let _ = self.topic_tx.send(TopicEvent::Setting {
+                kind: setting,
+                key: item,
+                value: matches!(kind, EventType::Put).then(|| value.to_vec()),
+            });
             false
         } else if let Some(id) = key.strip_prefix(&self.key("draining/")) {
             if let Ok(id) = id.parse::<i32>() {
@@ -977,6 +1013,10 @@ impl ClusterMetadata for EtcdCluster {
         Box::pin(self.update(name, change))
     }
 
+    fn publish_setting(&self, kind: SettingKind, key: String, value: Option<Vec<u8>>) {
+        let _ = self.settings_tx.send((kind, key, value));
+    }
+
     fn allocate_producer_ids(&self, count: i64) -> BoxFuture<'_, BrokerResult<i64>> {
         Box::pin(self.allocate_ids(count))
     }
@@ -994,5 +1034,35 @@ impl ClusterMetadata for EtcdCluster {
 
     fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, BrokerResult<()>> {
         Box::pin(self.delete(name))
+    }
+}
+
+/// Writes settings changed on this broker to etcd, in the order they were
+/// made, retrying each until etcd takes it; ends with the cluster handle.
+async fn publish_settings(
+    cluster: std::sync::Weak<EtcdCluster>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(SettingKind, String, Option<Vec<u8>>)>,
+) {
+    while let Some((kind, item, value)) = rx.recv().await {
+        loop {
+            let Some(c) = cluster.upgrade() else { return };
+            let key = c.key(&format!("settings/{}/{item}", kind.name()));
+            let done = match c.ops_client() {
+                Ok(mut client) => match &value {
+                    Some(v) => client.put(key, v.clone(), None).await.map(|_| ()),
+                    None => client.delete(key, None).await.map(|_| ()),
+                }
+                .map_err(etcd_err),
+                Err(e) => Err(e.to_string()),
+            };
+            match done {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(kind = kind.name(), error = %e, "cannot share a setting yet; retrying");
+                    drop(c);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
     }
 }

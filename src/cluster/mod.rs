@@ -7,6 +7,7 @@
 pub mod election;
 pub mod etcd;
 pub mod producer_ids;
+pub mod settings;
 pub mod standalone;
 
 use std::collections::BTreeMap;
@@ -82,6 +83,17 @@ pub struct TopicState {
 pub enum TopicEvent {
     Present(TopicState),
     Deleted(String),
+    /// A shared setting changed (`None`: removed).
+    Setting {
+        kind: settings::SettingKind,
+        key: String,
+        value: Option<Vec<u8>>,
+    },
+    /// Every item of a kind, as the store holds them (on (re)joining).
+    Settings {
+        kind: settings::SettingKind,
+        all: BTreeMap<String, Vec<u8>>,
+    },
     /// This broker's session expired (it was paused or cut off longer than
     /// the session timeout): others may lead its partitions by now, so it
     /// leads nothing until it has re-read the state.
@@ -152,6 +164,10 @@ pub trait ClusterMetadata: Send + Sync {
         change: IsrChange,
     ) -> BoxFuture<'a, BrokerResult<PartitionState>>;
     fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, BrokerResult<()>>;
+    /// Shares a setting changed here with every broker (cluster mode; in
+    /// order, retried while the store is away). Standalone: nothing to do.
+    fn publish_setting(&self, _kind: settings::SettingKind, _key: String, _value: Option<Vec<u8>>) {
+    }
     /// Reserves `count` producer ids for this broker; the first of them.
     fn allocate_producer_ids(&self, _count: i64) -> BoxFuture<'_, BrokerResult<i64>> {
         Box::pin(async {

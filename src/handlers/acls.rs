@@ -16,6 +16,7 @@ use kafka_protocol::messages::{
 };
 
 use super::sb;
+use crate::cluster::settings::SettingKind;
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
 use crate::security::acl::{
@@ -52,8 +53,16 @@ pub async fn create(ctx: &RequestContext, req: CreateAclsRequest) -> CreateAclsR
                 Some(e) => Err(e.clone()),
                 None => binding(ctx.api_version, &c).and_then(|acl| {
                     let shown = format!("{acl:?}");
+                    let item = serde_json::to_string(&acl).ok();
                     ctx.broker.authorizer.acls.create(acl)?;
                     tracing::info!(principal = %ctx.principal, acl = %shown, "ACL created");
+                    if let Some(item) = item {
+                        ctx.broker.cluster.publish_setting(
+                            SettingKind::Acl,
+                            item,
+                            Some(Vec::new()),
+                        );
+                    }
                     Ok(())
                 }),
             };
@@ -173,6 +182,11 @@ pub async fn delete(ctx: &RequestContext, req: DeleteAclsRequest) -> DeleteAclsR
                 Ok(gone) => {
                     for acl in &gone {
                         tracing::info!(principal = %ctx.principal, acl = ?acl, "ACL deleted");
+                        if let Ok(item) = serde_json::to_string(acl) {
+                            ctx.broker
+                                .cluster
+                                .publish_setting(SettingKind::Acl, item, None);
+                        }
                     }
                     DeleteAclsFilterResult::default().with_matching_acls(
                         gone.into_iter()

@@ -60,10 +60,21 @@ async fn store(
                 .chain(old.keys())
                 .any(|k| dynamic::is_ssl_store_key(k));
             if !tls_change {
-                return ctx
-                    .broker
+                let shared = (*scope == dynamic::Scope::ClusterDefault && !validate_only)
+                    .then(|| serde_json::to_vec(&configs).ok())
+                    .flatten();
+                ctx.broker
                     .broker_configs
-                    .replace(*scope, configs, validate_only);
+                    .replace(*scope, configs, validate_only)?;
+                // Cluster-wide values reach every broker.
+                if let Some(v) = shared {
+                    ctx.broker.cluster.publish_setting(
+                        crate::cluster::settings::SettingKind::BrokerDefaults,
+                        crate::startup::DEFAULTS_ITEM.to_string(),
+                        Some(v),
+                    );
+                }
+                return Ok(());
             }
             if *scope == dynamic::Scope::ClusterDefault {
                 return Err(BrokerError::InvalidRequest(

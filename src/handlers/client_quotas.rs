@@ -11,8 +11,10 @@ use kafka_protocol::messages::{
 };
 
 use super::sb;
+use crate::cluster::settings::SettingKind;
 use crate::dispatch::RequestContext;
 use crate::error::BrokerError;
+use crate::quotas::Entity;
 use crate::quotas::NameMatch;
 use crate::security::acl::Operation;
 
@@ -96,7 +98,7 @@ pub async fn alter(
         .entries
         .into_iter()
         .map(|entry| {
-            let entity = entry
+            let entity: Entity = entry
                 .entity
                 .iter()
                 .map(|e| {
@@ -122,9 +124,15 @@ pub async fn alter(
                     })
                     .collect(),
             );
+            let shared = entity.clone();
             let result = allowed
                 .clone()
                 .and_then(|()| b.quotas.alter(entity, &ops, req.validate_only));
+            if result.is_ok() && !req.validate_only {
+                if let Ok((item, value)) = b.quotas.shared_item(shared) {
+                    b.cluster.publish_setting(SettingKind::Quota, item, value);
+                }
+            }
             match result {
                 Ok(()) => r.with_error_message(None),
                 Err(e) => {

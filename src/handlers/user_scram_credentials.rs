@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::cluster::settings::SettingKind;
 use crate::dispatch::RequestContext;
 use crate::security::credentials::{
     ScramCredential, ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS,
@@ -47,7 +48,9 @@ pub async fn describe(
             })
             .collect()
     };
-    let results = match req.users {
+    // Kafka describes every user for a null or an empty list.
+    let users = req.users.filter(|u| !u.is_empty());
+    let results = match users {
         None => all
             .iter()
             .map(|(user, mechs)| {
@@ -223,6 +226,10 @@ pub async fn alter(
         match outcome {
             Ok(()) => {
                 tracing::info!(peer = %ctx.peer, user = %user, mechanism = mech.name(), "SCRAM credential changed");
+                let (item, value) = creds.shared_item(&user, mech);
+                ctx.broker
+                    .cluster
+                    .publish_setting(SettingKind::Scram, item, value);
                 results.entry(user).or_insert(None);
             }
             Err(e) => failed(

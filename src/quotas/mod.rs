@@ -197,6 +197,68 @@ impl QuotaStore {
         Ok(())
     }
 
+    /// The shared form of an entity's quotas: (item, its values as JSON,
+    /// `None` when it has none).
+    pub fn shared_item(&self, entity: Entity) -> BrokerResult<(String, Option<Vec<u8>>)> {
+        let entity = normalize(entity)?;
+        let k = key(&entity)?;
+        let item = String::from_utf8_lossy(&k[PREFIX.len()..]).to_string();
+        let entries = self
+            .entries
+            .lock()
+            .map_err(|_| BrokerError::Storage("quota store lock poisoned".into()))?;
+        let value = entries
+            .get(&k)
+            .and_then(|s| serde_json::to_vec(&s.values).ok());
+        Ok((item, value))
+    }
+
+    /// Cluster mode: an entity's quotas as set elsewhere (`None`: none).
+    pub fn apply_shared(&self, item: &str, value: Option<&[u8]>) -> BrokerResult<()> {
+        let Ok(entity) = serde_json::from_str::<Entity>(item) else {
+            return Ok(());
+        };
+        let values: BTreeMap<String, f64> = value
+            .and_then(|v| serde_json::from_slice(v).ok())
+            .unwrap_or_default();
+        let current: Vec<String> = {
+            let k = key(&entity)?;
+            let entries = self
+                .entries
+                .lock()
+                .map_err(|_| BrokerError::Storage("quota store lock poisoned".into()))?;
+            entries
+                .get(&k)
+                .map(|s| s.values.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        let mut ops: Vec<(String, Option<f64>)> = current
+            .into_iter()
+            .filter(|k| !values.contains_key(k))
+            .map(|k| (k, None))
+            .collect();
+        ops.extend(values.into_iter().map(|(k, v)| (k, Some(v))));
+        self.alter(entity, &ops, false)
+    }
+
+    /// Cluster mode: exactly these entities' quotas.
+    pub fn replace_all(&self, all: &BTreeMap<String, Vec<u8>>) -> BrokerResult<()> {
+        let current: Vec<String> = self
+            .entries
+            .lock()
+            .map_err(|_| BrokerError::Storage("quota store lock poisoned".into()))?
+            .keys()
+            .map(|k| String::from_utf8_lossy(&k[PREFIX.len()..]).to_string())
+            .collect();
+        for item in current.iter().filter(|i| !all.contains_key(*i)) {
+            self.apply_shared(item, None)?;
+        }
+        for (item, v) in all {
+            self.apply_shared(item, Some(v))?;
+        }
+        Ok(())
+    }
+
     /// Entities matching every component (and, when `strict`, no other types).
     pub fn describe(
         &self,

@@ -355,6 +355,29 @@ impl AclStore {
         Ok(gone)
     }
 
+    /// Removes exactly this ACL (cluster mode: deleted elsewhere).
+    pub fn remove_exact(&self, acl: &AclBinding) -> BrokerResult<()> {
+        let mut acls = self.write();
+        if let Some(at) = acls.iter().position(|a| a == acl) {
+            let meta = self.store.cf(CF_META)?;
+            self.store.db.delete_cf(meta, db_key(acl)?)?;
+            acls.remove(at);
+        }
+        Ok(())
+    }
+
+    /// Cluster mode: exactly these ACLs, as the metadata store holds them.
+    pub fn replace_all(&self, wanted: Vec<AclBinding>) -> BrokerResult<()> {
+        let current: Vec<AclBinding> = self.read().clone();
+        for a in current.iter().filter(|a| !wanted.contains(a)) {
+            self.remove_exact(a)?;
+        }
+        for a in wanted {
+            self.create(a)?;
+        }
+        Ok(())
+    }
+
     /// Runs `f` over the ACLs whose pattern covers the resource.
     pub fn for_resource(&self, rt: ResourceType, name: &str, mut f: impl FnMut(&AclBinding)) {
         for a in self.read().iter().filter(|a| a.covers(rt, name)) {

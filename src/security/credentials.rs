@@ -185,6 +185,61 @@ impl CredentialStore {
         Ok(())
     }
 
+    /// Cluster mode: exactly these credentials, as the metadata store holds
+    /// them (`<mechanism>/<user>` → JSON).
+    pub fn replace_all(&self, all: &BTreeMap<String, Vec<u8>>) -> BrokerResult<()> {
+        let wanted: BTreeMap<Key, ScramCredential> = all
+            .iter()
+            .filter_map(|(k, v)| {
+                let (m, u) = k.split_once('/')?;
+                Some((
+                    (u.to_string(), ScramMechanism::from_name(m)?),
+                    serde_json::from_slice(v).ok()?,
+                ))
+            })
+            .collect();
+        let current: Vec<Key> = self
+            .creds
+            .read()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for (user, mech) in current {
+            if !wanted.contains_key(&(user.clone(), mech)) {
+                self.delete(&user, mech)?;
+            }
+        }
+        for ((user, mech), c) in wanted {
+            if self.get(&user, mech).as_ref() != Some(&c) {
+                self.upsert(&user, mech, c)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cluster mode: one credential changed elsewhere (`None`: deleted).
+    pub fn apply_shared(&self, item: &str, value: Option<&[u8]>) -> BrokerResult<()> {
+        let Some((m, user)) = item.split_once('/') else {
+            return Ok(());
+        };
+        let Some(mech) = ScramMechanism::from_name(m) else {
+            return Ok(());
+        };
+        match value.and_then(|v| serde_json::from_slice::<ScramCredential>(v).ok()) {
+            Some(c) if self.get(user, mech).as_ref() != Some(&c) => self.upsert(user, mech, c),
+            Some(_) => Ok(()),
+            None => self.delete(user, mech).map(|_| ()),
+        }
+    }
+
+    /// The shared form of a credential: (item, value).
+    pub fn shared_item(&self, user: &str, mech: ScramMechanism) -> (String, Option<Vec<u8>>) {
+        (
+            format!("{}/{user}", mech.name()),
+            self.get(user, mech)
+                .and_then(|c| serde_json::to_vec(&c).ok()),
+        )
+    }
+
     /// False if there was no such credential.
     pub fn delete(&self, user: &str, mech: ScramMechanism) -> BrokerResult<bool> {
         if self.get(user, mech).is_none() {

@@ -8,7 +8,10 @@ On this machine (all brokers share its cores):
   - failover: an idempotent acks=all producer writes steadily to a replication factor 3
     partition; its leader is killed with SIGKILL; the time from the kill to the first
     acknowledgement of a message produced after it. Repeated, the killed broker restarted in
-    between; the median is reported beside the session timeout.
+    between; the median is reported beside the session timeout;
+  - consumer groups on the cluster (offsets in the replicated __consumer_offsets): time from a new
+    consumer's subscribe to its first message, and the latency of synchronous offset commits
+    (p50/p99 over BENCH_COMMITS commits).
 Load comes from bench/'s runnel-bench (librdkafka); topics with a replication factor are created
 with confluent-kafka's AdminClient. Prints `RESULT` lines and a short table. Figures only."""
 
@@ -24,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "compat-tests"))
 from cluster_harness import Cluster, etcd_bin  # noqa: E402
 from runnel_harness import Broker  # noqa: E402
-from confluent_kafka import Producer  # noqa: E402
+from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 
@@ -140,6 +143,45 @@ def failover(cluster, rounds):
     return out
 
 
+def groups(cluster, commits):
+    """(seconds to the first message of a new group member, commit p50 ms, commit p99 ms)."""
+    name = "bench-groups"
+    bootstrap = cluster.bootstrap()
+    create(bootstrap, name, 6, 3)
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    for i in range(20000):
+        p.produce(name, b"x" * 100, partition=i % 6)
+        if i % 1000 == 0:
+            p.poll(0)
+    p.flush(60)
+    firsts = []
+    for r in range(3):
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-group-%d-%d" % (r, time.time()),
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        t0 = time.time()
+        c.subscribe([name])
+        while time.time() - t0 < 60:
+            m = c.poll(0.05)
+            if m is not None and not m.error():
+                firsts.append(time.time() - t0)
+                break
+        if r < 2:
+            c.close()
+    lat = []
+    for _ in range(commits):
+        m = c.poll(1.0)
+        if m is None or m.error():
+            continue
+        t = time.perf_counter()
+        c.commit(message=m, asynchronous=False)
+        lat.append((time.perf_counter() - t) * 1000)
+    c.close()
+    lat.sort()
+    if not lat or not firsts:
+        return None
+    return (statistics.median(firsts), lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runnel", required=True)
@@ -171,6 +213,7 @@ def main():
         cluster.start()
         rep = throughput(args, cluster.bootstrap(), 3, "rf3")
         rep_lat = latency(args, cluster.bootstrap(), 3, "rf3")
+        grp = groups(cluster, int(os.environ.get("BENCH_COMMITS", 1000)))
         fo = failover(cluster, args.failovers)
     finally:
         cluster.teardown()
@@ -184,6 +227,8 @@ def main():
         print("RESULT kind=cluster-latency target=%s rate=%d ack_p50_ms=%s ack_p99_ms=%s achieved_rate=%s" % (
             label, args.rate, lat.get("ack_p50_ms"), lat.get("ack_p99_ms"), lat.get("achieved_rate")))
     session = cluster.session_timeout
+    if grp:
+        print("RESULT kind=cluster-groups first_message_s=%.2f commit_p50_ms=%.2f commit_p99_ms=%.2f" % grp)
     if fo:
         print("RESULT kind=cluster-failover rounds=%d median_s=%.2f max_s=%.2f session_timeout_s=%.1f" % (
             len(fo), statistics.median(fo), max(fo), session))
@@ -194,6 +239,9 @@ def main():
             alone[0], rep[0], 100 * frac))
     print("  ack latency at %d msg/s: p99 standalone %s ms, RF 3 cluster %s ms (target <= 15 ms)" % (
         args.rate, alone_lat.get("ack_p99_ms"), rep_lat.get("ack_p99_ms")))
+    if grp:
+        print("  consumer group: first message %.2f s after subscribe (target < 4 s); synchronous "
+              "commit p50 %.2f ms, p99 %.2f ms (target <= 20 ms)" % grp)
     if fo:
         print("  failover (kill -9 of the leader to first ack): median %.2f s, max %.2f s "
               "(target <= session timeout %.1f s + 2 s)" % (statistics.median(fo), max(fo), session))

@@ -177,15 +177,11 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         Some(e) => e.clone(),
         None => Arc::new(Standalone::new(me)),
     };
-    let replication = config.cluster.as_ref().map(|c| {
-        crate::replication::ReplicationConfig::from_cluster(
-            c,
-            config
-                .listeners
-                .first()
-                .map_or("PLAINTEXT", |l| l.name.as_str()),
-        )
-    });
+    let replication = config
+        .cluster
+        .as_ref()
+        .map(|c| crate::replication::ReplicationConfig::from_cluster(c, &config.listeners))
+        .transpose()?;
     let replicas = Arc::new(crate::replication::ReplicaManager::new(
         config.node_id,
         replication,

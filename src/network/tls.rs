@@ -306,49 +306,7 @@ fn server_config(
     let builder = match client_auth.as_str() {
         "none" => builder.with_no_client_auth(),
         "requested" | "required" => {
-            let mut roots = RootCertStore::empty();
-            let mut add = |cert: CertificateDer<'static>| {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("listener {}: truststore: {e}", l.name))
-            };
-            if store_type(l, "ssl.truststore.type")? == StoreType::Pkcs12 {
-                // Raw: every certificate counts, also those OpenSSL writes
-                // without Java's "trusted" attribute (before 3.2 it cannot).
-                let ts = pkcs12(
-                    l,
-                    "ssl.truststore.location",
-                    "ssl.truststore.password",
-                    p12_keystore::Pkcs12ImportPolicy::Raw,
-                )?;
-                for (_, entry) in ts.entries() {
-                    match entry {
-                        p12_keystore::KeyStoreEntry::Certificate(c) => {
-                            add(CertificateDer::from(c.as_der().to_vec()))?
-                        }
-                        p12_keystore::KeyStoreEntry::PrivateKeyChain(chain) => {
-                            for c in chain.certs() {
-                                add(CertificateDer::from(c.as_der().to_vec()))?;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            } else {
-                let pem = match l.get("ssl.truststore.certificates") {
-                    Some(inline) => inline.as_bytes().to_vec(),
-                    None => pem_source(l, "ssl.truststore.location", "ssl.client.auth")?,
-                };
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    add(cert.map_err(|e| format!("listener {}: truststore: {e}", l.name))?)?;
-                }
-            }
-            if roots.is_empty() {
-                return Err(format!(
-                    "listener {}: the truststore (ssl.truststore.location) holds no certificate to trust",
-                    l.name
-                ));
-            }
+            let roots = trust_roots(l, "ssl.client.auth")?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if client_auth == "requested" {
                 verifier.allow_unauthenticated()
@@ -373,6 +331,74 @@ fn server_config(
     cfg.alpn_protocols.clear();
     cfg.ignore_client_order = prefer_server_order(l);
     Ok((Arc::new(cfg), leaf))
+}
+
+/// The listener's truststore (PKCS12 or PEM) as rustls roots.
+fn trust_roots(l: &ListenerConfig, needed_for: &str) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let mut add = |cert: CertificateDer<'static>| {
+        roots
+            .add(cert)
+            .map_err(|e| format!("listener {}: truststore: {e}", l.name))
+    };
+    if store_type(l, "ssl.truststore.type")? == StoreType::Pkcs12 {
+        // Raw: every certificate counts, also those OpenSSL writes
+        // without Java's "trusted" attribute (before 3.2 it cannot).
+        let ts = pkcs12(
+            l,
+            "ssl.truststore.location",
+            "ssl.truststore.password",
+            p12_keystore::Pkcs12ImportPolicy::Raw,
+        )?;
+        for (_, entry) in ts.entries() {
+            match entry {
+                p12_keystore::KeyStoreEntry::Certificate(c) => {
+                    add(CertificateDer::from(c.as_der().to_vec()))?
+                }
+                p12_keystore::KeyStoreEntry::PrivateKeyChain(chain) => {
+                    for c in chain.certs() {
+                        add(CertificateDer::from(c.as_der().to_vec()))?;
+                    }
+                }
+                _ => {}
+            }
+        }
+    } else {
+        let pem = match l.get("ssl.truststore.certificates") {
+            Some(inline) => inline.as_bytes().to_vec(),
+            None => pem_source(l, "ssl.truststore.location", needed_for)?,
+        };
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            add(cert.map_err(|e| format!("listener {}: truststore: {e}", l.name))?)?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "listener {}: the truststore (ssl.truststore.location) holds no certificate to trust",
+            l.name
+        ));
+    }
+    Ok(roots)
+}
+
+/// The TLS client set-up for connecting to other brokers' `l` listener:
+/// their certificates checked against the listener's truststore; this
+/// broker's own keystore presented (listeners may require client
+/// certificates).
+pub fn client_config(l: &ListenerConfig) -> Result<Arc<rustls::ClientConfig>, String> {
+    let roots = trust_roots(l, "connecting to other brokers over TLS")?;
+    let provider = Arc::new(provider(l)?);
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions(l)?)
+        .map_err(|e| format!("listener {}: {e}", l.name))?
+        .with_root_certificates(roots);
+    let cfg = match keystore(l) {
+        Ok((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("listener {}: keystore: {e}", l.name))?,
+        Err(_) => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(cfg))
 }
 
 /// Kafka's DEFAULT principal for a client certificate: its subject as an

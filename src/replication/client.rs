@@ -9,15 +9,21 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::security::{authenticate, InterBroker};
+
+/// A plain or TLS connection.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// Largest answer accepted from a leader (a fetch answer is bounded by
 /// `replica.fetch.max.bytes` per partition; this is the sanity bound).
 const MAX_ANSWER: usize = 256 << 20;
 
 pub struct BrokerConn {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     correlation: i32,
     client_id: StrBytes,
 }
@@ -25,17 +31,42 @@ pub struct BrokerConn {
 pub type ClientResult<T> = Result<T, String>;
 
 impl BrokerConn {
-    pub async fn connect(host: &str, port: u16, node_id: i32) -> ClientResult<Self> {
+    /// Connects (TLS and SASL as the inter-broker listener asks).
+    pub async fn connect(
+        host: &str,
+        port: u16,
+        node_id: i32,
+        security: &InterBroker,
+    ) -> ClientResult<Self> {
         let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect((host, port)))
             .await
             .map_err(|_| format!("connecting to {host}:{port} timed out"))?
             .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
         let _ = stream.set_nodelay(true);
-        Ok(BrokerConn {
+        let stream: Box<dyn Stream> = match &security.tls {
+            None => Box::new(stream),
+            Some(cfg) => {
+                let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
+                let tls = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    tokio_rustls::TlsConnector::from(cfg.clone()).connect(name, stream),
+                )
+                .await
+                .map_err(|_| format!("TLS handshake with {host}:{port} timed out"))?
+                .map_err(|e| format!("TLS handshake with {host}:{port}: {e}"))?;
+                Box::new(tls)
+            }
+        };
+        let mut conn = BrokerConn {
             stream,
             correlation: 0,
             client_id: StrBytes::from_string(format!("runnel-replica-{node_id}")),
-        })
+        };
+        if let Some(login) = &security.sasl {
+            authenticate(&mut conn, login).await?;
+        }
+        Ok(conn)
     }
 
     /// Sends one request and reads its answer, within `timeout`.

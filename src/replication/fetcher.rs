@@ -115,7 +115,7 @@ async fn connect(
         .endpoint(&cfg.inter_broker_listener)
         .or_else(|| info.endpoints.first())
         .ok_or_else(|| format!("broker {leader} has no endpoint"))?;
-    BrokerConn::connect(&ep.host, ep.port, mgr.node_id).await
+    BrokerConn::connect(&ep.host, ep.port, mgr.node_id, &cfg.security).await
 }
 
 /// Asks the leader where each partition's log diverged and cuts it there.

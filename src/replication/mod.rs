@@ -10,6 +10,7 @@
 pub mod client;
 pub mod fetcher;
 pub mod leader;
+pub mod security;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,19 +77,33 @@ pub struct ReplicationConfig {
     pub fetch_wait_max: Duration,
     pub fetch_max_bytes: i32,
     pub inter_broker_listener: String,
+    /// TLS and SASL towards other brokers' inter-broker listener.
+    pub security: security::InterBroker,
 }
 
 impl ReplicationConfig {
-    pub fn from_cluster(c: &ClusterConfig, first_listener: &str) -> Self {
-        ReplicationConfig {
+    /// The inter-broker listener is `inter.broker.listener.name`, or the
+    /// first listener.
+    pub fn from_cluster(
+        c: &ClusterConfig,
+        listeners: &[crate::config::listeners::ListenerConfig],
+    ) -> Result<Self, String> {
+        let listener = match &c.inter_broker_listener {
+            Some(name) => listeners
+                .iter()
+                .find(|l| l.name.eq_ignore_ascii_case(name))
+                .ok_or_else(|| format!("inter.broker.listener.name={name} names no listener"))?,
+            None => listeners
+                .first()
+                .ok_or_else(|| "no listener to replicate through".to_string())?,
+        };
+        Ok(ReplicationConfig {
             lag_time_max: c.replica_lag_time_max,
             fetch_wait_max: c.replica_fetch_wait_max,
             fetch_max_bytes: c.replica_fetch_max_bytes,
-            inter_broker_listener: c
-                .inter_broker_listener
-                .clone()
-                .unwrap_or_else(|| first_listener.to_string()),
-        }
+            inter_broker_listener: listener.name.clone(),
+            security: security::InterBroker::from_listener(listener)?,
+        })
     }
 }
 

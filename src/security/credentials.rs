@@ -81,21 +81,21 @@ impl ScramMechanism {
         }
     }
 
-    /// Hi() of RFC 5802 (PBKDF2 with this HMAC); clients compute it, tests too.
-    #[cfg(test)]
+    /// Hi() of RFC 5802: PBKDF2 with this HMAC, one output block (the hash's
+    /// length). Clients compute it: the broker as a client of other brokers
+    /// (inter-broker SCRAM), and tests.
     pub fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
-        match self {
-            ScramMechanism::Sha256 => {
-                let mut out = vec![0u8; 32];
-                pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out);
-                out
-            }
-            ScramMechanism::Sha512 => {
-                let mut out = vec![0u8; 64];
-                pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out);
-                out
+        let mut block = salt.to_vec();
+        block.extend_from_slice(&1u32.to_be_bytes());
+        let mut u = self.hmac(password, &block);
+        let mut out = u.clone();
+        for _ in 1..iterations {
+            u = self.hmac(password, &u);
+            for (o, x) in out.iter_mut().zip(&u) {
+                *o ^= x;
             }
         }
+        out
     }
 }
 

@@ -63,19 +63,7 @@ async fn apply_topic_event(b: &Broker, ev: TopicEvent) -> crate::error::BrokerRe
             }
         }
         TopicEvent::Setting { kind, key, value } => apply_setting(b, kind, &key, value.as_deref()),
-        TopicEvent::Settings { kind, all } => match kind {
-            SettingKind::Scram => b.credentials.replace_all(&all),
-            SettingKind::Acl => b.authorizer.acls.replace_all(
-                all.keys()
-                    .filter_map(|k| serde_json::from_str(k).ok())
-                    .collect(),
-            ),
-            SettingKind::Quota => b.quotas.replace_all(&all),
-            SettingKind::BrokerDefaults => match all.get(DEFAULTS_ITEM) {
-                Some(v) => apply_setting(b, kind, DEFAULTS_ITEM, Some(v)),
-                None => Ok(()),
-            },
-        },
+        TopicEvent::Settings { kind, all } => apply_settings(b, kind, &all),
         TopicEvent::Fenced => {
             b.replicas.step_down_all();
             Ok(())
@@ -89,6 +77,39 @@ async fn apply_topic_event(b: &Broker, ev: TopicEvent) -> crate::error::BrokerRe
 
 /// The one item of the cluster-wide dynamic broker configs.
 pub const DEFAULTS_ITEM: &str = "default";
+
+/// Every item of a kind as the store holds them: this broker's set becomes that.
+fn apply_settings(
+    b: &Broker,
+    kind: SettingKind,
+    all: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> crate::error::BrokerResult<()> {
+    match kind {
+        SettingKind::Scram => b.credentials.replace_all(all),
+        SettingKind::Acl => b.authorizer.acls.replace_all(
+            all.keys()
+                .filter_map(|k| serde_json::from_str(k).ok())
+                .collect(),
+        ),
+        SettingKind::Quota => b.quotas.replace_all(all),
+        SettingKind::BrokerDefaults => apply_setting(
+            b,
+            kind,
+            DEFAULTS_ITEM,
+            all.get(DEFAULTS_ITEM).map(Vec::as_slice),
+        ),
+    }
+}
+
+/// Cluster mode, before an administrator's change of a shared setting:
+/// catches up with the store, so the change builds on every earlier one
+/// (made through any broker). Standalone: nothing.
+pub async fn catch_up(b: &Broker, kind: SettingKind) -> crate::error::BrokerResult<()> {
+    match b.cluster.shared_settings(kind).await? {
+        Some(all) => apply_settings(b, kind, &all),
+        None => Ok(()),
+    }
+}
 
 /// A shared setting changed on some broker: this one applies it too.
 fn apply_setting(

@@ -80,8 +80,6 @@ pub struct EtcdCluster {
     /// For topic operations (cloned per call; shares the connection).
     client: std::sync::Mutex<Option<Client>>,
     stop: watch::Sender<bool>,
-    /// Settings changed here, for the task that writes them to etcd in order.
-    settings_tx: tokio::sync::mpsc::UnboundedSender<(SettingKind, String, Option<Vec<u8>>)>,
 }
 
 impl EtcdCluster {
@@ -107,7 +105,6 @@ impl EtcdCluster {
             .unwrap_or_else(|| format!("/runnel/{cluster_id}"));
         let (stop, _) = watch::channel(false);
         let (topic_tx, topic_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (settings_tx, settings_rx) = tokio::sync::mpsc::unbounded_channel();
         let this = Arc::new(EtcdCluster {
             prefix,
             me,
@@ -118,7 +115,6 @@ impl EtcdCluster {
             draining: RwLock::new(BTreeSet::new()),
             topic_tx,
             topic_rx: std::sync::Mutex::new(Some(topic_rx)),
-            settings_tx,
             client: std::sync::Mutex::new(None),
             stop,
             cfg,
@@ -161,8 +157,6 @@ impl EtcdCluster {
         );
         let runner = this.clone();
         tokio::spawn(async move { runner.run(client, Some(lease)).await });
-        let publisher = Arc::downgrade(&this);
-        tokio::spawn(async move { publish_settings(publisher, settings_rx).await });
         Ok(this)
     }
 
@@ -1013,8 +1007,44 @@ impl ClusterMetadata for EtcdCluster {
         Box::pin(self.update(name, change))
     }
 
-    fn publish_setting(&self, kind: SettingKind, key: String, value: Option<Vec<u8>>) {
-        let _ = self.settings_tx.send((kind, key, value));
+    fn put_setting(
+        &self,
+        kind: SettingKind,
+        key: String,
+        value: Option<Vec<u8>>,
+    ) -> BoxFuture<'_, BrokerResult<()>> {
+        Box::pin(async move {
+            let mut client = self.ops_client()?;
+            let key = self.key(&format!("settings/{}/{key}", kind.name()));
+            let storage = |e: etcd_client::Error| BrokerError::Storage(etcd_err(e));
+            match value {
+                Some(v) => client.put(key, v, None).await.map(|_| ()).map_err(storage),
+                None => client.delete(key, None).await.map(|_| ()).map_err(storage),
+            }
+        })
+    }
+
+    fn shared_settings(
+        &self,
+        kind: SettingKind,
+    ) -> BoxFuture<'_, BrokerResult<Option<BTreeMap<String, Vec<u8>>>>> {
+        Box::pin(async move {
+            let mut client = self.ops_client()?;
+            let prefix = self.key(&format!("settings/{}/", kind.name()));
+            let resp = client
+                .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+                .await
+                .map_err(|e| BrokerError::Storage(etcd_err(e)))?;
+            Ok(Some(
+                resp.kvs()
+                    .iter()
+                    .filter_map(|kv| {
+                        let k = String::from_utf8_lossy(kv.key());
+                        Some((k.strip_prefix(&prefix)?.to_string(), kv.value().to_vec()))
+                    })
+                    .collect(),
+            ))
+        })
     }
 
     fn allocate_producer_ids(&self, count: i64) -> BoxFuture<'_, BrokerResult<i64>> {
@@ -1034,35 +1064,5 @@ impl ClusterMetadata for EtcdCluster {
 
     fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, BrokerResult<()>> {
         Box::pin(self.delete(name))
-    }
-}
-
-/// Writes settings changed on this broker to etcd, in the order they were
-/// made, retrying each until etcd takes it; ends with the cluster handle.
-async fn publish_settings(
-    cluster: std::sync::Weak<EtcdCluster>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<(SettingKind, String, Option<Vec<u8>>)>,
-) {
-    while let Some((kind, item, value)) = rx.recv().await {
-        loop {
-            let Some(c) = cluster.upgrade() else { return };
-            let key = c.key(&format!("settings/{}/{item}", kind.name()));
-            let done = match c.ops_client() {
-                Ok(mut client) => match &value {
-                    Some(v) => client.put(key, v.clone(), None).await.map(|_| ()),
-                    None => client.delete(key, None).await.map(|_| ()),
-                }
-                .map_err(etcd_err),
-                Err(e) => Err(e.to_string()),
-            };
-            match done {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(kind = kind.name(), error = %e, "cannot share a setting yet; retrying");
-                    drop(c);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
     }
 }

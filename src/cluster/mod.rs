@@ -164,9 +164,25 @@ pub trait ClusterMetadata: Send + Sync {
         change: IsrChange,
     ) -> BoxFuture<'a, BrokerResult<PartitionState>>;
     fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, BrokerResult<()>>;
-    /// Shares a setting changed here with every broker (cluster mode; in
-    /// order, retried while the store is away). Standalone: nothing to do.
-    fn publish_setting(&self, _kind: settings::SettingKind, _key: String, _value: Option<Vec<u8>>) {
+    /// Shares a setting changed here with every broker (cluster mode);
+    /// the change is acknowledged to the client only after this.
+    /// Standalone: nothing to do.
+    fn put_setting(
+        &self,
+        _kind: settings::SettingKind,
+        _key: String,
+        _value: Option<Vec<u8>>,
+    ) -> BoxFuture<'_, BrokerResult<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// The store's current items of a kind (cluster mode; `None`
+    /// standalone): read before an administrator's change, so a change
+    /// builds on every earlier one, wherever it was made.
+    fn shared_settings(
+        &self,
+        _kind: settings::SettingKind,
+    ) -> BoxFuture<'_, BrokerResult<Option<BTreeMap<String, Vec<u8>>>>> {
+        Box::pin(async { Ok(None) })
     }
     /// Reserves `count` producer ids for this broker; the first of them.
     fn allocate_producer_ids(&self, _count: i64) -> BoxFuture<'_, BrokerResult<i64>> {

@@ -44,6 +44,7 @@ fn pattern_of(version: i16, wire: i8) -> i8 {
 }
 
 pub async fn create(ctx: &RequestContext, req: CreateAclsRequest) -> CreateAclsResponse {
+    let sharing = super::Sharing::begin(ctx, SettingKind::Acl).await;
     let denied = refusal(ctx, Operation::Alter);
     let results = req
         .creations
@@ -57,11 +58,7 @@ pub async fn create(ctx: &RequestContext, req: CreateAclsRequest) -> CreateAclsR
                     ctx.broker.authorizer.acls.create(acl)?;
                     tracing::info!(principal = %ctx.principal, acl = %shown, "ACL created");
                     if let Some(item) = item {
-                        ctx.broker.cluster.publish_setting(
-                            SettingKind::Acl,
-                            item,
-                            Some(Vec::new()),
-                        );
+                        sharing.push(SettingKind::Acl, item, Some(Vec::new()));
                     }
                     Ok(())
                 }),
@@ -78,6 +75,7 @@ pub async fn create(ctx: &RequestContext, req: CreateAclsRequest) -> CreateAclsR
             }
         })
         .collect();
+    sharing.finish(ctx).await;
     CreateAclsResponse::default().with_results(results)
 }
 
@@ -160,6 +158,7 @@ pub async fn describe(ctx: &RequestContext, req: DescribeAclsRequest) -> Describ
 }
 
 pub async fn delete(ctx: &RequestContext, req: DeleteAclsRequest) -> DeleteAclsResponse {
+    let sharing = super::Sharing::begin(ctx, SettingKind::Acl).await;
     let denied = refusal(ctx, Operation::Alter);
     let filter_results = req
         .filters
@@ -183,9 +182,7 @@ pub async fn delete(ctx: &RequestContext, req: DeleteAclsRequest) -> DeleteAclsR
                     for acl in &gone {
                         tracing::info!(principal = %ctx.principal, acl = ?acl, "ACL deleted");
                         if let Ok(item) = serde_json::to_string(acl) {
-                            ctx.broker
-                                .cluster
-                                .publish_setting(SettingKind::Acl, item, None);
+                            sharing.push(SettingKind::Acl, item, None);
                         }
                     }
                     DeleteAclsFilterResult::default().with_matching_acls(
@@ -213,5 +210,6 @@ pub async fn delete(ctx: &RequestContext, req: DeleteAclsRequest) -> DeleteAclsR
             }
         })
         .collect();
+    sharing.finish(ctx).await;
     DeleteAclsResponse::default().with_filter_results(filter_results)
 }

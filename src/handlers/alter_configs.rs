@@ -13,6 +13,7 @@ use kafka_protocol::messages::{
     IncrementalAlterConfigsResponse,
 };
 
+use crate::cluster::settings::SettingKind;
 use crate::config::dynamic::{self, Scope};
 use crate::config::topic::{lookup, supplied_by, validate_topic_config, ConfigType};
 use crate::dispatch::RequestContext;
@@ -47,6 +48,7 @@ fn target(ctx: &RequestContext, resource_type: i8, name: &str) -> BrokerResult<T
 /// Validates and (unless `validate_only`) stores a resource's new set of configs.
 async fn store(
     ctx: &RequestContext,
+    sharing: &super::Sharing,
     target: &Target,
     name: &str,
     configs: BTreeMap<String, String>,
@@ -68,8 +70,8 @@ async fn store(
                     .replace(*scope, configs, validate_only)?;
                 // Cluster-wide values reach every broker.
                 if let Some(v) = shared {
-                    ctx.broker.cluster.publish_setting(
-                        crate::cluster::settings::SettingKind::BrokerDefaults,
+                    sharing.push(
+                        SettingKind::BrokerDefaults,
                         crate::startup::DEFAULTS_ITEM.to_string(),
                         Some(v),
                     );
@@ -109,6 +111,19 @@ async fn store(
             }
             ctx.broker.catalog.set_configs(name, configs)
         }
+    }
+}
+
+/// A change of the cluster-wide broker configs (the BROKER resource with an
+/// empty name) builds on the store's latest set and is shared after.
+async fn sharing_for<'a>(
+    ctx: &RequestContext,
+    mut resources: impl Iterator<Item = (i8, &'a str)>,
+) -> super::Sharing {
+    if resources.any(|(t, name)| t == RESOURCE_BROKER && name.is_empty()) {
+        super::Sharing::begin(ctx, SettingKind::BrokerDefaults).await
+    } else {
+        super::Sharing::default()
     }
 }
 
@@ -204,6 +219,13 @@ fn apply_op(
 /// AlterConfigs replaces the resource's whole set of configs.
 pub async fn handle(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConfigsResponse {
     let b = &ctx.broker;
+    let sharing = sharing_for(
+        ctx,
+        req.resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.as_str())),
+    )
+    .await;
     let mut responses = Vec::with_capacity(req.resources.len());
     for res in req.resources {
         let r = {
@@ -223,7 +245,9 @@ pub async fn handle(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConf
                 Ok((t, configs))
             });
             let result = match prepared {
-                Ok((t, configs)) => store(ctx, &t, name, configs, req.validate_only).await,
+                Ok((t, configs)) => {
+                    store(ctx, &sharing, &t, name, configs, req.validate_only).await
+                }
                 Err(e) => Err(e),
             };
             let r = AlterConfigsResourceResponse::default()
@@ -243,6 +267,7 @@ pub async fn handle(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConf
         };
         responses.push(r);
     }
+    sharing.finish(ctx).await;
     AlterConfigsResponse::default().with_responses(responses)
 }
 
@@ -252,6 +277,13 @@ pub async fn handle_incremental(
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let b = &ctx.broker;
+    let sharing = sharing_for(
+        ctx,
+        req.resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.as_str())),
+    )
+    .await;
     let mut responses = Vec::with_capacity(req.resources.len());
     for res in req.resources {
         let r = {
@@ -264,7 +296,9 @@ pub async fn handle_incremental(
                 Ok((t, configs))
             });
             let result = match prepared {
-                Ok((t, configs)) => store(ctx, &t, name, configs, req.validate_only).await,
+                Ok((t, configs)) => {
+                    store(ctx, &sharing, &t, name, configs, req.validate_only).await
+                }
                 Err(e) => Err(e),
             };
             let r = IncrementalResult::default()
@@ -284,5 +318,6 @@ pub async fn handle_incremental(
         };
         responses.push(r);
     }
+    sharing.finish(ctx).await;
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }

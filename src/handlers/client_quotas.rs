@@ -94,6 +94,7 @@ pub async fn alter(
 ) -> AlterClientQuotasResponse {
     let b = &ctx.broker;
     let allowed = super::cluster_allowed(ctx, Operation::AlterConfigs);
+    let sharing = super::Sharing::begin(ctx, SettingKind::Quota).await;
     let entries = req
         .entries
         .into_iter()
@@ -130,7 +131,7 @@ pub async fn alter(
                 .and_then(|()| b.quotas.alter(entity, &ops, req.validate_only));
             if result.is_ok() && !req.validate_only {
                 if let Ok((item, value)) = b.quotas.shared_item(shared) {
-                    b.cluster.publish_setting(SettingKind::Quota, item, value);
+                    sharing.push(SettingKind::Quota, item, value);
                 }
             }
             match result {
@@ -143,5 +144,6 @@ pub async fn alter(
             }
         })
         .collect();
+    sharing.finish(ctx).await;
     AlterClientQuotasResponse::default().with_entries(entries)
 }

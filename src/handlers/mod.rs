@@ -42,6 +42,8 @@ pub mod txn_offset_commit;
 pub mod user_scram_credentials;
 
 use kafka_protocol::messages::ApiKey;
+
+use crate::cluster::settings::SettingKind;
 use kafka_protocol::protocol::StrBytes;
 
 /// Every API we answer and the versions we advertise: exactly what is
@@ -210,6 +212,42 @@ pub async fn delay_for_old_clients(
 ) {
     if throttle_ms > 0 && ctx.api_version < kip219_from {
         tokio::time::sleep(std::time::Duration::from_millis(throttle_ms as u64)).await;
+    }
+}
+
+/// Shared settings a request changed (cluster mode): written to the
+/// metadata store before the request is answered, after the local change.
+#[derive(Default)]
+pub struct Sharing(std::sync::Mutex<Vec<(SettingKind, String, Option<Vec<u8>>)>>);
+
+impl Sharing {
+    /// Catches up with the store's `kind` settings first, so this request's
+    /// change builds on every earlier one, wherever it was made.
+    pub async fn begin(ctx: &crate::dispatch::RequestContext, kind: SettingKind) -> Sharing {
+        if let Err(e) = crate::startup::catch_up(&ctx.broker, kind).await {
+            tracing::warn!(kind = kind.name(), error = %e, "cannot read the shared settings; using this broker's");
+        }
+        Sharing::default()
+    }
+
+    pub fn push(&self, kind: SettingKind, item: String, value: Option<Vec<u8>>) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((kind, item, value));
+    }
+
+    /// Writes the changes to the metadata store, in order.
+    pub async fn finish(self, ctx: &crate::dispatch::RequestContext) {
+        let items = self
+            .0
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (kind, item, value) in items {
+            if let Err(e) = ctx.broker.cluster.put_setting(kind, item, value).await {
+                tracing::warn!(kind = kind.name(), error = %e, "a setting changed here could not be shared with the other brokers");
+            }
+        }
     }
 }
 

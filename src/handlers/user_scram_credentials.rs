@@ -89,6 +89,7 @@ pub async fn alter(
     ctx: &RequestContext,
     req: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
+    let sharing = super::Sharing::begin(ctx, SettingKind::Scram).await;
     let creds = &ctx.broker.credentials;
     let allowed = ctx.authorize_cluster(crate::security::acl::Operation::Alter);
     // One result per user; the first error of a user's alterations wins.
@@ -227,9 +228,7 @@ pub async fn alter(
             Ok(()) => {
                 tracing::info!(peer = %ctx.peer, user = %user, mechanism = mech.name(), "SCRAM credential changed");
                 let (item, value) = creds.shared_item(&user, mech);
-                ctx.broker
-                    .cluster
-                    .publish_setting(SettingKind::Scram, item, value);
+                sharing.push(SettingKind::Scram, item, value);
                 results.entry(user).or_insert(None);
             }
             Err(e) => failed(
@@ -253,5 +252,6 @@ pub async fn alter(
             }
         })
         .collect();
+    sharing.finish(ctx).await;
     AlterUserScramCredentialsResponse::default().with_results(results)
 }

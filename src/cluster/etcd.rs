@@ -791,7 +791,7 @@ impl EtcdCluster {
         index: usize,
         leader_epoch: i32,
         change: IsrChange,
-    ) -> BrokerResult<PartitionState> {
+    ) -> BrokerResult<(PartitionState, bool)> {
         let key = self.key(&format!("topics/{topic}"));
         let mut client = self.ops_client()?;
         let storage = |e: etcd_client::Error| BrokerError::Storage(etcd_err(e));
@@ -828,7 +828,7 @@ impl EtcdCluster {
                 IsrChange::Expand(_) => p.isr.clone(),
             };
             if isr == p.isr {
-                return Ok(p.clone());
+                return Ok((p.clone(), false));
             }
             p.isr = isr;
             p.partition_epoch += 1;
@@ -849,7 +849,7 @@ impl EtcdCluster {
                     partition_epoch = next.partition_epoch,
                     "ISR changed"
                 );
-                return Ok(next);
+                return Ok((next, true));
             }
         }
         Err(BrokerError::CoordinatorNotAvailable)
@@ -995,7 +995,7 @@ impl ClusterMetadata for EtcdCluster {
         partition: usize,
         leader_epoch: i32,
         change: IsrChange,
-    ) -> BoxFuture<'a, BrokerResult<PartitionState>> {
+    ) -> BoxFuture<'a, BrokerResult<(PartitionState, bool)>> {
         Box::pin(self.alter(topic, partition, leader_epoch, change))
     }
 

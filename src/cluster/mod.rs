@@ -155,14 +155,15 @@ pub trait ClusterMetadata: Send + Sync {
         placement: Placement,
         configs: BTreeMap<String, String>,
     ) -> BoxFuture<'a, BrokerResult<TopicState>>;
-    /// A partition leader's ISR change (fenced by its leader epoch).
+    /// A partition leader's ISR change (fenced by its leader epoch): the
+    /// partition's state after it, and whether this call changed it.
     fn alter_isr<'a>(
         &'a self,
         topic: &'a str,
         partition: usize,
         leader_epoch: i32,
         change: IsrChange,
-    ) -> BoxFuture<'a, BrokerResult<PartitionState>>;
+    ) -> BoxFuture<'a, BrokerResult<(PartitionState, bool)>>;
     fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, BrokerResult<()>>;
     /// Shares a setting changed here with every broker (cluster mode);
     /// the change is acknowledged to the client only after this.

@@ -59,7 +59,7 @@ impl ClusterMetadata for Standalone {
         _partition: usize,
         _leader_epoch: i32,
         _change: super::IsrChange,
-    ) -> BoxFuture<'a, BrokerResult<super::PartitionState>> {
+    ) -> BoxFuture<'a, BrokerResult<(super::PartitionState, bool)>> {
         Box::pin(async { Err(BrokerError::NotLeaderOrFollower) })
     }
 

@@ -64,7 +64,8 @@ pub async fn create(ctx: &RequestContext, req: CreateAclsRequest) -> CreateAclsR
                 }),
             };
             match result {
-                Ok(()) => AclCreationResult::default(),
+                // Kafka answers a null message on success.
+                Ok(()) => AclCreationResult::default().with_error_message(None),
                 Err(e) => {
                     ctx.broker.metrics.error("CreateAcls", e.code());
                     tracing::info!(peer = %ctx.peer, error = %e, "CreateAcls refused");

@@ -256,7 +256,7 @@ pub async fn handle(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConf
             match result {
                 Ok(()) => {
                     tracing::info!(peer = %ctx.peer, resource_type = res.resource_type, resource = %name, validate_only = req.validate_only, "AlterConfigs applied");
-                    r
+                    r.with_error_message(None)
                 }
                 Err(e) => {
                     b.metrics.error("AlterConfigs", e.code());
@@ -307,7 +307,7 @@ pub async fn handle_incremental(
             match result {
                 Ok(()) => {
                     tracing::info!(peer = %ctx.peer, resource_type = res.resource_type, resource = %name, validate_only = req.validate_only, "IncrementalAlterConfigs applied");
-                    r
+                    r.with_error_message(None)
                 }
                 Err(e) => {
                     b.metrics.error("IncrementalAlterConfigs", e.code());

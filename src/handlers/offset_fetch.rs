@@ -150,6 +150,31 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
     }
     if let Err(e) = super::group_served(ctx, Operation::Describe, req.group_id.0.as_str()) {
         ctx.broker.metrics.error("OffsetFetch", e.code());
+        // v0-1 have no top-level error: Kafka puts it on every partition asked for.
+        if ctx.api_version < 2 {
+            let topics = req
+                .topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(t.name)
+                        .with_partitions(
+                            t.partition_indexes
+                                .into_iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_metadata(Some(sb("")))
+                                        .with_error_code(e.code())
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            return OffsetFetchResponse::default().with_topics(topics);
+        }
         return OffsetFetchResponse::default().with_error_code(e.code());
     }
     let wanted = req.topics.map(|ts| {

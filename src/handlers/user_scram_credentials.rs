@@ -244,7 +244,7 @@ pub async fn alter(
         .map(|(user, err)| {
             let r = AlterUserScramCredentialsResult::default().with_user(sb(user));
             match err {
-                None => r,
+                None => r.with_error_message(None),
                 Some((code, msg)) => {
                     ctx.broker.metrics.error("AlterUserScramCredentials", code);
                     r.with_error_code(code).with_error_message(Some(sb(msg)))

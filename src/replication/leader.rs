@@ -198,13 +198,13 @@ impl ReplicaManager {
             if let Role::Leader(v) = &mut *role {
                 v.altering = false;
                 match result {
-                    Ok(ps) if v.epoch == ps.leader_epoch => {
+                    Ok((ps, changed)) if v.epoch == ps.leader_epoch => {
                         let counter = if shrink {
                             &this.stats.isr_shrinks
                         } else {
                             &this.stats.isr_expands
                         };
-                        if ps.isr != v.isr {
+                        if changed {
                             counter.fetch_add(1, Ordering::Relaxed);
                         }
                         v.update(&ps);

@@ -1027,7 +1027,7 @@ impl ClusterMetadata for EtcdCluster {
     fn shared_settings(
         &self,
         kind: SettingKind,
-    ) -> BoxFuture<'_, BrokerResult<Option<BTreeMap<String, Vec<u8>>>>> {
+    ) -> BoxFuture<'_, BrokerResult<Option<super::settings::Items>>> {
         Box::pin(async move {
             let mut client = self.ops_client()?;
             let prefix = self.key(&format!("settings/{}/", kind.name()));

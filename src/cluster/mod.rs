@@ -182,7 +182,7 @@ pub trait ClusterMetadata: Send + Sync {
     fn shared_settings(
         &self,
         _kind: settings::SettingKind,
-    ) -> BoxFuture<'_, BrokerResult<Option<BTreeMap<String, Vec<u8>>>>> {
+    ) -> BoxFuture<'_, BrokerResult<Option<settings::Items>>> {
         Box::pin(async { Ok(None) })
     }
     /// Reserves `count` producer ids for this broker; the first of them.

@@ -6,6 +6,12 @@
 //! applies it within moments; a broker (re)joining replaces its local set of
 //! each kind with the store's.
 
+/// Items of one kind: item → value.
+pub type Items = std::collections::BTreeMap<String, Vec<u8>>;
+
+/// One changed item: `None` removes it.
+pub type Change = (SettingKind, String, Option<Vec<u8>>);
+
 /// What kind of setting an item is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SettingKind {

@@ -218,7 +218,7 @@ pub async fn delay_for_old_clients(
 /// Shared settings a request changed (cluster mode): written to the
 /// metadata store before the request is answered, after the local change.
 #[derive(Default)]
-pub struct Sharing(std::sync::Mutex<Vec<(SettingKind, String, Option<Vec<u8>>)>>);
+pub struct Sharing(std::sync::Mutex<Vec<crate::cluster::settings::Change>>);
 
 impl Sharing {
     /// Catches up with the store's `kind` settings first, so this request's

@@ -19,6 +19,10 @@ use super::producers::last_sequence;
 use super::writer::{track_txn, LogChange, PartitionAppend};
 use crate::error::{BrokerError, BrokerResult};
 
+/// A partition staged in a replica write: where its offsets stood before,
+/// and (base, batch, next offset) for each batch to publish after.
+type Staged<'a> = (&'a Arc<Partition>, i64, Vec<(i64, bytes::Bytes, i64)>);
+
 /// Stores each partition's batches from the leader, all in one RocksDB
 /// write (a fetch answer's worth). Batches a replica already has are
 /// skipped; a gap (the leader compacted or its log start moved) is
@@ -38,7 +42,7 @@ pub fn replicate_all(
     let mut wb = WriteBatch::default();
     let mut outcomes: Vec<BrokerResult<()>> = Vec::with_capacity(entries.len());
     // Per staged entry: where its offsets stood, what to publish after.
-    let mut staged: Vec<(&Arc<Partition>, i64, Vec<(i64, bytes::Bytes, i64)>)> = Vec::new();
+    let mut staged: Vec<Staged<'_>> = Vec::new();
     let mut txn_undo = Vec::new();
     for entry in entries {
         let p = &entry.partition;

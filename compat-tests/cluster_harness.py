@@ -8,10 +8,15 @@ brokers on 127.0.0.1, each with its own port, data dir and log file.
     c.members(1)                           # what broker 1 says (raw Metadata v1)
     c.teardown(); etcd.cleanup()
 
+    c = Cluster(3, etcd=etcd, proxied=True).start()   # inter-broker links via LinkProxy
+    c.cut(1)                               # followers of broker 1's partitions cut off
+    c.cut(1, mode="blackhole"); c.heal(1)  # ... or hung; then forwarding again
+
 Environment: RUNNEL_BIN (see runnel_harness), ETCD_BIN / ETCDCTL_BIN (default:
 `etcd` / `etcdctl` on PATH), RUNNEL_KEEP_TMP=1 keeps data dirs and logs.
 """
 
+import asyncio
 import base64
 import json
 import os
@@ -20,6 +25,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -238,14 +244,256 @@ class EtcdServer:
             self.endpoint, self.proc.pid if self.proc else None, self.workdir)
 
 
+class LinkProxy:
+    """A TCP proxy on 127.0.0.1 in front of one broker's inter-broker
+    listener, driven by the test. Proxied clusters (Cluster(proxied=True))
+    advertise it as the broker's INTERNAL endpoint, so every follower
+    fetching from that broker goes through it (clients do not: they get the
+    endpoints of the PLAINTEXT listener they came in on).
+
+    Modes (set_mode, or Cluster.cut / heal):
+    - "forward": bytes go both ways.
+    - "drop": every open connection is aborted, new ones are accepted and
+      aborted at once (the peer sees a reset / EOF, i.e. fails fast).
+    - "blackhole": connections are accepted but nothing is forwarded either
+      way (at most one read chunk per direction is held; the rest waits in
+      the kernel's buffers): a partition that looks like a hang. New
+      connections are held before the upstream connection is made. Back to
+      "forward", held connections go on (their upstream connection is made
+      then) and held bytes are delivered late, as after a real partition
+      heals; connections their peer gave up on in the meantime just close.
+
+    One asyncio loop in a daemon thread; at most `max_conns` connections at
+    once (more are aborted); stop() closes every socket. Counters in
+    `stats()`: accepted, aborted_on_accept (drop mode or over the bound),
+    aborted (open connections aborted by drop), upstream_failures, held
+    (waits in progress: a connection not yet forwarded, or a direction
+    holding a chunk), active (connections open), bytes_up (to the broker),
+    bytes_down (from it).
+    """
+
+    MODES = ("forward", "drop", "blackhole")
+    CHUNK = 64 * 1024
+    CONNECT_TIMEOUT = 5.0
+
+    def __init__(self, target_port, target_host="127.0.0.1", max_conns=64, name=None):
+        self.target = (target_host, int(target_port))
+        self.max_conns = max_conns
+        self.name = name or "proxy->%d" % target_port
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))   # bound now: the port can be advertised
+        self._sock.listen(64)
+        self._sock.setblocking(False)
+        self.port = self._sock.getsockname()[1]
+        self.mode = "forward"
+        self._counts = dict.fromkeys(("accepted", "aborted_on_accept", "aborted",
+                                      "upstream_failures", "bytes_up", "bytes_down"), 0)
+        self._links = set()
+        self._held = 0
+        self._loop = None
+        self._thread = None
+        self._server = None
+        self._open = None          # asyncio.Event, set while forwarding
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def is_running(self):
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self):
+        if self.is_running():
+            return self
+        if self._sock is None:
+            raise RuntimeError("%s was stopped" % self.name)
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        failed = []
+        self._thread = threading.Thread(target=self._run, args=(ready, failed),
+                                        name="LinkProxy %s" % self.name, daemon=True)
+        self._thread.start()
+        if not ready.wait(10) or failed:
+            raise RuntimeError("%s did not start: %r" % (self.name, failed))
+        return self
+
+    def _run(self, ready, failed):
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._open = asyncio.Event()
+            if self.mode == "forward":
+                self._open.set()
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._handle, sock=self._sock))
+        except Exception as e:  # noqa: BLE001 - reported by start()
+            failed.append(repr(e))
+            ready.set()
+            return
+        ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+
+    def _call(self, fn, timeout=10):
+        """Runs fn() in the proxy's loop and returns its result."""
+        async def wrapper():
+            return fn()
+        return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(timeout)
+
+    # -- modes --------------------------------------------------------------
+
+    def set_mode(self, mode):
+        """Switches mode; returns once it applies (with "drop", once every
+        open connection is aborted)."""
+        if mode not in self.MODES:
+            raise ValueError("mode must be one of %r, not %r" % (self.MODES, mode))
+        if not self.is_running():
+            self.mode = mode
+            return
+
+        def apply():
+            self.mode = mode
+            if mode == "forward":
+                self._open.set()
+                return
+            self._open.clear()
+            if mode == "drop":
+                for link in list(self._links):
+                    self._counts["aborted"] += 1
+                    link.abort()
+        self._call(apply)
+
+    def stats(self):
+        """A snapshot of the counters (see the class doc)."""
+        def snap():
+            d = dict(self._counts)
+            d.update(mode=self.mode, active=len(self._links), held=self._held)
+            return d
+        if not self.is_running():
+            d = dict(self._counts)
+            d.update(mode=self.mode, active=0, held=0)
+            return d
+        return self._call(snap)
+
+    # -- connections --------------------------------------------------------
+
+    class _Link:
+        def __init__(self, writer):
+            self.down = writer       # towards the connecting broker
+            self.up = None           # towards the proxied broker
+            self.task = asyncio.current_task()
+
+        def _end_task(self):
+            t = self.task
+            if t is not None and t is not asyncio.current_task() and not t.done():
+                t.cancel()
+
+        def abort(self):
+            """Both sockets closed at once, unsent bytes dropped."""
+            for w in (self.down, self.up):
+                if w is not None:
+                    w.transport.abort()
+            self._end_task()
+
+        def close(self):
+            """Both sockets closed after what was written to them is sent."""
+            for w in (self.down, self.up):
+                if w is not None and not w.transport.is_closing():
+                    w.close()
+            self._end_task()
+
+    async def _handle(self, reader, writer):
+        self._counts["accepted"] += 1
+        if self.mode == "drop" or len(self._links) >= self.max_conns:
+            self._counts["aborted_on_accept"] += 1
+            writer.transport.abort()
+            return
+        link = self._Link(writer)
+        self._links.add(link)
+        try:
+            if not self._open.is_set():
+                self._held += 1
+                try:
+                    await self._open.wait()
+                finally:
+                    self._held -= 1
+            try:
+                up_reader, link.up = await asyncio.wait_for(
+                    asyncio.open_connection(*self.target), self.CONNECT_TIMEOUT)
+            except (OSError, asyncio.TimeoutError):
+                self._counts["upstream_failures"] += 1
+                return
+            await asyncio.gather(self._pump(reader, link.up, link, "bytes_up"),
+                                 self._pump(up_reader, writer, link, "bytes_down"))
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._links.discard(link)
+            link.close()
+
+    async def _pump(self, src, dst, link, counter):
+        try:
+            while True:
+                data = await src.read(self.CHUNK)
+                if not data:
+                    break
+                if not self._open.is_set():
+                    self._held += 1
+                    try:
+                        await self._open.wait()
+                    finally:
+                        self._held -= 1
+                dst.write(data)
+                await dst.drain()
+                self._counts[counter] += len(data)
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            # Kafka connections do not half-close: one end done, both done
+            # (also ends the other direction, even while it is held).
+            link.close()
+
+    def stop(self):
+        """Closes the listening socket and every connection; ends the thread."""
+        if self.is_running():
+            def shutdown():
+                self._server.close()
+                for link in list(self._links):
+                    link.abort()
+            try:
+                self._call(shutdown)
+                # let the cancelled handlers finish, then stop the loop
+                asyncio.run_coroutine_threadsafe(asyncio.sleep(0.05), self._loop).result(5)
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(10)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __repr__(self):
+        return "<LinkProxy %s -> %s:%d mode=%s>" % (self.address, self.target[0],
+                                                     self.target[1], self.mode)
+
+
 class Cluster:
     """n Runnel brokers (node ids 1..n) sharing one etcd and one cluster.id.
 
     `overrides` apply to every broker; `per_broker` is {node_id: {key: value}}
     on top (e.g. racks). Session timeout 3000 ms and heartbeat 500 ms unless
-    overridden. Without `etcd`, the cluster starts (and stops) its own."""
+    overridden. Without `etcd`, the cluster starts (and stops) its own.
 
-    def __init__(self, n, overrides=None, etcd=None, cluster_id=None, per_broker=None):
+    With `proxied`, each broker has two listeners: PLAINTEXT on `port` (for
+    clients, as without it) and INTERNAL on a port of its own, which is
+    `inter.broker.listener.name` and is advertised as the address of the
+    broker's LinkProxy (`proxy(id)`), so every fetch from that broker's
+    partitions goes through the proxy: `cut(id, mode)` / `heal(id)`."""
+
+    def __init__(self, n, overrides=None, etcd=None, cluster_id=None, per_broker=None,
+                 proxied=False):
+        self.proxied = proxied
         self._own_etcd = etcd is None
         self.etcd = etcd if etcd is not None else EtcdServer()
         self.cluster_id = cluster_id or new_cluster_id()
@@ -271,7 +519,10 @@ class Cluster:
         """broker.session.timeout.ms in seconds."""
         return int(self.overrides["broker.session.timeout.ms"]) / 1000.0
 
-    def broker_overrides(self, node_id, port, extra=None):
+    def broker_overrides(self, node_id, port, extra=None, internal_port=None, proxy_port=None):
+        """The broker's --override settings; with `internal_port`, a second
+        listener INTERNAL on it for replication, advertised as
+        127.0.0.1:`proxy_port` (its LinkProxy)."""
         ov = {
             "node.id": str(node_id),
             "cluster.id": self.cluster_id,
@@ -279,6 +530,15 @@ class Cluster:
             "listeners": "PLAINTEXT://127.0.0.1:%d" % port,
             "advertised.listeners": "PLAINTEXT://127.0.0.1:%d" % port,
         }
+        if internal_port is not None:
+            ov.update({
+                "listeners": "PLAINTEXT://127.0.0.1:%d,INTERNAL://127.0.0.1:%d"
+                             % (port, internal_port),
+                "advertised.listeners": "PLAINTEXT://127.0.0.1:%d,INTERNAL://127.0.0.1:%d"
+                                        % (port, proxy_port or internal_port),
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT",
+                "inter.broker.listener.name": "INTERNAL",
+            })
         ov.update(self.overrides)
         ov.update({k: str(v) for k, v in (extra or {}).items()})
         return ov
@@ -287,8 +547,19 @@ class Cluster:
         port = free_port()
         workdir = Path(self.tmp) / (name or "broker-%d" % node_id)
         workdir.mkdir(parents=True, exist_ok=True)
-        return Broker(workdir=workdir, port=port,
-                      overrides=self.broker_overrides(node_id, port, extra))
+        if not self.proxied:
+            return Broker(workdir=workdir, port=port,
+                          overrides=self.broker_overrides(node_id, port, extra))
+        internal = free_port()
+        while internal == port:
+            internal = free_port()
+        proxy = LinkProxy(internal, name="node %d INTERNAL" % node_id)
+        b = Broker(workdir=workdir, port=port,
+                   overrides=self.broker_overrides(node_id, port, extra, internal_port=internal,
+                                                   proxy_port=proxy.port))
+        b.internal_port = internal
+        b.link_proxy = proxy
+        return b
 
     def new_broker(self, node_id, overrides=None, name=None):
         """A broker of this cluster (same etcd, cluster.id and defaults) that
@@ -296,6 +567,8 @@ class Cluster:
         b = self._make(node_id, overrides or {},
                        name=name or "extra-%d-%d" % (node_id, len(self.extra)))
         self.extra.append(b)
+        if getattr(b, "link_proxy", None) is not None:
+            b.link_proxy.start()
         return b
 
     # -- lifecycle --------------------------------------------------------
@@ -305,6 +578,9 @@ class Cluster:
         until every broker lists all of them."""
         if self._own_etcd and not self.etcd.is_running():
             self.etcd.start()
+        for b in self.all_brokers():
+            if getattr(b, "link_proxy", None) is not None:
+                b.link_proxy.start()
         for b in self.brokers.values():
             if not b.is_running():
                 b.start()
@@ -342,9 +618,33 @@ class Cluster:
             os.kill(b.proc.pid, signal.SIGCONT)
         self.paused.discard(node_id)
 
+    # -- inter-broker links (proxied clusters) --------------------------------
+
+    def proxy(self, node_id):
+        """The LinkProxy in front of broker `node_id`'s inter-broker listener."""
+        if not self.proxied:
+            raise BrokerError("not a proxied cluster (Cluster(..., proxied=True))")
+        return self.brokers[node_id].link_proxy
+
+    def cut(self, node_id, mode="drop"):
+        """Cuts broker `node_id` off from every broker fetching from it (its
+        followers): mode "drop" (connections reset, fail fast) or
+        "blackhole" (accepted, nothing forwarded: a hang). Its own fetches
+        from other leaders and every client connection are untouched."""
+        if mode not in ("drop", "blackhole"):
+            raise ValueError("mode must be 'drop' or 'blackhole', not %r" % (mode,))
+        self.proxy(node_id).set_mode(mode)
+
+    def heal(self, node_id=None):
+        """Forwarding again for broker `node_id` (default: every broker)."""
+        ids = [node_id] if node_id is not None else self.node_ids()
+        for i in ids:
+            self.proxy(i).set_mode("forward")
+
     def teardown(self):
         """Stops every broker (resuming paused ones first; SIGKILL if SIGTERM
-        does not work) and the cluster's own etcd; removes the temp dirs."""
+        does not work), their link proxies and the cluster's own etcd;
+        removes the temp dirs."""
         for node_id in list(self.paused):
             try:
                 self.resume(node_id)
@@ -358,6 +658,13 @@ class Cluster:
                 b.kill9()
             finally:
                 b.cleanup()
+        for b in list(self.brokers.values()) + self.extra:
+            proxy = getattr(b, "link_proxy", None)
+            if proxy is not None:
+                try:
+                    proxy.stop()
+                except Exception:  # noqa: BLE001 - teardown must go on
+                    pass
         if self._own_etcd:
             self.etcd.cleanup()
         if not os.environ.get("RUNNEL_KEEP_TMP"):
@@ -448,6 +755,9 @@ class Cluster:
         for b in self.all_brokers():
             state = "running" if b.is_running() else "NOT running (rc=%s)" % (
                 b.proc.returncode if b.proc else None)
+            proxy = getattr(b, "link_proxy", None)
+            if proxy is not None:
+                state += ", inter-broker via %r" % proxy
             parts.append("--- %s node.id=%s [%s] %s ---\n%s" % (
                 b.bootstrap, b.overrides.get("node.id"), state, b.log_path, b.log_tail(lines)))
         parts.append("--- etcd %s [%s] ---\n%s" % (

@@ -13,7 +13,8 @@ Helpers: `metadata_v7` (raw Metadata v7 with leader epochs) and `parts` /
 `wait_parts` / `full_isr` on top of it; `admin`, `create` (and wait for the
 full ISR and serving leaders), `leader_ready`, `wait_leaders_ready`; `Load`
 (idempotent producer threads recording every ack), `produce_all`,
-`read_partitions`, `assert_exactly_once`; `log_count`.
+`read_partitions`, `assert_exactly_once`; raw `partition_sizes` (DescribeLogDirs
+per broker) and `raw_produce`; `log_count`.
 """
 
 import threading
@@ -383,6 +384,80 @@ def assert_exactly_once(load, got):
         assert not reordered, "partition %d: out of per-producer order, e.g. %r" % (
             p, reordered[:5])
     return summary
+
+
+# --------------------------------------------------------------------------
+# Raw requests to one broker
+# --------------------------------------------------------------------------
+
+API_DESCRIBE_LOG_DIRS = 35
+
+
+def describe_log_dirs(b, topics=None):
+    """DescribeLogDirs v4 (flexible) to broker `b`: (top error, [{"error_code",
+    "log_dir", "total_bytes", "usable_bytes", "sizes": {(topic, p): size}}])."""
+    if topics is None:
+        body = kw.uvarint(0)
+    else:
+        body = kw.uvarint(len(topics) + 1) + b"".join(
+            kw.compact_string(t) + compact_int_array(ps) + kw.EMPTY_TAGGED_FIELDS
+            for t, ps in topics.items())
+    body += kw.EMPTY_TAGGED_FIELDS
+    with kw.KafkaConn.to(b.bootstrap) as conn:
+        r = conn.request(API_DESCRIBE_LOG_DIRS, 4, body, flexible=True)
+    r.skip_tagged_fields()
+    r.i32()  # throttle
+    top_error = r.i16()
+
+    def partition(x):
+        p = (x.i32(), x.i64(), x.i64(), x.bool())
+        x.skip_tagged_fields()
+        return p
+
+    def topic_(x):
+        name = x.compact_string()
+        ps = x.compact_array(partition) or []
+        x.skip_tagged_fields()
+        return name, ps
+
+    def result(x):
+        d = {"error_code": x.i16(), "log_dir": x.compact_string()}
+        ts = x.compact_array(topic_) or []
+        d["sizes"] = {(name, p[0]): p[1] for name, ps in ts for p in ps}
+        d["total_bytes"], d["usable_bytes"] = x.i64(), x.i64()
+        x.skip_tagged_fields()
+        return d
+    dirs = r.compact_array(result) or []
+    r.skip_tagged_fields()
+    assert r.remaining() == 0, "trailing bytes in DescribeLogDirs v4 response"
+    return top_error, dirs
+
+
+def partition_sizes(b, topic, partitions):
+    """{partition: bytes of its replica's log} on broker `b` for the
+    partitions of `topic` it hosts (absent: not hosted)."""
+    err, dirs = describe_log_dirs(b, {topic: partitions})
+    assert err == 0, "DescribeLogDirs refused: %d" % err
+    return {p: size for d in dirs for (t, p), size in d["sizes"].items() if t == topic}
+
+
+def compact_int_array(values):
+    return kw.uvarint(len(values) + 1) + b"".join(kw.i32(v) for v in values)
+
+
+def raw_produce(b, topic, value, acks, partition=0, timeout_ms=10000):
+    """One Produce v3 of one record to broker `b` itself; the partition's
+    answer {"error_code", "base_offset", ...}."""
+    now = int(time.time() * 1000)
+    batch = kw.encode_record_batch([(None, value, (), now)], now)
+    with kw.KafkaConn.to(b.bootstrap, timeout=timeout_ms / 1000.0 + 10) as conn:
+        r = conn.request(kw.API_PRODUCE, 3, kw.produce_v3_body(
+            topic, partition, batch, acks=acks, timeout_ms=timeout_ms))
+    topics, _throttle = kw.parse_produce_v3(r)
+    [t] = topics
+    [p] = t["partitions"]
+    assert t["name"] == topic and p["partition"] == partition, topics
+    return p
 
 
 # --------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResourc
 
 import kafka_wire as kw
 from cluster_harness import etcd_bin, wait_until
-from cluster_helpers import (Load, admin, assert_exactly_once, create, full_isr, leader_ready,
+from cluster_helpers import (Load, admin, compact_int_array, describe_log_dirs, assert_exactly_once, create, full_isr, leader_ready,
                              parts, produce_all, read_partitions, wait_leaders_ready, wait_parts)
 from cluster_helpers import cluster, etcd  # noqa: F401 - fixtures
 from runnel_harness import free_port, unique_topic
@@ -67,7 +67,6 @@ NO_REASSIGNMENT_IN_PROGRESS = 85
 
 API_DESCRIBE_CONFIGS = 32
 API_ALTER_REPLICA_LOG_DIRS = 34
-API_DESCRIBE_LOG_DIRS = 35
 API_ALTER_PARTITION_REASSIGNMENTS = 45
 API_LIST_PARTITION_REASSIGNMENTS = 46
 
@@ -80,10 +79,6 @@ DEFAULT_RETENTION_MS = "604800000"
 # --------------------------------------------------------------------------
 
 
-def _compact_int_array(values):
-    return kw.uvarint(len(values) + 1) + b"".join(kw.i32(v) for v in values)
-
-
 def alter_reassignments(b, topic, targets, timeout_ms=30000):
     """AlterPartitionReassignments v0 (flexible) to broker `b`. targets:
     {partition: [replicas] or None (cancel)}. Returns (top error, {partition:
@@ -92,7 +87,7 @@ def alter_reassignments(b, topic, targets, timeout_ms=30000):
     body += kw.uvarint(len(targets) + 1)
     for p, replicas in targets.items():
         body += kw.i32(p)
-        body += kw.uvarint(0) if replicas is None else _compact_int_array(replicas)
+        body += kw.uvarint(0) if replicas is None else compact_int_array(replicas)
         body += kw.EMPTY_TAGGED_FIELDS
     body += kw.EMPTY_TAGGED_FIELDS + kw.EMPTY_TAGGED_FIELDS
     with kw.KafkaConn.to(b.bootstrap, timeout=35) as conn:
@@ -131,7 +126,7 @@ def list_reassignments(b, topics=None):
         body += kw.uvarint(0)
     else:
         body += kw.uvarint(len(topics) + 1) + b"".join(
-            kw.compact_string(t) + _compact_int_array(ps) + kw.EMPTY_TAGGED_FIELDS
+            kw.compact_string(t) + compact_int_array(ps) + kw.EMPTY_TAGGED_FIELDS
             for t, ps in topics.items())
     body += kw.EMPTY_TAGGED_FIELDS
     with kw.KafkaConn.to(b.bootstrap, timeout=10) as conn:
@@ -161,46 +156,6 @@ def list_reassignments(b, topics=None):
     r.skip_tagged_fields()
     assert r.remaining() == 0, "trailing bytes in ListPartitionReassignments response"
     return out
-
-
-def describe_log_dirs(b, topics=None):
-    """DescribeLogDirs v4 (flexible) to broker `b`: (top error, [{"error_code",
-    "log_dir", "total_bytes", "usable_bytes", "sizes": {(topic, p): size}}])."""
-    if topics is None:
-        body = kw.uvarint(0)
-    else:
-        body = kw.uvarint(len(topics) + 1) + b"".join(
-            kw.compact_string(t) + _compact_int_array(ps) + kw.EMPTY_TAGGED_FIELDS
-            for t, ps in topics.items())
-    body += kw.EMPTY_TAGGED_FIELDS
-    with kw.KafkaConn.to(b.bootstrap) as conn:
-        r = conn.request(API_DESCRIBE_LOG_DIRS, 4, body, flexible=True)
-    r.skip_tagged_fields()
-    r.i32()  # throttle
-    top_error = r.i16()
-
-    def partition(x):
-        p = (x.i32(), x.i64(), x.i64(), x.bool())
-        x.skip_tagged_fields()
-        return p
-
-    def topic_(x):
-        name = x.compact_string()
-        ps = x.compact_array(partition) or []
-        x.skip_tagged_fields()
-        return name, ps
-
-    def result(x):
-        d = {"error_code": x.i16(), "log_dir": x.compact_string()}
-        ts = x.compact_array(topic_) or []
-        d["sizes"] = {(name, p[0]): p[1] for name, ps in ts for p in ps}
-        d["total_bytes"], d["usable_bytes"] = x.i64(), x.i64()
-        x.skip_tagged_fields()
-        return d
-    dirs = r.compact_array(result) or []
-    r.skip_tagged_fields()
-    assert r.remaining() == 0, "trailing bytes in DescribeLogDirs v4 response"
-    return top_error, dirs
 
 
 def alter_replica_log_dirs(b, path, topic, partitions):

@@ -132,7 +132,9 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     let now = now_ms();
     // For LogAppendTime topics, the time each append was stamped with.
     let mut append_times: Vec<Option<i64>> = Vec::new();
-    // Per append: (topic, partition, offsets it spans, min.insync.replicas).
+    // Cluster mode, acks=-1: per append, (topic, partition, offsets it
+    // spans, min.insync.replicas) to wait on replication (empty otherwise).
+    let replicated = acks == -1 && !b.replicas.is_standalone();
     let mut spans: Vec<(String, i32, i64, i64)> = Vec::new();
     // A transactional producer also needs WRITE on its transactional id.
     let txn_denied = req
@@ -178,7 +180,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                         None => Slot::Failed(BrokerError::UnknownTopicOrPartition),
                         Some(p) => match super::check_leader(ctx, t.name.as_str(), pd.index, -1)
                             .and_then(|()| {
-                                if acks == -1 {
+                                if replicated {
                                     b.replicas.check_min_isr(
                                         t.name.as_str(),
                                         pd.index,
@@ -207,15 +209,17 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                                     .messages_in
                                     .with_label_values(&[&name])
                                     .inc_by(records.max(0) as u64);
-                                spans.push((
-                                    t.name.to_string(),
-                                    pd.index,
-                                    batches
-                                        .iter()
-                                        .map(|v| i64::from(v.header.last_offset_delta) + 1)
-                                        .sum(),
-                                    min_isr(&t.configs, &b.broker_configs.layers().merged),
-                                ));
+                                if replicated {
+                                    spans.push((
+                                        t.name.to_string(),
+                                        pd.index,
+                                        batches
+                                            .iter()
+                                            .map(|v| i64::from(v.header.last_offset_delta) + 1)
+                                            .sum(),
+                                        min_isr(&t.configs, &b.broker_configs.layers().merged),
+                                    ));
+                                }
                                 appends.push(PartitionAppend {
                                     partition: p.clone(),
                                     batches,
@@ -267,7 +271,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         let done = b.writer.submit(appends).await;
         ctx.release_turn();
         let mut outcomes = done.await;
-        if acks == -1 && !b.replicas.is_standalone() {
+        if replicated {
             let deadline = tokio::time::Instant::now()
                 + std::time::Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0));
             let waits = outcomes

@@ -94,7 +94,7 @@ def failover(cluster, rounds):
     for r in range(rounds):
         p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
                       "linger.ms": 1, "message.timeout.ms": 60000, "retry.backoff.ms": 50,
-                      "retry.backoff.max.ms": 200, "topic.metadata.refresh.interval.ms": 1000})
+                      "retry.backoff.max.ms": 200, "topic.metadata.refresh.interval.ms": 500})
         state = {"kill": None, "first": None, "errors": 0}
         lock = threading.Lock()
 

@@ -111,7 +111,8 @@ pub fn replicate_all(
         for (q, change) in txn_undo.into_iter().rev() {
             q.txns().undo(change);
         }
-        for (p, before, _) in &staged {
+        // Newest first: a partition staged twice ends where it began.
+        for (p, before, _) in staged.iter().rev() {
             p.set_next_offset(*before);
             if let Err(e) = p.recover_producers(store) {
                 tracing::error!(topic = %p.topic, partition = p.id.get(), error = %e, "cannot rebuild producer state");

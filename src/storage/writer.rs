@@ -223,22 +223,23 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>, sync: bool, active: A
                 Err(_) => break,
             }
         }
-        // Appends are grouped; a delete flushes the group before it so order holds.
+        // Appends are grouped, and so are follower copies (a partition is
+        // either led or followed here, so the two groups never share one);
+        // a delete or a log change flushes both before it so order holds.
         let mut group = Vec::new();
+        let mut copies: Copies = Vec::new();
         for cmd in pending.drain(..) {
             match cmd {
                 Command::Append { entries, reply } => group.push((entries, reply)),
+                Command::Replicate { entries, reply } => copies.push((entries, reply)),
                 Command::DeleteTopic {
                     meta_key,
                     partitions,
                     reply,
                 } => {
                     write_group(&store, &opts, &active, std::mem::take(&mut group));
+                    write_copies(&store, &opts, std::mem::take(&mut copies));
                     let _ = reply.send(delete_topic(&store, &opts, &meta_key, &partitions));
-                }
-                Command::Replicate { entries, reply } => {
-                    write_group(&store, &opts, &active, std::mem::take(&mut group));
-                    let _ = reply.send(super::replica_log::replicate_all(&store, &opts, &entries));
                 }
                 Command::Log {
                     partition,
@@ -246,6 +247,7 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>, sync: bool, active: A
                     reply,
                 } => {
                     write_group(&store, &opts, &active, std::mem::take(&mut group));
+                    write_copies(&store, &opts, std::mem::take(&mut copies));
                     let _ = reply.send(super::replica_log::change(
                         &store, &opts, &partition, change,
                     ));
@@ -253,8 +255,26 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>, sync: bool, active: A
             }
         }
         write_group(&store, &opts, &active, group);
+        write_copies(&store, &opts, copies);
     }
     tracing::debug!("writer thread stopped");
+}
+
+/// Follower copies gathered from several fetch answers.
+type Copies = Vec<(Vec<PartitionAppend>, oneshot::Sender<Vec<BrokerResult<()>>>)>;
+
+/// Writes every gathered follower copy in one RocksDB write and answers each.
+fn write_copies(store: &Store, opts: &WriteOptions, copies: Copies) {
+    if copies.is_empty() {
+        return;
+    }
+    let counts: Vec<usize> = copies.iter().map(|(e, _)| e.len()).collect();
+    let (entries, replies): (Vec<_>, Vec<_>) = copies.into_iter().unzip();
+    let all: Vec<PartitionAppend> = entries.into_iter().flatten().collect();
+    let mut outcomes = super::replica_log::replicate_all(store, opts, &all).into_iter();
+    for (n, reply) in counts.into_iter().zip(replies) {
+        let _ = reply.send(outcomes.by_ref().take(n).collect());
+    }
 }
 
 type Group = Vec<(

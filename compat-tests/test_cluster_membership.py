@@ -17,9 +17,9 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 import kafka_wire as kw
-from cluster_harness import (Cluster, EtcdError, EtcdServer, etcd_bin, new_cluster_id,
-                             wait_until)
+from cluster_harness import Cluster, etcd_bin, new_cluster_id, wait_until
 from ck_helpers import consumer, create_topic, producer
+from cluster_helpers import etcd, private_etcd  # noqa: F401 - fixtures
 from conftest import BrokerFactory
 from runnel_harness import Broker, BrokerError, free_port, unique_topic
 
@@ -31,32 +31,6 @@ if not etcd_bin():
 # --------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------
-
-
-def _started_etcd():
-    server = EtcdServer()
-    try:
-        server.start()
-    except EtcdError as e:
-        server.cleanup()
-        pytest.fail(str(e), pytrace=False)
-    return server
-
-
-@pytest.fixture(scope="module")
-def etcd():
-    """One etcd for the module; each test's cluster has its own prefix."""
-    server = _started_etcd()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture
-def private_etcd():
-    """An etcd of the test's own (for tests that stop or pause it)."""
-    server = _started_etcd()
-    yield server
-    server.cleanup()
 
 
 class ClusterFactory(BrokerFactory):

@@ -16,9 +16,9 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import kafka_wire as kw
-from cluster_harness import Cluster, EtcdError, EtcdServer, etcd_bin, wait_until
+from cluster_harness import etcd_bin, wait_until
 from ck_helpers import consumer
-from conftest import BrokerFactory
+from cluster_helpers import cluster, etcd  # noqa: F401 - fixtures
 from runnel_harness import unique_topic
 
 if not etcd_bin():
@@ -26,45 +26,6 @@ if not etcd_bin():
                 allow_module_level=True)
 
 pytestmark = [pytest.mark.timeout(180)]
-
-
-@pytest.fixture(scope="module")
-def etcd():
-    server = EtcdServer()
-    try:
-        server.start()
-    except EtcdError as e:
-        server.cleanup()
-        pytest.fail(str(e), pytrace=False)
-    yield server
-    server.cleanup()
-
-
-class _Factory(BrokerFactory):
-    def __init__(self, etcd):  # noqa: brokers is derived
-        self.etcd = etcd
-        self.clusters = []
-
-    @property
-    def brokers(self):
-        return [b for c in self.clusters for b in c.all_brokers()]
-
-    def __call__(self, n, **kw):
-        c = Cluster(n, etcd=self.etcd, **kw)
-        self.clusters.append(c)
-        c.start()
-        return c
-
-    def teardown(self, expect_clean=False):
-        for c in self.clusters:
-            c.teardown()
-
-
-@pytest.fixture
-def cluster(etcd):
-    f = _Factory(etcd)
-    yield f
-    f.teardown()
 
 
 def admin(b):

@@ -192,22 +192,26 @@ pub fn reassign(p: &PartitionState, target: &[i32]) -> PartitionState {
     }
 }
 
+/// `p` without the replicas `drop` selects (from the replicas and the ISR),
+/// its reassignment over, in the next partition epoch.
+fn settled(p: &PartitionState, drop: &[i32]) -> PartitionState {
+    let keep = |r: &i32| !drop.contains(r);
+    PartitionState {
+        replicas: p.replicas.iter().copied().filter(keep).collect(),
+        isr: p.isr.iter().copied().filter(keep).collect(),
+        adding: Vec::new(),
+        removing: Vec::new(),
+        partition_epoch: p.partition_epoch + 1,
+        ..p.clone()
+    }
+}
+
 /// Reverts an ongoing reassignment; `None` if there is none.
 pub fn cancel(p: &PartitionState) -> Option<PartitionState> {
     if p.adding.is_empty() && p.removing.is_empty() {
         return None;
     }
-    let not_added = |r: &i32| !p.adding.contains(r);
-    let replicas: Vec<i32> = p.replicas.iter().copied().filter(not_added).collect();
-    let isr: Vec<i32> = p.isr.iter().copied().filter(not_added).collect();
-    let n = PartitionState {
-        replicas,
-        isr,
-        adding: Vec::new(),
-        removing: Vec::new(),
-        partition_epoch: p.partition_epoch + 1,
-        ..p.clone()
-    };
+    let n = settled(p, &p.adding);
     if p.adding.contains(&p.leader) {
         let leader = n.isr.first().copied().unwrap_or(-1);
         return Some(with_leader(&n, leader, n.isr.clone()));
@@ -224,17 +228,7 @@ pub fn complete_reassignment(p: &PartitionState, who: &Eligibility<'_>) -> Optio
     if !p.adding.iter().all(|r| p.isr.contains(r)) {
         return None;
     }
-    let keep = |r: &i32| !p.removing.contains(r);
-    let replicas: Vec<i32> = p.replicas.iter().copied().filter(keep).collect();
-    let isr: Vec<i32> = p.isr.iter().copied().filter(keep).collect();
-    let n = PartitionState {
-        replicas,
-        isr,
-        adding: Vec::new(),
-        removing: Vec::new(),
-        partition_epoch: p.partition_epoch + 1,
-        ..p.clone()
-    };
+    let n = settled(p, &p.removing);
     if p.removing.contains(&p.leader) {
         let leader = n
             .replicas

@@ -792,22 +792,14 @@ impl EtcdCluster {
         leader_epoch: i32,
         change: IsrChange,
     ) -> BrokerResult<(PartitionState, bool)> {
-        let key = self.key(&format!("topics/{topic}"));
-        let mut client = self.ops_client()?;
-        let storage = |e: etcd_client::Error| BrokerError::Storage(etcd_err(e));
-        for _ in 0..8 {
-            let resp = client.get(key.clone(), None).await.map_err(storage)?;
-            let kv = resp
-                .kvs()
-                .first()
-                .ok_or(BrokerError::UnknownTopicOrPartition)?;
-            let mut t: TopicState = serde_json::from_slice(kv.value())
-                .map_err(|e| BrokerError::Storage(e.to_string()))?;
+        let me = self.me.node_id;
+        let mut changed = false;
+        let apply = Box::new(|t: &mut TopicState| {
             let p = t
                 .partitions
                 .get_mut(index)
                 .ok_or(BrokerError::UnknownTopicOrPartition)?;
-            if p.leader != self.me.node_id {
+            if p.leader != me {
                 return Err(BrokerError::NotLeaderOrFollower);
             }
             if p.leader_epoch != leader_epoch {
@@ -815,44 +807,39 @@ impl EtcdCluster {
             }
             let isr: Vec<i32> = match &change {
                 IsrChange::Expand(r) if p.replicas.contains(r) && !p.isr.contains(r) => {
-                    let mut isr = p.isr.clone();
-                    isr.push(*r);
-                    isr
+                    p.isr.iter().copied().chain([*r]).collect()
                 }
+                IsrChange::Expand(_) => p.isr.clone(),
                 IsrChange::Shrink(gone) => p
                     .isr
                     .iter()
                     .copied()
-                    .filter(|r| *r == self.me.node_id || !gone.contains(r))
+                    .filter(|r| *r == me || !gone.contains(r))
                     .collect(),
-                IsrChange::Expand(_) => p.isr.clone(),
             };
-            if isr == p.isr {
-                return Ok((p.clone(), false));
+            changed = isr != p.isr;
+            if changed {
+                p.isr = isr;
+                p.partition_epoch += 1;
             }
-            p.isr = isr;
-            p.partition_epoch += 1;
-            let next = p.clone();
-            let value = serde_json::to_vec(&t).map_err(|e| BrokerError::Storage(e.to_string()))?;
-            let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    key.clone(),
-                    CompareOp::Equal,
-                    kv.mod_revision(),
-                )])
-                .and_then([TxnOp::put(key.clone(), value, None)]);
-            if client.txn(txn).await.map_err(storage)?.succeeded() {
-                tracing::info!(
-                    topic,
-                    partition = index,
-                    isr = ?next.isr,
-                    partition_epoch = next.partition_epoch,
-                    "ISR changed"
-                );
-                return Ok((next, true));
-            }
+            Ok(changed)
+        });
+        let t = self.update(topic, apply).await?;
+        let next = t
+            .partitions
+            .get(index)
+            .cloned()
+            .ok_or(BrokerError::UnknownTopicOrPartition)?;
+        if changed {
+            tracing::info!(
+                topic,
+                partition = index,
+                isr = ?next.isr,
+                partition_epoch = next.partition_epoch,
+                "ISR changed"
+            );
         }
-        Err(BrokerError::CoordinatorNotAvailable)
+        Ok((next, changed))
     }
 
     async fn update(&self, name: &str, mut change: TopicChange<'_>) -> BrokerResult<TopicState> {

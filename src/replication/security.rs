@@ -117,6 +117,9 @@ impl InterBroker {
     }
 }
 
+/// Most PBKDF2 rounds a peer broker may ask of this one.
+const MAX_SCRAM_ITERATIONS: u32 = 16_384;
+
 /// Authenticates a fresh connection with SASL.
 pub async fn authenticate(conn: &mut BrokerConn, login: &SaslLogin) -> ClientResult<()> {
     let t = std::time::Duration::from_secs(10);
@@ -173,6 +176,11 @@ pub async fn authenticate(conn: &mut BrokerConn, login: &SaslLogin) -> ClientRes
     ) else {
         return Err("malformed SCRAM server-first message".into());
     };
+    // The count comes from the peer: bound the work it can ask for (Kafka
+    // accepts 4096..=16384 when credentials are created).
+    if !(1..=MAX_SCRAM_ITERATIONS).contains(&iterations) {
+        return Err(format!("SCRAM iteration count {iterations} out of range"));
+    }
     if !server_nonce.starts_with(&nonce) {
         return Err("SCRAM server nonce does not extend ours".into());
     }

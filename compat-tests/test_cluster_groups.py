@@ -759,8 +759,11 @@ def test_non_coordinator_answers_not_coordinator(cluster):
     group = unique_group("gnc")
     coord = wait_coordinator(c, group)
     part = offsets_partition(group)
-    # Every broker names the leader of the group's internal partition.
+    # Every broker names the leader of the group's internal partition (each
+    # broker's view of the metadata store may lag a moment behind).
     for node in c.node_ids():
+        wait_until(lambda: find_coordinator(c.broker(node), group) == (0, coord), 10,
+                   interval=0.1, what="broker %d to name coordinator %d" % (node, coord))
         assert find_coordinator(c.broker(node), group) == (0, coord)
         assert offsets_leaders(c, node)[part] == coord == leaders[part]
     others = [i for i in c.node_ids() if i != coord]

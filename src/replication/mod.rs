@@ -113,7 +113,9 @@ pub struct ReplicaManager {
     pub cfg: Option<ReplicationConfig>,
     pub writer: Writer,
     pub cluster: Arc<dyn ClusterMetadata>,
-    replicas: RwLock<HashMap<(String, i32), Arc<Replica>>>,
+    /// Topic → partition index → replica (looked up by `&str` on every
+    /// produce and fetch, so without allocating).
+    replicas: RwLock<HashMap<String, HashMap<i32, Arc<Replica>>>>,
     /// Leaders a fetch loop runs for.
     fetchers: Mutex<HashSet<i32>>,
     /// Woken when any partition's role changes.
@@ -168,7 +170,8 @@ impl ReplicaManager {
         self.replicas
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(topic.to_string(), index))
+            .get(topic)?
+            .get(&index)
             .cloned()
     }
 
@@ -178,7 +181,7 @@ impl ReplicaManager {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .cloned()
+            .flat_map(|t| t.values().cloned())
             .collect()
     }
 
@@ -231,15 +234,10 @@ impl ReplicaManager {
     /// A deleted topic's replicas go.
     pub fn forget_topic(&self, topic: &str) {
         let mut map = self.replicas.write().unwrap_or_else(|p| p.into_inner());
-        map.retain(|(t, _), r| {
-            if t == topic {
-                *r.role() = Role::Idle;
-                r.role_changed.notify_waiters();
-                false
-            } else {
-                true
-            }
-        });
+        for r in map.remove(topic).into_iter().flat_map(|t| t.into_values()) {
+            *r.role() = Role::Idle;
+            r.role_changed.notify_waiters();
+        }
     }
 
     /// Applies a topic's shared state to the local replicas: new leaders
@@ -256,7 +254,9 @@ impl ReplicaManager {
             p.set_replicated();
             let replica = {
                 let mut map = self.replicas.write().unwrap_or_else(|p| p.into_inner());
-                map.entry((state.name.clone(), index))
+                map.entry(state.name.clone())
+                    .or_default()
+                    .entry(index)
                     .or_insert_with(|| {
                         Arc::new(Replica {
                             topic: state.name.clone(),

@@ -17,10 +17,41 @@ def runnel_bin():
     return Path(os.environ.get("RUNNEL_BIN", str(DEFAULT_BIN)))
 
 
+# Ports handed to brokers are chosen below the kernel's ephemeral range: a
+# port the kernel picked for bind(0) and released goes back to the pool that
+# outgoing connections draw from, and a busy test (the wire fuzzer opens
+# thousands of connections a second) can take it before the broker binds it.
+# Each pytest-xdist worker gets its own slice so workers never pick the same
+# port, and a process never hands out the same port twice.
+_PORT_LOW, _PORT_HIGH = 20000, 32000
+_PORT_SLICES = 8
+_next_port = None
+
+
+def _worker_index():
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    digits = "".join(ch for ch in name if ch.isdigit())
+    return int(digits or 0) % _PORT_SLICES
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 that nothing listens on, outside the ephemeral
+    range, not handed out before by this process."""
+    global _next_port
+    size = (_PORT_HIGH - _PORT_LOW) // _PORT_SLICES
+    low = _PORT_LOW + _worker_index() * size
+    if _next_port is None:
+        _next_port = low + (os.getpid() * 7919) % size
+    for _ in range(size):
+        port = _next_port
+        _next_port = low + (_next_port - low + 1) % size
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no free port in %d..%d" % (low, low + size))
 
 
 def unique_topic(prefix="t"):

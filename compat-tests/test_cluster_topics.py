@@ -12,7 +12,7 @@ acks=all) is tested in test_cluster_replication.py.
 import time
 
 import pytest
-from confluent_kafka import KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import kafka_wire as kw
@@ -241,9 +241,28 @@ def test_idempotent_producers_on_different_brokers_get_distinct_ids(cluster):
     assert sorted(got) == sorted(b"b%d-%d" % (i, k) for i in (1, 2) for k in range(50))
 
 
-def test_transactions_refused_clearly_in_cluster_mode(cluster):
+def test_transactions_on_a_one_broker_cluster(cluster):
+    # The internal topics take the live broker count as replication factor
+    # (and cap their min.insync.replicas by it): one broker is enough.
     c = cluster(1)
+    topic = unique_topic("tx1")
+    admin = AdminClient({"bootstrap.servers": c.bootstrap()})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(20)
     p = Producer({"bootstrap.servers": c.bootstrap(), "transactional.id": unique_topic("tx")})
-    with pytest.raises(KafkaException) as e:
-        p.init_transactions(15)
-    assert "not supported in cluster mode" in str(e.value) or e.value.args[0].code() == 42, e.value
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, b"committed")
+    p.commit_transaction(30)
+    cons = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": unique_topic("g"),
+                     "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    try:
+        cons.assign([TopicPartition(topic, 0)])
+        deadline = time.monotonic() + 20
+        got = None
+        while got is None and time.monotonic() < deadline:
+            m = cons.poll(0.5)
+            if m is not None and not m.error():
+                got = m.value()
+        assert got == b"committed"
+    finally:
+        cons.close()

@@ -636,6 +636,13 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             DescribeTransactionsRequest,
             describe_transactions::handle
         ),
+        ApiKey::WriteTxnMarkers => call!(
+            ctx,
+            cid,
+            body,
+            WriteTxnMarkersRequest,
+            write_txn_markers::handle
+        ),
         ApiKey::ListTransactions => call!(
             ctx,
             cid,

@@ -137,6 +137,9 @@ pub enum BrokerError {
     LogDirNotFound(String),
     #[error("The replica is not available on this broker")]
     ReplicaNotAvailable,
+    /// An error another broker answered with (markers, verification).
+    #[error("{1}")]
+    Peer(i16, String),
     #[error("This is not the correct coordinator")]
     NotCoordinator,
     #[error("The coordinator is loading and hence can't process requests")]
@@ -212,6 +215,10 @@ impl BrokerError {
             ReplicaNotAvailable => ResponseError::ReplicaNotAvailable,
             NotCoordinator => ResponseError::NotCoordinator,
             CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+            Peer(code, _) => {
+                use kafka_protocol::error::ParseResponseErrorCode;
+                code.err().unwrap_or(ResponseError::UnknownServerError)
+            }
         }
     }
 

@@ -166,6 +166,8 @@ pub fn spawn_coordinator_loading(broker: &Arc<Broker>) {
             let Some(b) = weak.upgrade() else { break };
             if topic == crate::coordinator::offsets_log::TOPIC {
                 crate::coordinator::offsets_log::on_role_change(&b, partition).await;
+            } else if topic == crate::coordinator::txn_log::TOPIC {
+                crate::coordinator::txn_log::on_role_change(&b, partition).await;
             }
         }
     });

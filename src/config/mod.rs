@@ -41,6 +41,10 @@ pub struct ServerConfig {
     /// Cluster mode: the `__consumer_offsets` topic's shape.
     pub offsets_topic_num_partitions: i32,
     pub offsets_topic_replication_factor: i16,
+    /// Cluster mode: the `__transaction_state` topic's shape.
+    pub transaction_state_log_num_partitions: i32,
+    pub transaction_state_log_replication_factor: i16,
+    pub transaction_state_log_min_isr: i16,
     pub retention_check_interval_ms: u64,
     /// `log.cleaner.backoff.ms`: pause between compaction passes.
     pub cleaner_backoff_ms: u64,
@@ -141,8 +145,6 @@ const ACCEPTED_WITHOUT_EFFECT: &[&str] = &[
     "share.coordinator.state.topic.replication.factor",
     "socket.receive.buffer.bytes",
     "socket.send.buffer.bytes",
-    "transaction.state.log.min.isr",
-    "transaction.state.log.replication.factor",
     "zookeeper.connect",
     "zookeeper.connection.timeout.ms",
 ];
@@ -298,6 +300,34 @@ impl BrokerConfig {
         )?;
         if offsets_topic_replication_factor < 1 {
             return Err("offsets.topic.replication.factor must be >= 1".into());
+        }
+        let transaction_state_log_num_partitions = opt_num(
+            "transaction.state.log.num.partitions",
+            get("transaction.state.log.num.partitions"),
+            50i32,
+        )?;
+        if !(1..=10_000).contains(&transaction_state_log_num_partitions) {
+            return Err(format!(
+                "transaction.state.log.num.partitions must be between 1 and 10000, got \
+                 {transaction_state_log_num_partitions}"
+            ));
+        }
+        let transaction_state_log_replication_factor = opt_num(
+            "transaction.state.log.replication.factor",
+            get("transaction.state.log.replication.factor"),
+            3i16,
+        )?;
+        let transaction_state_log_min_isr = opt_num(
+            "transaction.state.log.min.isr",
+            get("transaction.state.log.min.isr"),
+            2i16,
+        )?;
+        if transaction_state_log_replication_factor < 1 || transaction_state_log_min_isr < 1 {
+            return Err(
+                "transaction.state.log.replication.factor and transaction.state.log.min.isr \
+                 must be >= 1"
+                    .into(),
+            );
         }
 
         let retention_check_interval_ms = opt_num(
@@ -459,6 +489,9 @@ impl BrokerConfig {
                 offsets_retention_minutes,
                 offsets_topic_num_partitions,
                 offsets_topic_replication_factor,
+                transaction_state_log_num_partitions,
+                transaction_state_log_replication_factor,
+                transaction_state_log_min_isr,
                 retention_check_interval_ms,
                 cleaner_backoff_ms,
                 cleaner_io_buffer_size,
@@ -513,6 +546,9 @@ fn is_understood(key: &str) -> bool {
         "offsets.retention.minutes",
         "offsets.topic.num.partitions",
         "offsets.topic.replication.factor",
+        "transaction.state.log.num.partitions",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
         "log.retention.check.interval.ms",
         "metrics.listener",
         "log.cleaner.backoff.ms",

@@ -6,9 +6,12 @@
 //! ticker drives session timeouts, rebalance timeouts and the initial delay.
 
 pub mod group;
+pub mod internal_topic;
 pub mod offsets;
 pub mod offsets_log;
 pub mod txn;
+pub mod txn_log;
+pub mod txn_markers;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,7 +50,9 @@ pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
     pub offsets: OffsetStore,
     /// Cluster mode: the `__consumer_offsets` partitions loaded here.
-    pub loaded: offsets_log::Loaded,
+    pub loaded: internal_topic::Loaded,
+    /// Cluster mode: offsets committed by transactions not ended yet.
+    pub txn_offsets: offsets_log::TxnOffsets,
     pub config: GroupConfig,
     /// `offsets.retention.minutes`: offsets of a group without members older than this go.
     offsets_retention: Duration,
@@ -59,6 +64,7 @@ impl GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
             offsets,
             loaded: Default::default(),
+            txn_offsets: Default::default(),
             config,
             offsets_retention,
         }

@@ -7,37 +7,39 @@
 //! meanwhile). The records use Kafka's offset-commit key (version 1) and
 //! value (version 3) layouts; a deletion is a tombstone.
 //!
+//! Offsets committed inside a transaction (TxnOffsetCommit) are a
+//! transactional batch of the producer; they take effect when the
+//! transaction's COMMIT marker reaches the partition, as in Kafka.
+//!
 //! Standalone keeps the local store of `offsets` alone.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 
+use super::internal_topic::{self, InternalTopic, Spec};
 use super::offsets::Committed;
 use crate::broker::Broker;
+use crate::config::ServerConfig;
 use crate::error::{BrokerError, BrokerResult};
-use crate::records::layout::records_section;
-use crate::records::walk::records;
-use crate::replication::Role;
-use crate::storage::batch::{read_header, split_and_validate};
-use crate::storage::writer::PartitionAppend;
+use crate::storage::txns::control_type;
 
 pub const TOPIC: &str = "__consumer_offsets";
 const KEY_VERSION: i16 = 1;
 const VALUE_VERSION: i16 = 3;
 
-/// Kafka's placement of a key on the internal topic's partitions:
-/// `Utils.abs(key.hashCode()) % partitions` with Java's String.hashCode.
-pub fn partition_for(key: &str, partitions: i32) -> i32 {
-    let hash = key
-        .encode_utf16()
-        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
-    (hash & 0x7fff_ffff) % partitions.max(1)
+fn spec(c: &ServerConfig) -> Spec {
+    Spec {
+        partitions: c.offsets_topic_num_partitions,
+        replication_factor: c.offsets_topic_replication_factor,
+        min_insync_replicas: 1,
+    }
 }
+
+pub static OFFSETS: InternalTopic = InternalTopic { name: TOPIC, spec };
+
+pub use internal_topic::partition_for;
 
 fn put_str(b: &mut BytesMut, s: &str) {
     let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
@@ -111,136 +113,15 @@ pub fn decode_value(mut b: &[u8]) -> Option<Committed> {
     })
 }
 
-/// One batch of records: `value` None is a tombstone.
-fn batch(entries: &[(Bytes, Option<Bytes>)], now: i64) -> BrokerResult<Bytes> {
-    let recs: Vec<Record> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: now,
-            key: Some(k.clone()),
-            value: v.clone(),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &recs,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| BrokerError::Storage(format!("cannot encode offset records: {e}")))?;
-    Ok(buf.freeze())
-}
-
-/// Which internal partitions this broker has loaded (leads and replayed).
-#[derive(Default)]
-pub struct Loaded {
-    partitions: Mutex<HashSet<i32>>,
-}
-
-impl Loaded {
-    fn set(&self, partition: i32, loaded: bool) {
-        let mut p = self
-            .partitions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if loaded {
-            p.insert(partition);
-        } else {
-            p.remove(&partition);
-        }
-    }
-
-    fn has(&self, partition: i32) -> bool {
-        self.partitions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&partition)
-    }
-}
-
-/// The internal topic's partition count (its own, once it exists).
-fn partitions(b: &Broker) -> i32 {
-    b.cluster
-        .topic(TOPIC)
-        .map(|t| t.partitions.len() as i32)
-        .unwrap_or(b.config.offsets_topic_num_partitions)
-}
-
 /// Cluster mode: this broker must coordinate `group` and have loaded its
 /// state. Standalone: always.
 pub fn check(b: &Broker, group: &str) -> BrokerResult<()> {
-    if b.cluster.is_standalone() {
-        return Ok(());
-    }
-    if b.cluster.topic(TOPIC).is_none() {
-        return Err(BrokerError::CoordinatorNotAvailable);
-    }
-    let p = partition_for(group, partitions(b));
-    match b.replicas.replica(TOPIC, p).map(|r| r.leader_epoch()) {
-        Some(Some(_)) if b.groups.loaded.has(p) => Ok(()),
-        Some(Some(_)) => Err(BrokerError::CoordinatorLoadInProgress),
-        _ => Err(BrokerError::NotCoordinator),
-    }
+    OFFSETS.check(b, &b.groups.loaded, group).map(|_| ())
 }
 
-/// Cluster mode: the node leading the partition `key` maps to, creating the
-/// internal topic on first need.
-pub async fn coordinator_node(b: &Broker, key: &str) -> BrokerResult<i32> {
-    let topic = match b.cluster.topic(TOPIC) {
-        Some(t) => t,
-        None => {
-            let live = b.cluster.live_brokers().len();
-            let rf = b
-                .config
-                .offsets_topic_replication_factor
-                .min(live as i16)
-                .max(1);
-            let configs = [("cleanup.policy".to_string(), "compact".to_string())]
-                .into_iter()
-                .collect();
-            match b
-                .cluster
-                .create_topic(
-                    TOPIC,
-                    b.config.offsets_topic_num_partitions,
-                    crate::cluster::Placement::Factor(rf),
-                    configs,
-                )
-                .await
-            {
-                Ok(t) => t,
-                Err(BrokerError::TopicAlreadyExists(_)) => b
-                    .cluster
-                    .topic(TOPIC)
-                    .ok_or(BrokerError::CoordinatorNotAvailable)?,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot create {TOPIC}");
-                    return Err(BrokerError::CoordinatorNotAvailable);
-                }
-            }
-        }
-    };
-    let p = partition_for(key, topic.partitions.len() as i32);
-    let leader = topic.partitions.get(p as usize).map_or(-1, |s| s.leader);
-    let live = b.cluster.live_brokers().iter().any(|x| x.node_id == leader);
-    if leader < 0 || !live {
-        return Err(BrokerError::CoordinatorNotAvailable);
-    }
-    Ok(leader)
+/// Cluster mode: the node coordinating `group`, creating the topic on first need.
+pub async fn coordinator_node(b: &Broker, group: &str) -> BrokerResult<i32> {
+    OFFSETS.coordinator_node(b, group).await
 }
 
 /// Appends offset records (or tombstones) for `group` to its internal
@@ -254,33 +135,155 @@ pub async fn append(
     if b.cluster.is_standalone() || entries.is_empty() {
         return Ok(());
     }
-    check(b, group)?;
-    let p = partition_for(group, partitions(b));
-    let partition = b
+    let p = OFFSETS.check(b, &b.groups.loaded, group)?;
+    let bytes = internal_topic::batch(&entries, crate::types::now_ms(), None)?;
+    OFFSETS.append(b, p, bytes, timeout).await.map(|_| ())
+}
+
+/// The uid of `group`'s internal partition (the transactional gate's key).
+pub fn partition_uid(b: &Broker, group: &str) -> BrokerResult<(i32, u64)> {
+    let p = OFFSETS.partition_of(b, group);
+    let uid = b
+        .catalog
+        .get(TOPIC)
+        .and_then(|t| t.partition(p).map(|x| x.uid))
+        .ok_or(BrokerError::NotCoordinator)?;
+    Ok((p, uid))
+}
+
+/// TxnOffsetCommit (cluster mode): the offsets as a transactional batch of
+/// the producer on the group's partition, held pending until the
+/// transaction's marker reaches the partition. The producer's membership of
+/// the transaction has been verified (the writer's gate checks it again).
+pub async fn append_txn(
+    b: &Broker,
+    group: &str,
+    producer_id: i64,
+    epoch: i16,
+    commits: Vec<(String, i32, Committed)>,
+    timeout: std::time::Duration,
+) -> BrokerResult<()> {
+    let p = OFFSETS.check(b, &b.groups.loaded, group)?;
+    let entries = commit_records(group, &commits);
+    // One appender at a time: each batch's first sequence follows the last.
+    let _turn = b.groups.txn_offsets.append_turn.lock().await;
+    let first_seq = b
         .catalog
         .get(TOPIC)
         .and_then(|t| t.partition(p).cloned())
-        .ok_or(BrokerError::NotCoordinator)?;
-    let n = entries.len() as i64;
-    let bytes = batch(&entries, crate::types::now_ms())?;
-    let batches = split_and_validate(&bytes, usize::MAX)?;
-    let outcome = b
-        .writer
-        .submit(vec![PartitionAppend { partition, batches }])
-        .await
-        .await;
-    let base = outcome
-        .into_iter()
-        .next()
-        .unwrap_or(Err(BrokerError::ShuttingDown))?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    b.replicas
-        .await_replicated(TOPIC, p, base + n, 1, deadline)
-        .await
-        .map_err(|e| match e {
-            BrokerError::NotLeaderOrFollower => BrokerError::NotCoordinator,
-            other => other,
+        .and_then(|part| {
+            part.producer_snapshot()
+                .into_iter()
+                .find(|(pid, e, ..)| *pid == producer_id && *e == epoch)
+                .map(|(_, _, last, _)| last.wrapping_add(1))
         })
+        .unwrap_or(0)
+        .max(0);
+    let bytes = internal_topic::batch(
+        &entries,
+        crate::types::now_ms(),
+        Some((producer_id, epoch, first_seq)),
+    )?;
+    OFFSETS.append(b, p, bytes, timeout).await?;
+    b.groups.txn_offsets.add(
+        producer_id,
+        commits
+            .into_iter()
+            .map(|(t, i, c)| (group.to_string(), t, i, c)),
+    );
+    Ok(())
+}
+
+/// A transaction's marker reached partition `partition` (led here): its
+/// pending offsets there are applied (commit) or dropped (abort).
+pub fn complete_txn(
+    b: &Broker,
+    partition: i32,
+    producer_id: i64,
+    commit: bool,
+) -> BrokerResult<()> {
+    let n = OFFSETS.partitions(b);
+    let taken = b
+        .groups
+        .txn_offsets
+        .take(producer_id, |g| partition_for(g, n) == partition);
+    if !commit || taken.is_empty() {
+        return Ok(());
+    }
+    let mut by_group: BTreeMap<String, Vec<(String, i32, Committed)>> = BTreeMap::new();
+    for (g, t, i, c) in taken {
+        by_group.entry(g).or_default().push((t, i, c));
+    }
+    for (group, commits) in by_group {
+        b.groups.offsets.commit(&group, commits)?;
+    }
+    Ok(())
+}
+
+/// (group, topic, partition, offset) held by a transaction.
+type HeldOffset = (String, String, i32, Committed);
+
+/// Offsets committed inside transactions that have not ended yet, by
+/// producer id (cluster mode; standalone keeps them with the transaction).
+#[derive(Default)]
+pub struct TxnOffsets {
+    by_producer: Mutex<HashMap<i64, Vec<HeldOffset>>>,
+    append_turn: tokio::sync::Mutex<()>,
+}
+
+impl TxnOffsets {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Vec<HeldOffset>>> {
+        // Every change is one map operation: a poisoned lock is consistent.
+        self.by_producer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn add(&self, producer_id: i64, offsets: impl Iterator<Item = HeldOffset>) {
+        let mut map = self.map();
+        let pending = map.entry(producer_id).or_default();
+        for o in offsets {
+            match pending
+                .iter_mut()
+                .find(|p| p.0 == o.0 && p.1 == o.1 && p.2 == o.2)
+            {
+                Some(p) => *p = o,
+                None => pending.push(o),
+            }
+        }
+    }
+
+    /// Removes and returns the producer's pending offsets of the groups `which` selects.
+    fn take(&self, producer_id: i64, which: impl Fn(&str) -> bool) -> Vec<HeldOffset> {
+        let mut map = self.map();
+        let Some(pending) = map.get_mut(&producer_id) else {
+            return Vec::new();
+        };
+        let (taken, kept): (Vec<_>, Vec<_>) = pending.drain(..).partition(|o| which(&o.0));
+        if kept.is_empty() {
+            map.remove(&producer_id);
+        } else {
+            *pending = kept;
+        }
+        taken
+    }
+
+    /// Forgets the pending offsets of the groups `which` selects.
+    fn forget(&self, which: impl Fn(&str) -> bool) {
+        self.map().retain(|_, pending| {
+            pending.retain(|o| !which(&o.0));
+            !pending.is_empty()
+        });
+    }
+
+    /// True if an unfinished transaction holds an offset for this partition
+    /// of the group (OffsetFetch with require_stable).
+    pub fn has(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.map()
+            .values()
+            .flatten()
+            .any(|o| o.0 == group && o.1 == topic && o.2 == partition)
+    }
 }
 
 /// Commits as records (key, value).
@@ -306,15 +309,15 @@ pub fn delete_records(group: &str, which: &[(String, i32)]) -> Vec<(Bytes, Optio
 /// the partition into the local offset store, then answer for its groups;
 /// on losing it, stop answering and forget its groups' live state.
 pub async fn on_role_change(b: &Arc<Broker>, partition: i32) {
-    let leads = b
-        .replicas
-        .replica(TOPIC, partition)
-        .is_some_and(|r| matches!(&*r.role(), Role::Leader(_)));
-    if !leads {
-        if b.groups.loaded.has(partition) {
-            b.groups.loaded.set(partition, false);
-            let n = partitions(b);
+    let loaded = &b.groups.loaded;
+    if !OFFSETS.leads(b, partition) {
+        if loaded.has(partition) {
+            loaded.set(partition, false);
+            let n = OFFSETS.partitions(b);
             b.groups.unload(|g| partition_for(g, n) == partition);
+            b.groups
+                .txn_offsets
+                .forget(|g| partition_for(g, n) == partition);
             tracing::info!(
                 partition,
                 "offsets partition unloaded (no longer its leader)"
@@ -322,64 +325,63 @@ pub async fn on_role_change(b: &Arc<Broker>, partition: i32) {
         }
         return;
     }
-    if b.groups.loaded.has(partition) {
+    if loaded.has(partition) {
         return;
     }
     match replay(b, partition) {
         Ok(n) => {
-            b.groups.loaded.set(partition, true);
+            loaded.set(partition, true);
             tracing::info!(partition, records = n, "offsets partition loaded");
         }
         Err(e) => tracing::warn!(partition, error = %e, "cannot load the offsets partition"),
     }
 }
 
-/// Replaces the local offsets of the partition's groups with what its log says.
+type Key = (String, String, i32);
+
+/// Replaces the local offsets of the partition's groups with what its log
+/// says: plain records apply at once; a producer's transactional records
+/// apply at its commit marker, vanish at its abort marker, and stay pending
+/// while neither has come.
 fn replay(b: &Broker, partition: i32) -> BrokerResult<usize> {
-    let p = b
-        .catalog
-        .get(TOPIC)
-        .and_then(|t| t.partition(partition).cloned())
-        .ok_or(BrokerError::UnknownTopicOrPartition)?;
-    let n = partitions(b);
-    let mut state: std::collections::BTreeMap<(String, String, i32), Option<Committed>> =
-        Default::default();
-    let mut offset = p.log_start_offset();
-    let end = p.log_end_offset();
+    let n = OFFSETS.partitions(b);
+    let mut state: BTreeMap<Key, Option<Committed>> = BTreeMap::new();
+    let mut open: HashMap<i64, Vec<(Key, Option<Committed>)>> = HashMap::new();
     let mut count = 0;
-    while offset < end {
-        let r = p.read_for_replica(&b.store, offset, 4 << 20)?;
-        let Some(next) = r.end_offset() else { break };
-        let mut all = r.into_bytes();
-        while all.len() >= crate::storage::batch::HEADER_LEN {
-            let Some(h) = read_header(&all) else { break };
-            let size = usize::try_from(i32::from_be_bytes([all[8], all[9], all[10], all[11]]))
-                .unwrap_or(0)
-                + crate::storage::batch::LOG_OVERHEAD;
-            if size > all.len() {
-                break;
+    OFFSETS.for_each_batch(b, partition, |h, batch| {
+        if h.is_control() {
+            let pending = open.remove(&h.producer_id).unwrap_or_default();
+            if control_type(batch) == Some(1) {
+                // A COMMIT marker (0 is ABORT).
+                state.extend(pending);
             }
-            let one = all.split_to(size);
-            if h.is_control() {
-                continue;
-            }
-            let section = records_section(&one, 64 << 20)
-                .map_err(|e| BrokerError::Storage(format!("{TOPIC}-{partition}: {e}")))?;
-            for rec in records(&section, h.records_count) {
-                let rec =
-                    rec.map_err(|e| BrokerError::Storage(format!("{TOPIC}-{partition}: {e}")))?;
-                let Some(key) = rec.key.and_then(decode_key) else {
-                    continue;
-                };
-                state.insert(key, rec.value.and_then(decode_value));
-                count += 1;
-            }
+            return Ok(());
         }
-        offset = next;
-    }
+        let transactional = h.attributes & 0x10 != 0 && h.has_producer_id();
+        OFFSETS.for_each_record(partition, h, batch, |key, value| {
+            let Some(key) = key.and_then(decode_key) else {
+                return;
+            };
+            let value = value.and_then(decode_value);
+            count += 1;
+            if transactional {
+                open.entry(h.producer_id).or_default().push((key, value));
+            } else {
+                state.insert(key, value);
+            }
+        })
+    })?;
     b.groups
         .offsets
         .replace_groups(|g| partition_for(g, n) == partition, state)?;
+    for (pid, pending) in open {
+        b.groups.txn_offsets.add(
+            pid,
+            pending
+                .into_iter()
+                .filter_map(|((g, t, i), c)| c.map(|c| (g, t, i, c))),
+        );
+    }
     Ok(count)
 }
 
@@ -402,11 +404,5 @@ mod tests {
         );
         assert_eq!(decode_key(&[0, 2, 0, 0]), None);
         assert_eq!(decode_value(&[0, 3, 1]), None);
-        // Java: "my-group".hashCode() = 1253924891... placement as Kafka's Utils.abs.
-        let h = "my-group"
-            .encode_utf16()
-            .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
-        assert_eq!(partition_for("my-group", 50), (h & 0x7fff_ffff) % 50);
-        assert!((0..50).contains(&partition_for("x", 50)));
     }
 }

@@ -22,6 +22,14 @@
 //! A ticker aborts transactions older than their timeout, bumping the epoch
 //! so the producer that left them open is fenced, retries completions that
 //! failed, and forgets ids idle longer than `transactional.id.expiration.ms`.
+//!
+//! Cluster mode: an id is served by the leader of its `__transaction_state`
+//! partition (`txn_log`), which persists every change there instead of the
+//! `meta` column family, loads the partition's ids when it becomes the
+//! leader and forgets them when it stops being one. Markers go to the
+//! partitions' leaders (`txn_markers`); offsets committed in a transaction
+//! are held by the group coordinator, and applied by the marker that
+//! reaches the group's `__consumer_offsets` partition.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -31,7 +39,9 @@ use rocksdb::WriteOptions;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex as AsyncMutex;
 
+use super::internal_topic::Loaded;
 use super::offsets::Committed;
+use super::txn_markers::{self, Marker};
 use crate::broker::Broker;
 use crate::error::{BrokerError, BrokerResult};
 use crate::storage::catalog::Catalog;
@@ -41,8 +51,12 @@ use crate::storage::writer::PartitionAppend;
 use crate::types::now_ms;
 
 const PREFIX: &str = "txn/";
-/// One node, never re-elected: the coordinator epoch written in markers.
+/// Standalone (one node, never re-elected): the coordinator epoch written in
+/// markers. In a cluster it is the leader epoch of the id's partition.
 pub const COORDINATOR_EPOCH: i32 = 0;
+/// Cluster mode: pause between attempts to complete a transaction whose
+/// markers could not all be written.
+const COMPLETION_RETRY: Duration = Duration::from_millis(500);
 const NO_PRODUCER_ID: i64 = -1;
 const NO_EPOCH: i16 = -1;
 
@@ -354,6 +368,8 @@ pub struct TxnCoordinator {
     active: Arc<ActiveTxns>,
     txns: Mutex<HashMap<String, Entry>>,
     pending: Mutex<PendingIndex>,
+    /// Cluster mode: the `__transaction_state` partitions loaded here.
+    pub loaded: Loaded,
 }
 
 fn key(id: &str) -> Vec<u8> {
@@ -426,6 +442,7 @@ impl TxnCoordinator {
             active,
             txns: Mutex::new(txns),
             pending: Mutex::new(pending),
+            loaded: Loaded::default(),
         })
     }
 
@@ -446,7 +463,35 @@ impl TxnCoordinator {
         self.map().get(id).cloned()
     }
 
-    fn persist(&self, meta: &TxnMeta) -> BrokerResult<()> {
+    /// The writer's gate, shared with the partition-leader side of markers
+    /// and verification.
+    pub fn active(&self) -> &Arc<ActiveTxns> {
+        &self.active
+    }
+
+    /// Cluster mode: NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS unless
+    /// this broker serves `id`.
+    fn served(&self, b: &Broker, id: &str) -> BrokerResult<()> {
+        if id.is_empty() {
+            return Err(BrokerError::InvalidRequest(
+                "The transactional id must not be empty".into(),
+            ));
+        }
+        super::txn_log::check(b, id).map(|_| ())
+    }
+
+    async fn new_producer_id(b: &Broker) -> BrokerResult<i64> {
+        if b.cluster.is_standalone() {
+            b.catalog.allocate_producer_id()
+        } else {
+            b.producer_ids.next(&b.cluster).await
+        }
+    }
+
+    async fn persist(&self, b: &Broker, meta: &TxnMeta) -> BrokerResult<()> {
+        if !b.cluster.is_standalone() {
+            return super::txn_log::append(b, &meta.transactional_id, Some(meta)).await;
+        }
         let json = serde_json::to_vec(meta)
             .map_err(|e| BrokerError::Storage(format!("cannot encode transaction state: {e}")))?;
         let mut opts = WriteOptions::default();
@@ -461,8 +506,13 @@ impl TxnCoordinator {
     }
 
     /// Persists a change made to `meta`; on failure puts `before` back.
-    fn commit_change(&self, meta: &mut TxnMeta, before: TxnMeta) -> BrokerResult<()> {
-        if let Err(e) = self.persist(meta) {
+    async fn commit_change(
+        &self,
+        b: &Broker,
+        meta: &mut TxnMeta,
+        before: TxnMeta,
+    ) -> BrokerResult<()> {
+        if let Err(e) = self.persist(b, meta).await {
             tracing::error!(transactional_id = %meta.transactional_id, error = %e, "cannot persist transaction state");
             *meta = before;
             return Err(e);
@@ -482,26 +532,20 @@ impl TxnCoordinator {
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
     ) -> BrokerResult<(i64, i16)> {
-        if id.is_empty() {
-            return Err(BrokerError::InvalidRequest(
-                "The transactional id must not be empty".into(),
-            ));
-        }
+        self.served(b, id)?;
         if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
             return Err(BrokerError::InvalidTransactionTimeout);
         }
         loop {
-            let entry = {
-                let mut map = self.map();
-                match map.get(id) {
-                    Some(e) => e.clone(),
-                    None => {
-                        let pid = b.catalog.allocate_producer_id()?;
-                        let e =
-                            Arc::new(AsyncMutex::new(TxnMeta::new(id, pid, timeout_ms, now_ms())));
-                        map.insert(id.to_string(), e.clone());
-                        e
-                    }
+            let known = self.entry(id);
+            let entry = match known {
+                Some(e) => e,
+                None => {
+                    let pid = Self::new_producer_id(b).await?;
+                    let fresh =
+                        Arc::new(AsyncMutex::new(TxnMeta::new(id, pid, timeout_ms, now_ms())));
+                    // Another request may have made it meanwhile: its entry wins.
+                    self.map().entry(id.to_string()).or_insert(fresh).clone()
                 }
             };
             let mut meta = entry.lock().await;
@@ -523,10 +567,15 @@ impl TxnCoordinator {
             }
             let before = meta.clone();
             let old_pid = meta.producer_id;
+            let rotated = if epoch_exhausted(meta.producer_epoch) {
+                Some(Self::new_producer_id(b).await?)
+            } else {
+                None
+            };
             meta.bump(expected.map(|e| e.1), timeout_ms, now_ms(), || {
-                b.catalog.allocate_producer_id()
+                rotated.ok_or_else(|| BrokerError::Storage("no producer id to rotate to".into()))
             })?;
-            self.commit_change(&mut meta, before)?;
+            self.commit_change(b, &mut meta, before).await?;
             if old_pid != meta.producer_id {
                 self.active.remove(old_pid);
             }
@@ -542,12 +591,12 @@ impl TxnCoordinator {
     }
 
     /// Locks an existing id for an operation of its current producer.
-    async fn locked(&self, id: &str) -> BrokerResult<tokio::sync::OwnedMutexGuard<TxnMeta>> {
-        if id.is_empty() {
-            return Err(BrokerError::InvalidRequest(
-                "The transactional id must not be empty".into(),
-            ));
-        }
+    async fn locked(
+        &self,
+        b: &Broker,
+        id: &str,
+    ) -> BrokerResult<tokio::sync::OwnedMutexGuard<TxnMeta>> {
+        self.served(b, id)?;
         let entry = self
             .entry(id)
             .ok_or(BrokerError::InvalidProducerIdMapping)?;
@@ -563,11 +612,11 @@ impl TxnCoordinator {
         epoch: i16,
         partitions: &[(String, i32)],
     ) -> BrokerResult<()> {
-        let mut meta = self.locked(id).await?;
+        let mut meta = self.locked(b, id).await?;
         meta.check_producer(producer_id, epoch)?;
         let before = meta.clone();
         if meta.add(partitions, None, now_ms())? {
-            self.commit_change(&mut meta, before)?;
+            self.commit_change(b, &mut meta, before).await?;
             self.set_gate(b, &meta);
         }
         Ok(())
@@ -577,12 +626,13 @@ impl TxnCoordinator {
     /// the ongoing transaction? Changes nothing.
     pub async fn verify_partitions(
         &self,
+        b: &Broker,
         id: &str,
         producer_id: i64,
         epoch: i16,
         partitions: &[(String, i32)],
     ) -> BrokerResult<Vec<BrokerResult<()>>> {
-        let meta = self.locked(id).await?;
+        let meta = self.locked(b, id).await?;
         meta.check_producer(producer_id, epoch)?;
         if meta.state.is_prepare() {
             return Err(BrokerError::ConcurrentTransactions);
@@ -614,11 +664,21 @@ impl TxnCoordinator {
         if group.is_empty() {
             return Err(BrokerError::InvalidGroupId);
         }
-        let mut meta = self.locked(id).await?;
+        // Cluster mode: the group's offsets partition joins the transaction,
+        // so its marker reaches the group coordinator, which holds the
+        // transaction's offsets (as in Kafka).
+        let offsets_partition = if b.cluster.is_standalone() {
+            Vec::new()
+        } else {
+            super::offsets_log::coordinator_node(b, group).await?;
+            let p = super::offsets_log::OFFSETS.partition_of(b, group);
+            vec![(super::offsets_log::TOPIC.to_string(), p)]
+        };
+        let mut meta = self.locked(b, id).await?;
         meta.check_producer(producer_id, epoch)?;
         let before = meta.clone();
-        if meta.add(&[], Some(group), now_ms())? {
-            self.commit_change(&mut meta, before)?;
+        if meta.add(&offsets_partition, Some(group), now_ms())? {
+            self.commit_change(b, &mut meta, before).await?;
             self.set_gate(b, &meta);
         }
         Ok(())
@@ -628,13 +688,14 @@ impl TxnCoordinator {
     /// commit, dropped on abort). The group must have been added.
     pub async fn commit_offsets(
         &self,
+        b: &Broker,
         id: &str,
         producer_id: i64,
         epoch: i16,
         group: &str,
         offsets: Vec<PendingOffset>,
     ) -> BrokerResult<()> {
-        let mut meta = self.locked(id).await?;
+        let mut meta = self.locked(b, id).await?;
         meta.check_producer(producer_id, epoch)?;
         if meta.state != TxnState::Ongoing || !meta.groups.contains(group) {
             return Err(BrokerError::InvalidTxnState(format!(
@@ -651,7 +712,7 @@ impl TxnCoordinator {
         for o in offsets {
             meta.put_offset(o);
         }
-        self.commit_change(&mut meta, before)?;
+        self.commit_change(b, &mut meta, before).await?;
         let mut index = self.pending_index();
         for k in keys {
             index.entry(k).or_default().insert(id.to_string());
@@ -663,27 +724,61 @@ impl TxnCoordinator {
     /// markers are written and the offsets applied.
     pub async fn end_txn(
         &self,
-        b: &Broker,
+        b: &Arc<Broker>,
         id: &str,
         producer_id: i64,
         epoch: i16,
         commit: bool,
     ) -> BrokerResult<()> {
-        let mut meta = self.locked(id).await?;
+        let mut meta = self.locked(b, id).await?;
         if meta.end_step(producer_id, epoch, commit)? == EndStep::AlreadyDone {
             return Ok(());
         }
         let before = meta.clone();
         meta.prepare_end(commit, now_ms());
-        self.commit_change(&mut meta, before)?;
-        self.finish(b, &mut meta).await
+        self.commit_change(b, &mut meta, before).await?;
+        match self.finish(b, &mut meta).await {
+            // Cluster mode: the decision is durable on the in-sync replicas;
+            // as in Kafka the producer hears of it now, and the markers that
+            // could not be written yet are retried until they are.
+            Err(e) if !b.cluster.is_standalone() => {
+                tracing::info!(transactional_id = id, error = %e, "transaction decided; its markers will be retried");
+                drop(meta);
+                self.retry_completion(b, id);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Cluster mode: completes `id`'s transaction in the background, trying
+    /// again every `COMPLETION_RETRY` while this broker coordinates it.
+    fn retry_completion(&self, b: &Arc<Broker>, id: &str) {
+        let broker = Arc::downgrade(b);
+        let id = id.to_string();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(COMPLETION_RETRY).await;
+                let Some(b) = broker.upgrade() else { return };
+                let Some(entry) = b.txns.entry(&id) else {
+                    return;
+                };
+                let mut meta = entry.lock().await;
+                if meta.dead || !meta.state.is_prepare() || b.txns.served(&b, &id).is_err() {
+                    return;
+                }
+                if b.txns.finish(&b, &mut meta).await.is_ok() {
+                    return;
+                }
+            }
+        });
     }
 
     /// Fences the producer of the ongoing transaction (epoch bump) and aborts it.
     async fn fence_abort(&self, b: &Broker, meta: &mut TxnMeta) -> BrokerResult<()> {
         let before = meta.clone();
         meta.prepare_fence_abort(now_ms());
-        self.commit_change(meta, before)?;
+        self.commit_change(b, meta, before).await?;
         self.finish(b, meta).await
     }
 
@@ -729,7 +824,7 @@ impl TxnCoordinator {
         }
         let before = meta.clone();
         meta.complete(now_ms());
-        self.commit_change(meta, before)?;
+        self.commit_change(b, meta, before).await?;
         tracing::info!(
             transactional_id = %meta.transactional_id,
             producer_id = meta.producer_id,
@@ -744,6 +839,15 @@ impl TxnCoordinator {
     /// through the writer (after the transaction's data). Partitions of
     /// deleted topics are skipped.
     async fn write_markers(&self, b: &Broker, meta: &TxnMeta, commit: bool) -> BrokerResult<()> {
+        if !b.cluster.is_standalone() {
+            let marker = Marker {
+                producer_id: meta.producer_id,
+                epoch: meta.producer_epoch,
+                commit,
+                coordinator_epoch: super::txn_log::coordinator_epoch(b, &meta.transactional_id)?,
+            };
+            return txn_markers::write(b, marker, &meta.partitions).await;
+        }
         let now = now_ms();
         let mut entries = Vec::with_capacity(meta.partitions.len());
         for (topic, index) in &meta.partitions {
@@ -781,12 +885,8 @@ impl TxnCoordinator {
     }
 
     /// A copy of one id's state (DescribeTransactions).
-    pub async fn describe(&self, id: &str) -> BrokerResult<TxnMeta> {
-        if id.is_empty() {
-            return Err(BrokerError::InvalidRequest(
-                "The transactional id must not be empty".into(),
-            ));
-        }
+    pub async fn describe(&self, b: &Broker, id: &str) -> BrokerResult<TxnMeta> {
+        self.served(b, id)?;
         let entry = self.entry(id).ok_or(BrokerError::TransactionalIdNotFound)?;
         let meta = entry.lock().await;
         if meta.dead || meta.producer_epoch < 0 {
@@ -820,6 +920,11 @@ impl TxnCoordinator {
     /// aborts transactional data no ongoing transaction accounts for (it
     /// would hold the last stable offset back forever).
     pub async fn recover(&self, b: &Broker) {
+        if !b.cluster.is_standalone() {
+            // Each coordinator completes its ids when it loads them; data of
+            // transactions coordinated elsewhere is not this broker's to abort.
+            return;
+        }
         let entries: Vec<Entry> = self.map().values().cloned().collect();
         for e in entries {
             let mut meta = e.lock().await;
@@ -908,24 +1013,86 @@ impl TxnCoordinator {
             } else if meta.state != TxnState::Ongoing
                 && now.saturating_sub(meta.update_ms) > self.config.id_expiration_ms
             {
-                if let Err(err) = self.expire(&id, &mut meta) {
+                if let Err(err) = self.expire(b, &id, &mut meta).await {
                     tracing::warn!(transactional_id = %id, error = %err, "cannot expire the transactional id");
                 }
             }
         }
     }
 
-    fn expire(&self, id: &str, meta: &mut TxnMeta) -> BrokerResult<()> {
-        let mut opts = WriteOptions::default();
-        opts.set_sync(self.sync);
-        self.store
-            .db
-            .delete_cf_opt(self.store.cf(CF_META)?, key(id), &opts)?;
+    async fn expire(&self, b: &Broker, id: &str, meta: &mut TxnMeta) -> BrokerResult<()> {
+        if b.cluster.is_standalone() {
+            let mut opts = WriteOptions::default();
+            opts.set_sync(self.sync);
+            self.store
+                .db
+                .delete_cf_opt(self.store.cf(CF_META)?, key(id), &opts)?;
+        } else {
+            super::txn_log::append(b, id, None).await?;
+        }
         meta.dead = true;
         self.map().remove(id);
         self.active.remove(meta.producer_id);
         tracing::info!(transactional_id = id, "transactional id expired");
         Ok(())
+    }
+}
+
+impl TxnCoordinator {
+    /// Cluster mode: the ids of a `__transaction_state` partition this
+    /// broker now leads, as its log left them.
+    pub fn load_partition(&self, b: &Broker, metas: Vec<TxnMeta>) {
+        let mut map = self.map();
+        for meta in metas {
+            if meta.producer_epoch >= 0 {
+                self.active
+                    .set(meta.producer_id, gate_of(&meta, &b.catalog));
+            }
+            map.insert(
+                meta.transactional_id.clone(),
+                Arc::new(AsyncMutex::new(meta)),
+            );
+        }
+    }
+
+    /// Cluster mode: forgets the ids `which` selects (their partition is
+    /// led elsewhere now). An operation holding one finishes against the
+    /// log, which no longer accepts its writes from here.
+    pub fn unload(&self, which: impl Fn(&str) -> bool) {
+        let gone: Vec<Entry> = {
+            let mut map = self.map();
+            let ids: Vec<String> = map.keys().filter(|id| which(id)).cloned().collect();
+            ids.iter().filter_map(|id| map.remove(id)).collect()
+        };
+        for e in gone {
+            if let Ok(mut meta) = e.try_lock() {
+                meta.dead = true;
+                self.active.remove(meta.producer_id);
+            }
+        }
+    }
+
+    /// Cluster mode, after loading: completes the transactions `which`
+    /// selects that a previous coordinator left in a Prepare state.
+    pub async fn complete_half_ended(&self, b: &Arc<Broker>, which: impl Fn(&str) -> bool) {
+        let entries: Vec<(String, Entry)> = self
+            .map()
+            .iter()
+            .filter(|(id, _)| which(id))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (id, e) in entries {
+            let mut meta = e.lock().await;
+            if meta.dead || !meta.state.is_prepare() {
+                continue;
+            }
+            tracing::info!(transactional_id = %id, state = meta.state.name(), "completing a transaction left by the previous coordinator");
+            if let Err(err) = self.finish(b, &mut meta).await {
+                tracing::info!(transactional_id = %id, error = %err, "cannot complete it yet; retrying");
+                drop(meta);
+                self.retry_completion(b, &id);
+            }
+        }
     }
 }
 
@@ -1237,7 +1404,7 @@ mod tests {
                 commit_ms: 1,
             };
             b.txns
-                .commit_offsets("t1", pid, epoch, "g", vec![offset])
+                .commit_offsets(&b, "t1", pid, epoch, "g", vec![offset])
                 .await
                 .unwrap();
             assert!(b.txns.has_pending_offset("g", "in", 0));
@@ -1255,7 +1422,7 @@ mod tests {
                 let entry = b.txns.entry("t1").unwrap();
                 let mut meta = entry.lock().await;
                 meta.prepare_end(true, now_ms());
-                b.txns.persist(&meta).unwrap();
+                b.txns.persist(&b, &meta).await.unwrap();
             }
             drop(topic);
             let b = Arc::into_inner(b).expect("only handle");
@@ -1278,7 +1445,7 @@ mod tests {
                 b.groups.offsets.get("g", "in", 0).map(|c| c.offset),
                 Some(42)
             );
-            let m = b.txns.describe("t1").await.unwrap();
+            let m = b.txns.describe(&b, "t1").await.unwrap();
             assert_eq!(m.state, TxnState::CompleteCommit);
             // A retried EndTxn of the producer succeeds.
             b.txns.end_txn(&b, "t1", pid, epoch, true).await.unwrap();

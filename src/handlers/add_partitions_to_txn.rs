@@ -104,7 +104,7 @@ async fn one(
     } else if verify_only {
         match b
             .txns
-            .verify_partitions(id, producer_id, epoch, &parts)
+            .verify_partitions(b, id, producer_id, epoch, &parts)
             .await
         {
             Ok(each) => each

@@ -19,7 +19,7 @@ pub async fn handle(
     for id in req.transactional_ids {
         let s = TransactionState::default().with_transactional_id(id.clone());
         let found = match super::txn_id_allowed(ctx, Operation::Describe, id.0.as_str()) {
-            Ok(()) => b.txns.describe(id.0.as_str()).await,
+            Ok(()) => b.txns.describe(b, id.0.as_str()).await,
             Err(e) => Err(e),
         };
         let s = match found {

@@ -2,7 +2,11 @@
 //! the COMMIT/ABORT markers are in every partition of the transaction and
 //! its offset commits are applied (or dropped), so a read_committed consumer
 //! sees the outcome as soon as the producer does. A retried EndTxn with the
-//! same outcome succeeds.
+//! same outcome succeeds. In a cluster, a marker that cannot reach its
+//! partition's leader yet does not hold the answer back: the decision is
+//! durable in `__transaction_state` and the coordinator keeps retrying (as
+//! in Kafka); the producer's next transaction waits for it
+//! (CONCURRENT_TRANSACTIONS).
 
 use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
 

@@ -1,5 +1,5 @@
-//! FindCoordinator (10): this node coordinates every group and every
-//! transactional id. v4+ batches keys. Other key types (share groups) have
+//! FindCoordinator (10): which broker coordinates a group or a
+//! transactional id (standalone: this one). v4+ batches keys. Other key types (share groups) have
 //! no coordinator here.
 
 use crate::security::acl::Operation;
@@ -63,11 +63,10 @@ async fn check(
 }
 
 /// Which broker coordinates a group or transactional id, at the endpoint of
-/// the client's listener. Standalone: this one. Cluster mode: a group's
-/// coordinator is the leader of its `__consumer_offsets` partition (created
-/// on first need); a transactional id's is the live broker it hashes to
-/// (Java's String.hashCode, as Kafka places keys) — every broker answers the
-/// same.
+/// the client's listener. Standalone: this one. Cluster mode: the leader of
+/// the key's partition of `__consumer_offsets` (groups) or
+/// `__transaction_state` (transactional ids), created on first need; every
+/// broker answers the same.
 async fn coordinator_of(
     ctx: &RequestContext,
     key_type: i8,
@@ -86,17 +85,14 @@ async fn coordinator_of(
     if brokers.is_empty() {
         return Err(BrokerError::CoordinatorNotAvailable);
     }
-    if key_type == KEY_GROUP {
-        let node = crate::coordinator::offsets_log::coordinator_node(b, key).await?;
-        let (id, host, port, _) = brokers
-            .iter()
-            .find(|(id, ..)| *id == node)
-            .ok_or(BrokerError::CoordinatorNotAvailable)?;
-        return Ok((BrokerId(*id), sb(host.clone()), i32::from(*port)));
-    }
-    let hash = key
-        .encode_utf16()
-        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
-    let (id, host, port, _) = &brokers[(hash.unsigned_abs() as usize) % brokers.len()];
+    let node = if key_type == KEY_GROUP {
+        crate::coordinator::offsets_log::coordinator_node(b, key).await?
+    } else {
+        crate::coordinator::txn_log::coordinator_node(b, key).await?
+    };
+    let (id, host, port, _) = brokers
+        .iter()
+        .find(|(id, ..)| *id == node)
+        .ok_or(BrokerError::CoordinatorNotAvailable)?;
     Ok((BrokerId(*id), sb(host.clone()), i32::from(*port)))
 }

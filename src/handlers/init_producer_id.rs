@@ -32,12 +32,6 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
         Some(txn_id) if !ctx.authorize(Operation::Write, ResourceType::TransactionalId, txn_id) => {
             Err(BrokerError::TransactionalIdAuthorizationFailed)
         }
-        // The transaction coordinator cannot yet write markers to partition
-        // leaders on other brokers: refuse clearly rather than leave
-        // read_committed consumers stuck behind an unfinished transaction.
-        Some(_) if !b.cluster.is_standalone() => Err(BrokerError::InvalidRequest(
-            "Transactions are not supported in cluster mode yet".into(),
-        )),
         Some(txn_id) => {
             // KIP-360 (v3+): the producer id and epoch the client had, if any.
             let expected = (ctx.api_version >= 3 && req.producer_id.0 >= 0)

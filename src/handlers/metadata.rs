@@ -161,7 +161,10 @@ fn topic_entry(
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(sb(name))))
         .with_topic_id(id)
-        .with_is_internal(false)
+        .with_is_internal(
+            name == crate::coordinator::offsets_log::TOPIC
+                || name == crate::coordinator::txn_log::TOPIC,
+        )
         .with_partitions(partitions)
         .with_topic_authorized_operations(ctx.authorized_operations(ops, ResourceType::Topic, name))
 }

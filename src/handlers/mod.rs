@@ -40,6 +40,7 @@ pub mod sasl;
 pub mod sync_group;
 pub mod txn_offset_commit;
 pub mod user_scram_credentials;
+pub mod write_txn_markers;
 
 use kafka_protocol::messages::ApiKey;
 
@@ -67,6 +68,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::TxnOffsetCommit, 0, 4),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),

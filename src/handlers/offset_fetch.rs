@@ -72,8 +72,7 @@ fn partition_codes(
                 .map(|(p, c)| {
                     let error = if !allowed {
                         Some(BrokerError::TopicAuthorizationFailed)
-                    } else if require_stable && ctx.broker.txns.has_pending_offset(group, topic, *p)
-                    {
+                    } else if require_stable && pending_txn_offset(&ctx.broker, group, topic, *p) {
                         Some(BrokerError::UnstableOffsetCommit)
                     } else {
                         None
@@ -219,4 +218,15 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
         })
         .collect();
     OffsetFetchResponse::default().with_topics(topics)
+}
+
+/// True if a transaction not ended yet holds an offset for this partition
+/// of the group: the transaction coordinator keeps them standalone, the
+/// group coordinator in a cluster.
+fn pending_txn_offset(b: &crate::broker::Broker, group: &str, topic: &str, partition: i32) -> bool {
+    if b.cluster.is_standalone() {
+        b.txns.has_pending_offset(group, topic, partition)
+    } else {
+        b.groups.txn_offsets.has(group, topic, partition)
+    }
 }

@@ -4,7 +4,7 @@
 //! `min.insync.replicas` in the ISR before the append and waits until every
 //! ISR member has the batch (the high watermark passed it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{
@@ -253,6 +253,13 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         layout.push((td.name, td.topic_id, topic.is_ok(), slots));
     }
 
+    // Cluster mode: the first batch of a transaction on a partition is
+    // checked with the producer's transaction coordinator (KIP-890); a batch
+    // that fails is refused by the writer's gate, with this error.
+    let unverified = match req.transactional_id.as_ref() {
+        Some(id) if !b.replicas.is_standalone() => verify_transactional(b, id, &appends).await,
+        _ => HashMap::new(),
+    };
     if acks == 0 {
         if !appends.is_empty() {
             b.writer.append_detached(appends).await;
@@ -271,6 +278,11 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         let done = b.writer.submit(appends).await;
         ctx.release_turn();
         let mut outcomes = done.await;
+        for (i, e) in unverified {
+            if let Some(o @ Err(_)) = outcomes.get_mut(i) {
+                *o = Err(e);
+            }
+        }
         if replicated {
             let deadline = tokio::time::Instant::now()
                 + std::time::Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0));
@@ -401,6 +413,51 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
 }
 
 /// The topic's `min.insync.replicas` (its own or the broker default).
+/// The appends holding a transactional batch whose partition the writer's
+/// gate does not admit yet, verified with the transaction coordinator per
+/// producer; the failures, by append index.
+async fn verify_transactional(
+    b: &crate::broker::Broker,
+    txn_id: &str,
+    appends: &[PartitionAppend],
+) -> HashMap<usize, BrokerError> {
+    // (producer id, epoch) → (append index, topic, partition, uid).
+    type Wanted = BTreeMap<(i64, i16), Vec<(usize, String, i32, u64)>>;
+    let mut wanted = Wanted::new();
+    for (i, a) in appends.iter().enumerate() {
+        let p = &a.partition;
+        if let Some(h) = a.batches.iter().map(|v| &v.header).find(|h| {
+            h.attributes & 0x10 != 0
+                && h.has_producer_id()
+                && !h.is_control()
+                && !b
+                    .txns
+                    .active()
+                    .admits(h.producer_id, h.producer_epoch, p.uid)
+        }) {
+            wanted
+                .entry((h.producer_id, h.producer_epoch))
+                .or_default()
+                .push((i, p.topic.to_string(), p.id.get(), p.uid));
+        }
+    }
+    let mut failed = HashMap::new();
+    for ((pid, epoch), parts) in wanted {
+        let targets: Vec<(String, i32, u64)> = parts
+            .iter()
+            .map(|(_, t, index, uid)| (t.clone(), *index, *uid))
+            .collect();
+        let verdicts =
+            crate::coordinator::txn_markers::verify(b, txn_id, pid, epoch, &targets).await;
+        for ((i, ..), v) in parts.iter().zip(verdicts) {
+            if let Err(e) = v {
+                failed.insert(*i, e);
+            }
+        }
+    }
+    failed
+}
+
 fn min_isr(configs: &BTreeMap<String, String>, raw: &BTreeMap<String, String>) -> i64 {
     effective_i64("min.insync.replicas", configs, raw).unwrap_or(1)
 }

@@ -3,6 +3,12 @@
 //! answers UNSTABLE_OFFSET_COMMIT when asked for stable offsets) until the
 //! transaction commits, and are dropped if it aborts. From v3 the group
 //! membership (member id, generation, instance id) is checked as Kafka does.
+//!
+//! Standalone, the transaction coordinator holds them. In a cluster the
+//! request goes to the group's coordinator, which writes them to the group's
+//! `__consumer_offsets` partition as a transactional batch of the producer
+//! (after the producer's coordinator confirms the partition is part of the
+//! transaction) and applies them when the COMMIT marker arrives there.
 
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -66,7 +72,10 @@ pub async fn handle(ctx: &RequestContext, req: TxnOffsetCommitRequest) -> TxnOff
         .iter()
         .filter_map(|(_, _, r)| r.as_ref().ok().cloned())
         .collect();
-    let membership = if ctx.api_version >= 3 {
+    let served = crate::coordinator::offsets_log::check(b, group);
+    let membership = if let Err(e) = served {
+        Err(e)
+    } else if ctx.api_version >= 3 {
         b.groups.validate_txn_commit(
             group,
             req.generation_id,
@@ -81,11 +90,12 @@ pub async fn handle(ctx: &RequestContext, req: TxnOffsetCommitRequest) -> TxnOff
     let result = match membership {
         Err(e) => Err(e),
         Ok(()) if offsets.is_empty() => Ok(()),
-        Ok(()) => {
+        Ok(()) if b.cluster.is_standalone() => {
             b.txns
-                .commit_offsets(id, req.producer_id.0, req.producer_epoch, group, offsets)
+                .commit_offsets(b, id, req.producer_id.0, req.producer_epoch, group, offsets)
                 .await
         }
+        Ok(()) => in_cluster(b, id, req.producer_id.0, req.producer_epoch, group, offsets).await,
     };
     if let Err(e) = &result {
         tracing::info!(peer = %ctx.peer, transactional_id = id, group, error = %e, "TxnOffsetCommit refused");
@@ -117,4 +127,53 @@ pub async fn handle(ctx: &RequestContext, req: TxnOffsetCommitRequest) -> TxnOff
     TxnOffsetCommitResponse::default()
         .with_throttle_time_ms(0)
         .with_topics(topics)
+}
+
+/// Cluster mode: verified with the transaction coordinator, then logged on
+/// the group's partition.
+async fn in_cluster(
+    b: &crate::broker::Broker,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    group: &str,
+    offsets: Vec<PendingOffset>,
+) -> BrokerResult<()> {
+    use crate::coordinator::{offsets_log, txn_markers};
+    let (p, uid) = offsets_log::partition_uid(b, group)?;
+    if !b.txns.active().admits(producer_id, epoch, uid) {
+        let target = [(offsets_log::TOPIC.to_string(), p, uid)];
+        let verdict = txn_markers::verify(b, id, producer_id, epoch, &target).await;
+        if let Some(Err(e)) = verdict.into_iter().next() {
+            // The transaction coordinator could not be asked: clients retry this one.
+            return Err(match e {
+                BrokerError::NotEnoughReplicas => BrokerError::CoordinatorLoadInProgress,
+                other => other,
+            });
+        }
+    }
+    let commits = offsets
+        .into_iter()
+        .map(|o| {
+            (
+                o.topic,
+                o.partition,
+                crate::coordinator::offsets::Committed {
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                    metadata: o.metadata,
+                    commit_ms: o.commit_ms,
+                },
+            )
+        })
+        .collect();
+    offsets_log::append_txn(
+        b,
+        group,
+        producer_id,
+        epoch,
+        commits,
+        std::time::Duration::from_secs(15),
+    )
+    .await
 }

@@ -54,7 +54,7 @@ async fn run(mgr: Arc<ReplicaManager>, leader: i32) {
         }
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match connect(&mgr, leader, &cfg).await {
+            None => match super::peers::connect(&mgr, leader).await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     failures += 1;
@@ -98,24 +98,6 @@ async fn run(mgr: Arc<ReplicaManager>, leader: i32) {
             }
         }
     }
-}
-
-async fn connect(
-    mgr: &ReplicaManager,
-    leader: i32,
-    cfg: &ReplicationConfig,
-) -> Result<BrokerConn, String> {
-    let info = mgr
-        .cluster
-        .live_brokers()
-        .into_iter()
-        .find(|b| b.node_id == leader)
-        .ok_or_else(|| format!("broker {leader} is not registered"))?;
-    let ep = info
-        .endpoint(&cfg.inter_broker_listener)
-        .or_else(|| info.endpoints.first())
-        .ok_or_else(|| format!("broker {leader} has no endpoint"))?;
-    BrokerConn::connect(&ep.host, ep.port, mgr.node_id, &cfg.security).await
 }
 
 /// Asks the leader where each partition's log diverged and cuts it there.

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod fetcher;
 pub mod leader;
+pub mod peers;
 pub mod security;
 
 use std::collections::{HashMap, HashSet};
@@ -125,6 +126,8 @@ pub struct ReplicaManager {
     /// Told of every role change, (topic, partition): the coordinators load
     /// and unload the internal partitions they serve from.
     role_events: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, i32)>>>,
+    /// Connections to other brokers for requests outside replication.
+    pub peers: peers::Peers,
 }
 
 impl ReplicaManager {
@@ -144,6 +147,7 @@ impl ReplicaManager {
             changed: Notify::new(),
             stats: leader::Stats::default(),
             role_events: Mutex::new(None),
+            peers: peers::Peers::default(),
         }
     }
 

@@ -153,7 +153,9 @@ pub fn split_and_validate(
                 header.records_count, header.last_offset_delta
             )));
         }
-        if header.has_producer_id() && header.base_sequence < 0 {
+        // Markers carry no sequence; clients may not send them (Produce
+        // refuses control batches), but leaders replicate them.
+        if header.has_producer_id() && header.base_sequence < 0 && !header.is_control() {
             return Err(BrokerError::InvalidRecord(format!(
                 "Invalid sequence number {} in record batch with producerId {}",
                 header.base_sequence, header.producer_id

@@ -196,6 +196,33 @@ impl ActiveTxns {
         self.lock().remove(&producer_id);
     }
 
+    /// Cluster mode, on a partition leader: the transaction coordinator
+    /// (elsewhere) confirmed that partition `uid` is part of the producer's
+    /// ongoing transaction at `epoch` (KIP-890 verification).
+    pub fn admit(&self, producer_id: i64, epoch: i16, uid: u64) {
+        let mut gates = self.lock();
+        let g = gates.entry(producer_id).or_default();
+        if g.epoch != epoch || !g.ongoing {
+            g.epoch = epoch;
+            g.ongoing = true;
+            g.partitions.clear();
+        }
+        g.partitions.insert(uid);
+    }
+
+    /// True if a transactional batch of the producer at `epoch` may go to `uid`.
+    pub fn admits(&self, producer_id: i64, epoch: i16, uid: u64) -> bool {
+        self.verify(producer_id, epoch, uid).is_ok()
+    }
+
+    /// A marker is about to be written to partition `uid`: no batch of the
+    /// producer's ended transaction may follow it there.
+    pub fn close(&self, producer_id: i64, uid: u64) {
+        if let Some(g) = self.lock().get_mut(&producer_id) {
+            g.partitions.remove(&uid);
+        }
+    }
+
     /// Checks a transactional batch of `producer_id` at `epoch` for the partition `uid`.
     pub fn verify(&self, producer_id: i64, epoch: i16, uid: u64) -> BrokerResult<()> {
         let gates = self.lock();

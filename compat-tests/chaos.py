@@ -13,6 +13,13 @@ A consumer group reads the topic along the way and commits synchronously; its co
 live in the replicated `__consumer_offsets` topic, so no acknowledged commit may be lost: at the
 end each partition's committed offset is at least the highest one a commit acknowledged.
 
+A consume-transform-produce loop with transactions (txn_worker.TransformWorker: read_committed
+input, transactional output, offsets sent with each transaction) works through its own input
+all along, about one transaction a second, so faults land on open transactions, on the
+transaction coordinator and on the group coordinator. At the end its output must hold every
+input record exactly once, in order (0 duplicated, 0 missing transactional outputs), and the
+group's committed offsets must be the input's ends.
+
     python compat-tests/chaos.py --cycles 100 [--seed N]
 """
 
@@ -27,9 +34,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_harness import Cluster, wait_until  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from txn_worker import TransformWorker  # noqa: E402
 
 PARTITIONS = 3
 PRODUCERS = 2
+# Records per second the transactional loop works through, and its input per fault cycle.
+TXN_RATE = 100
+TXN_PER_CYCLE = 400
 
 
 def log(msg):
@@ -182,6 +193,74 @@ def check(acked, got):
     return lost, dup, reordered
 
 
+class Transform:
+    """The transactional loop of the soak: `n` input records over PARTITIONS partitions,
+    transformed at about TXN_RATE records/s (one transaction of up to 100 a second)."""
+
+    def __init__(self, bootstrap, seed, n):
+        self.bootstrap, self.n = bootstrap, n
+        self.src, self.dst = "chaos-txn-in-%d" % seed, "chaos-txn-out-%d" % seed
+        self.group, self.tid = "chaos-txn-group-%d" % seed, "chaos-txn-%d" % seed
+        self.worker = None
+
+    def start(self):
+        a = AdminClient({"bootstrap.servers": self.bootstrap})
+        for f in a.create_topics([NewTopic(t, PARTITIONS, 3, config={"min.insync.replicas": "2"})
+                                  for t in (self.src, self.dst)]).values():
+            f.result(30)
+        wait_in_sync(self.bootstrap, self.src)
+        wait_in_sync(self.bootstrap, self.dst)
+        p = Producer({"bootstrap.servers": self.bootstrap, "acks": "all",
+                      "enable.idempotence": True, "linger.ms": 5})
+        for i in range(self.n):
+            p.produce(self.src, b"%d" % i, partition=i % PARTITIONS)
+            if i % 1000 == 0:
+                p.poll(0)
+        if p.flush(60):
+            raise RuntimeError("could not write the transactional loop's input")
+        ends = {q: len(range(q, self.n, PARTITIONS)) for q in range(PARTITIONS)}
+        self.worker = TransformWorker(self.bootstrap, self.src, self.dst, self.group, self.tid,
+                                      ends, rate=TXN_RATE, deadline_s=24 * 3600).start()
+
+    def finish(self, timeout):
+        """Waits for the loop to commit everything (it has `timeout` seconds more); the
+        findings: {"txn_records", "txn_duplicated", "txn_missing", "txn_reordered",
+        "txn_offsets_ok", "txn_worker"}."""
+        w = self.worker
+        try:
+            wait_until(lambda: w.crashed or w.done(), timeout, interval=0.5,
+                       what="the transactional loop to commit its whole input")
+        finally:
+            w.stop()
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "chaos-txn-check",
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                      "isolation.level": "read_committed"})
+        c.assign([TopicPartition(self.dst, q, 0) for q in range(PARTITIONS)])
+        got = {q: [] for q in range(PARTITIONS)}
+        n, last, deadline = 0, time.time(), time.time() + 120
+        while time.time() < deadline and not (n >= self.n and time.time() - last > 3):
+            for m in c.consume(1000, 0.5):
+                if m.error() is None:
+                    got[m.partition()].append(m.value())
+                    n, last = n + 1, time.time()
+        c.close()
+        values = [v for q in got.values() for v in q]
+        want = {b"out-%d" % i for i in range(self.n)}
+        reordered = sum(1 for q in range(PARTITIONS)
+                        if [v for v in got[q] if v in want]
+                        != [b"out-%d" % i for i in range(q, self.n, PARTITIONS)])
+        g = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
+                      "enable.auto.commit": False, "isolation.level": "read_committed"})
+        committed = g.committed([TopicPartition(self.src, q) for q in range(PARTITIONS)],
+                                timeout=30)
+        g.close()
+        offsets_ok = {tp.partition: tp.offset for tp in committed} == w.ends
+        counts, _errors = w.summary()
+        return {"txn_records": len(values), "txn_duplicated": len(values) - len(set(values)),
+                "txn_missing": len(want - set(values)), "txn_reordered": reordered,
+                "txn_offsets_ok": offsets_ok, "txn_worker": counts}
+
+
 def fault_cycle(c, rng, cycle):
     live = c.live_ids()
     victim = rng.choice(live)
@@ -237,6 +316,8 @@ def run(cycles, seed=None, cluster=None):
         load.start()
         group = Group(bootstrap, topic, "chaos-group-%d" % seed)
         group.start()
+        transform = Transform(bootstrap, seed, TXN_PER_CYCLE * cycles)
+        transform.start()
         time.sleep(1)
         for i in range(1, cycles + 1):
             fault_cycle(c, rng, i)
@@ -248,12 +329,15 @@ def run(cycles, seed=None, cluster=None):
         got = read_all(bootstrap, topic, acked)
         lost, dup, reordered = check(load.acked, got)
         lost_commits = group.lost_commits()
+        left = transform.n - transform.worker.progress()
+        txn = transform.finish(timeout=120 + left / float(TXN_RATE))
         result = {"seed": seed, "cycles": cycles, "sent": load.sent, "acked": acked,
                   "read": sum(len(v) for v in got.values()), "lost": lost, "duplicated": dup,
                   "reordered": reordered, "delivery_errors": len(load.errors),
                   "commits_acked": len(group.acked), "lost_commits": lost_commits,
                   "failed_commits": group.failed_commits,
                   "first_errors": load.errors[:3]}
+        result.update(txn)
         log("result: %s" % result)
         return result
     finally:
@@ -268,11 +352,15 @@ def main():
     args = ap.parse_args()
     r = run(args.cycles, args.seed)
     bad = (r["lost"] or r["duplicated"] or r["reordered"] or r["acked"] == 0
-           or r["lost_commits"])
+           or r["lost_commits"] or r["txn_duplicated"] or r["txn_missing"]
+           or r["txn_reordered"] or not r["txn_offsets_ok"])
     print("chaos: %d cycles, %d acknowledged, %d lost, %d duplicated, %d reordered, "
-          "%d lost committed offsets (seed %d)" % (
+          "%d lost committed offsets; transactional loop: %d outputs, %d duplicated, "
+          "%d missing, %d partitions out of order, committed offsets %s (seed %d)" % (
               r["cycles"], r["acked"], r["lost"], r["duplicated"], r["reordered"],
-              len(r["lost_commits"]), r["seed"]))
+              len(r["lost_commits"]), r["txn_records"], r["txn_duplicated"],
+              r["txn_missing"], r["txn_reordered"],
+              "at the input's ends" if r["txn_offsets_ok"] else "WRONG", r["seed"]))
     return 1 if bad else 0
 
 

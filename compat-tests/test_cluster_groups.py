@@ -26,6 +26,12 @@ clients can rely on when group coordinators live on different brokers.
   OffsetFetch before it has loaded them).
 - Committed offsets (with their metadata) survive a SIGTERM of every broker
   and a restart of all of them.
+- Static membership (group.instance.id, range assignor): when the coordinator
+  of a stable group of three static members is killed, the group is STABLE
+  again on a survivor within 40 s with the same members, each instance id
+  holding exactly the partitions it held before (never another one in
+  between); records produced after the kill are all read by their
+  partition's owner, and commits succeed again.
 
 Each test runs its own loopback cluster (cluster_harness.Cluster) on the
 module's etcd, with broker.session.timeout.ms=3000. Measured times are
@@ -978,3 +984,352 @@ def test_committed_offsets_survive_full_cluster_restart(cluster):
     print("3 groups on coordinators %r; all brokers stopped in %.2fs; offsets served again "
           "%.2fs after the restart by %r, and by %r after a preferred election"
           % ({g: leaders[offsets_partition(g)] for g in groups}, stopped, back, coords, moved))
+
+
+# --------------------------------------------------------------------------
+# 7. Static members keep their assignment across a coordinator failover
+# --------------------------------------------------------------------------
+
+
+class StaticMember:
+    """A confluent-kafka member with static membership (group.instance.id =
+    `instance`, also its client.id; range assignor), polled every 0.1 s by
+    its own thread. Manual asynchronous commits of its positions (one in
+    flight at a time, another sent if none came back within 10 s), each
+    recorded with its outcome; every assignment, revocation and loss, and
+    every record read, with monotonic times. Positions of revoked or lost
+    partitions are dropped."""
+
+    def __init__(self, bootstrap, group, topic, instance):
+        self.name, self.topic = instance, topic
+        self.lock = threading.Lock()
+        self.assignment = None     # partitions of the last on_assign ([] after revoke/lost)
+        self.events = []           # (t, "assign" | "revoke" | "lost", [partitions])
+        self.records = []          # (t, partition, offset, value)
+        self.commits = []          # (t_sent, t_done, {partition: offset}, error text or None)
+        self.acked = {}            # partition -> offset of the last acknowledged commit
+        self.pos = {}              # partition -> next offset to read
+        self.sent = collections.deque()   # (t_sent, {partition: offset}) awaiting on_commit
+        self.max_gap = 0.0         # longest time between two consume() returns
+        self.crashed = []
+        self._stop = threading.Event()
+        self.c = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": group, "client.id": instance,
+            "group.instance.id": instance, "partition.assignment.strategy": "range",
+            "session.timeout.ms": 10000, "heartbeat.interval.ms": 1000,
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 100, "socket.timeout.ms": 10000,
+            "topic.metadata.refresh.interval.ms": 2000, "on_commit": self._on_commit,
+        })
+        self.c.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                         on_lost=self._on_lost)
+        self.thread = threading.Thread(target=self._run, name="static-" + instance, daemon=True)
+        self.thread.start()
+
+    def _event(self, kind, partitions):
+        ps = sorted(tp.partition for tp in partitions)
+        with self.lock:
+            self.events.append((time.monotonic(), kind, ps))
+            self.assignment = ps if kind == "assign" else []
+            if kind != "assign":
+                for p in ps:
+                    self.pos.pop(p, None)
+                    self.acked.pop(p, None)
+
+    def _on_assign(self, _c, partitions):
+        self._event("assign", partitions)
+
+    def _on_revoke(self, _c, partitions):
+        self._event("revoke", partitions)
+
+    def _on_lost(self, _c, partitions):
+        self._event("lost", partitions)
+
+    def _on_commit(self, err, partitions):
+        t = time.monotonic()
+        t_sent, offsets = self.sent.popleft() if self.sent else (None, None)
+        with self.lock:
+            if err is not None:
+                self.commits.append((t_sent, t, offsets, str(err)))
+                return
+            bad = ["%d: %s" % (tp.partition, tp.error) for tp in partitions
+                   if tp.error is not None]
+            self.commits.append((t_sent, t, offsets, "; ".join(bad) or None))
+            for tp in partitions:
+                if tp.error is None:
+                    self.acked[tp.partition] = tp.offset
+
+    def current(self):
+        with self.lock:
+            return self.assignment
+
+    def acked_offsets(self):
+        with self.lock:
+            return dict(self.acked)
+
+    def _run(self):
+        last = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                msgs = self.c.consume(num_messages=100, timeout=0.1)
+                now = time.monotonic()
+                self.max_gap = max(self.max_gap, now - last)
+                last = now
+                for m in msgs:
+                    if m.error() is not None:
+                        continue
+                    with self.lock:
+                        self.records.append((now, m.partition(), m.offset(), m.value()))
+                    self.pos[m.partition()] = m.offset() + 1
+                pending = {p: o for p, o in self.pos.items() if self.acked.get(p) != o}
+                if pending and (not self.sent or now - self.sent[-1][0] > 10):
+                    self.sent.append((now, pending))
+                    try:
+                        self.c.commit(offsets=[TopicPartition(self.topic, p, o)
+                                               for p, o in sorted(pending.items())],
+                                      asynchronous=True)
+                    except KafkaException as e:
+                        self.sent.pop()
+                        with self.lock:
+                            self.commits.append((now, time.monotonic(), pending,
+                                                 str(e.args[0])))
+        except Exception as e:  # noqa: BLE001 - reported by stop()
+            self.crashed.append(repr(e))
+        finally:
+            self.c.close()
+
+    def stop(self):
+        """Stops polling and closes the consumer; what went wrong in the thread."""
+        self._stop.set()
+        self.thread.join(60)
+        if self.thread.is_alive():
+            return ["member %s did not stop" % self.name]
+        return list(self.crashed)
+
+
+class RoundProducer:
+    """A thread producing one record to each of the `nparts` partitions of
+    `topic` every `interval` s (b"post-<partition>-<round>"; acks=all,
+    idempotent), at most `max_rounds` rounds, until stop(); keeps every
+    acknowledgement (partition, offset, value) and every error."""
+
+    def __init__(self, bootstrap, topic, nparts, interval=0.25, max_rounds=400):
+        self.topic, self.nparts = topic, nparts
+        self.interval, self.max_rounds = interval, max_rounds
+        self.p = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                           "enable.idempotence": True, "linger.ms": 5,
+                           "message.timeout.ms": 60000})
+        self.lock = threading.Lock()
+        self.delivered, self.errors, self.crashed = [], [], []
+        self.rounds = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="rounds", daemon=True)
+        self.thread.start()
+
+    def _cb(self, e, m):
+        with self.lock:
+            if e is not None:
+                self.errors.append((m.partition(), m.value(), str(e)))
+            else:
+                self.delivered.append((m.partition(), m.offset(), m.value()))
+
+    def _run(self):
+        try:
+            while not self._stop.is_set() and self.rounds < self.max_rounds:
+                for q in range(self.nparts):
+                    self.p.produce(self.topic, b"post-%d-%d" % (q, self.rounds), partition=q,
+                                   on_delivery=self._cb)
+                self.rounds += 1
+                deadline = time.monotonic() + self.interval
+                while not self._stop.is_set() and time.monotonic() < deadline:
+                    self.p.poll(max(0.0, deadline - time.monotonic()))
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.crashed.append(repr(e))
+
+    def stop(self, flush=60):
+        """Stops producing; waits up to `flush` s for the acknowledgements;
+        how many records were not acknowledged."""
+        self._stop.set()
+        self.thread.join(30)
+        if self.thread.is_alive():
+            self.crashed.append("producer thread did not stop")
+            return -1
+        return self.p.flush(flush)
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(30)
+        self.p.purge()
+        self.p.flush(5)
+        self.p.close()
+
+
+def describe_static(c, node, group):
+    """(state, coordinator id, {group.instance.id: [partitions]}, number of
+    members) from describe_consumer_groups bootstrapped to `node` (a fresh
+    AdminClient each time: librdkafka can abort the process when a reused
+    one's DescribeGroups times out, confluentinc/librdkafka#4605)."""
+    a = admin(c, [node])
+    d = a.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+    view = {m.group_instance_id: sorted(tp.partition for tp in m.assignment.topic_partitions)
+            for m in d.members}
+    return d.state.name, d.coordinator.id, view, len(d.members)
+
+
+def test_static_members_keep_their_assignment_across_coordinator_failover(cluster):
+    c = cluster(3, overrides=GROUP_CLUSTER)
+    topic = unique_topic("gstatic")
+    nparts, pre = 6, 20
+    create(c, topic, nparts, 3)
+    produce_all(c.bootstrap(), topic, pre, range(nparts), prefix=b"pre")
+    ensure_offsets_topic(c)
+    group = unique_group("gstatic")
+    coord = wait_coordinator(c, group)
+    survivors = [i for i in c.node_ids() if i != coord]
+    instances = ["s0", "s1", "s2"]
+    members, producer, crashed = {}, None, []
+    try:
+        for inst in instances:
+            members[inst] = StaticMember(c.bootstrap(), group, topic, inst)
+
+        # Stable: three static members; the coordinator's view of the
+        # assignment is the clients' own; every record read and committed.
+        last = {}
+
+        def settled():
+            last["describe"] = d = describe_static(c, coord, group)
+            last["clients"] = mine = {i: m.current() for i, m in members.items()}
+            last["acked"] = acked = {i: m.acked_offsets() for i, m in members.items()}
+            state, node, view, n = d
+            return (state == "STABLE" and node == coord and n == 3
+                    and sorted(view) == instances
+                    and all(view[i] == mine[i] for i in instances)
+                    and all(acked[i] == {q: pre for q in mine[i]} for i in instances))
+        try:
+            wait_until(settled, 40, interval=0.3,
+                       what="three static members stable, everything read and committed")
+        except AssertionError as e:
+            raise AssertionError("%s\nlast describe %r, clients %r, acked %r\n%s" % (
+                e, last.get("describe"), last.get("clients"), last.get("acked"),
+                c.logs(25))) from None
+        before = {i: members[i].current() for i in instances}
+        assert sorted(q for ps in before.values() for q in ps) == list(range(nparts)) and \
+            all(len(ps) == 2 for ps in before.values()), before
+        t_rec = time.monotonic()
+
+        # The coordinator dies; records keep coming, one per partition per round.
+        t_kill = time.monotonic()
+        c.broker(coord).kill9()
+        producer = RoundProducer(c.bootstrap(survivors), topic, nparts)
+
+        # Re-formed on a survivor: STABLE with the three static members, each
+        # holding its partitions (as the brokers and as the clients see it).
+        seen = {}
+
+        def reformed():
+            mine = {i: m.current() for i, m in members.items()}
+            seen["clients"] = mine
+            # The AdminClient only once both survivors name a survivor as the
+            # coordinator (DescribeGroups timing out against the dead one can
+            # abort the process, see describe_static).
+            seen["find"] = found = {i: find_coordinator(c.broker(i), group) for i in survivors}
+            if len(set(found.values())) != 1 or found[survivors[0]][0] != 0 \
+                    or found[survivors[0]][1] not in survivors:
+                return None
+            for node in survivors:
+                seen[node] = d = describe_static(c, node, group)
+                state, new, view, n = d
+                if state != "STABLE" or new not in survivors or n != 3 or view != before:
+                    return None
+            if seen[survivors[0]][1] != seen[survivors[1]][1] or mine != before:
+                return None
+            return seen[survivors[0]][1]
+        try:
+            new = wait_until(reformed, 40, interval=0.25,
+                             what="the group stable again on a survivor, same assignment")
+        except AssertionError as e:
+            raise AssertionError("%s\nbefore %r; last seen %r\nevents %r\n%s" % (
+                e, before, seen, {i: m.events for i, m in members.items()},
+                c.logs(40))) from None
+        t_reform = time.monotonic()
+        assert new == wait_coordinator(c, group, on=survivors, exclude=[coord])
+        time.sleep(2)     # records keep coming to the re-formed group
+        left = producer.stop()
+        assert left == 0 and not producer.errors and not producer.crashed, (
+            left, producer.errors[:5], producer.crashed)
+        delivered, rounds = producer.delivered, producer.rounds
+        hw = high_watermarks(c.bootstrap(survivors), topic, range(nparts))
+        assert all(hw[q] == pre + rounds for q in range(nparts)), (hw, rounds)
+
+        # Every member reads and commits its partitions to the end.
+        def caught_up():
+            return all(m.acked_offsets() == {q: hw[q] for q in before[i]}
+                       for i, m in members.items())
+        try:
+            wait_until(caught_up, 40, interval=0.2,
+                       what="each member committing its partitions' end offsets")
+        except AssertionError as e:
+            raise AssertionError("%s\nhw %r; acked %r; last commits %r\n%s" % (
+                e, hw, {i: m.acked_offsets() for i, m in members.items()},
+                {i: m.commits[-3:] for i, m in members.items()}, c.logs(30))) from None
+        final = describe_static(c, new, group)
+    finally:
+        t_end = time.monotonic()
+        for m in members.values():
+            crashed += m.stop()
+        if producer is not None:
+            producer.close()
+    assert not crashed, crashed
+    assert final == ("STABLE", new, before, 3), final
+
+    owner = {q: i for i, ps in before.items() for q in ps}
+    wrong = []
+    for i, m in members.items():
+        # Only ever the partitions it held before, through the failover.
+        later = [(round(t - t_kill, 2), kind, ps) for t, kind, ps in m.events
+                 if t_rec < t < t_end]
+        if not all(ps == before[i] for _t, kind, ps in later if kind == "assign"):
+            wrong.append("member %s held %r before the kill; afterwards (s after the kill, "
+                         "event, partitions): %r" % (i, before[i], later))
+        foreign = [(round(t - t_kill, 2), q, o) for t, q, o, _v in m.records
+                   if t > t_rec and q not in before[i]]
+        if foreign:
+            wrong.append("member %s (partitions %r) read %d records of other partitions (s "
+                         "after the kill, partition, offset), e.g. %r"
+                         % (i, before[i], len(foreign), foreign[:10]))
+    # Every record produced after the kill read by its partition's owner.
+    read = {i: {(q, o): v for _t, q, o, v in m.records} for i, m in members.items()}
+    lost = [(q, o, v) for q, o, v in delivered if read[owner[q]].get((q, o)) != v]
+    if lost:
+        wrong.append("%d records produced after the kill not read by their partition's owner "
+                     "(partition, offset, value), e.g. %r" % (len(lost), lost[:10]))
+    assert not wrong, "coordinator %d killed; group stable again on %d %.2fs later, but:\n%s" % (
+        coord, new, t_reform - t_kill, "\n".join(wrong))
+    assert len(delivered) == nparts * rounds
+    # Commits: none sent after the group re-formed (and after the member's
+    # last rebalance event) failed; the end offsets read the same through
+    # both survivors.
+    failed_after = []
+    for i, m in members.items():
+        last_event = max(t for t, _k, _p in m.events if t < t_end)
+        failed_after += [(i, round(ts - t_kill, 2), offs, err) for ts, _td, offs, err
+                         in m.commits if err and ts is not None and ts > max(t_reform,
+                                                                             last_event)]
+    assert not failed_after, "commits failed after the group re-formed: %r" % failed_after[:10]
+    want = {(topic, q): (hw[q], "") for q in range(nparts)}
+    for node in survivors:
+        wait_admin_offsets(c, node, group, want)
+
+    failed = {i: [(round(ts - t_kill, 2) if ts else None, err) for ts, _td, _o, err
+                  in m.commits if err] for i, m in members.items()}
+    dups = {i: len(m.records) - len({(q, o) for _t, q, o, _v in m.records})
+            for i, m in members.items()}
+    print("coordinator %d killed; group stable on %d with the same assignment %r %.2fs after "
+          "the kill (seen by describe); rebalance events after the kill %r; %d records "
+          "produced after the kill, all read by their owners (duplicates per member %r); "
+          "failed commits (s after kill, error) %r; longest poll gap %r"
+          % (coord, new, before, t_reform - t_kill,
+             {i: [(round(t - t_kill, 2), k, p) for t, k, p in m.events if t_rec < t < t_end]
+              for i, m in members.items()},
+             len(delivered), dups, failed,
+             {i: round(m.max_gap, 2) for i, m in members.items()}))

@@ -256,8 +256,9 @@ def test_transactions_on_a_one_broker_cluster(cluster):
     cons = Consumer({"bootstrap.servers": c.bootstrap(), "group.id": unique_topic("g"),
                      "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
     try:
-        cons.assign([TopicPartition(topic, 0)])
-        deadline = time.monotonic() + 20
+        # From offset 0: no group coordinator needed to read.
+        cons.assign([TopicPartition(topic, 0, 0)])
+        deadline = time.monotonic() + 40
         got = None
         while got is None and time.monotonic() < deadline:
             m = cons.poll(0.5)

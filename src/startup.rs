@@ -156,9 +156,25 @@ async fn drop_local(
     Ok(())
 }
 
-/// Cluster mode: the group coordinator loads a `__consumer_offsets`
-/// partition when this broker comes to lead it and unloads it when it stops.
+/// Cluster mode: the coordinators load a `__consumer_offsets` or
+/// `__transaction_state` partition when this broker comes to lead it and
+/// unload it when it stops; offsets expire through the log.
 pub fn spawn_coordinator_loading(broker: &Arc<Broker>) {
+    broker
+        .groups
+        .expiry_by_log
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let weak = Arc::downgrade(broker);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(crate::coordinator::EXPIRY_CHECK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let Some(b) = weak.upgrade() else { break };
+            crate::coordinator::offsets_log::expire(&b).await;
+        }
+    });
     let mut events = broker.replicas.role_events();
     let weak = Arc::downgrade(broker);
     tokio::spawn(async move {

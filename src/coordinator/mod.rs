@@ -26,7 +26,7 @@ use offsets::OffsetStore;
 /// How often deadlines are checked.
 const TICK: Duration = Duration::from_millis(100);
 /// How often expired offsets of member-less groups are looked for.
-const EXPIRY_CHECK: Duration = Duration::from_secs(60);
+pub const EXPIRY_CHECK: Duration = Duration::from_secs(60);
 
 /// What DescribeGroups and ListGroups report about a group.
 pub struct GroupSummary {
@@ -56,6 +56,8 @@ pub struct GroupCoordinator {
     pub config: GroupConfig,
     /// `offsets.retention.minutes`: offsets of a group without members older than this go.
     offsets_retention: Duration,
+    /// Cluster mode: expiry is done by `offsets_log::expire`, not the ticker.
+    pub expiry_by_log: std::sync::atomic::AtomicBool,
 }
 
 impl GroupCoordinator {
@@ -67,6 +69,7 @@ impl GroupCoordinator {
             txn_offsets: Default::default(),
             config,
             offsets_retention,
+            expiry_by_log: Default::default(),
         }
     }
 
@@ -116,20 +119,37 @@ impl GroupCoordinator {
     }
 
     /// Kafka keeps a group's offsets while it has members; once empty, each
-    /// offset lives `offsets.retention.minutes` from its commit.
-    fn expire_offsets(&self) {
-        let idle: Vec<String> = match self.lock() {
-            Ok(groups) => self
-                .offsets
+    /// offset lives `offsets.retention.minutes` from its commit. The offsets
+    /// due to go, by group.
+    pub fn expired_offsets(&self) -> BrokerResult<Vec<(String, Vec<(String, i32)>)>> {
+        let idle: Vec<String> = {
+            let groups = self.lock()?;
+            self.offsets
                 .groups()
                 .into_iter()
                 .filter(|g| groups.get(g).is_none_or(|grp| grp.members.is_empty()))
-                .collect(),
-            Err(_) => return,
+                .collect()
         };
         let retention_ms = i64::try_from(self.offsets_retention.as_millis()).unwrap_or(i64::MAX);
         let cutoff = crate::types::now_ms().saturating_sub(retention_ms);
-        match self.offsets.expire(&idle, cutoff) {
+        self.offsets.older_than(&idle, cutoff)
+    }
+
+    /// Standalone expiry: the local store is the truth. (In a cluster the
+    /// tombstones go through `__consumer_offsets` first: `offsets_log::expire`.)
+    fn expire_offsets(&self) {
+        if self
+            .expiry_by_log
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let result = self.expired_offsets().and_then(|due| {
+            due.iter().try_fold(0, |n, (g, keys)| {
+                self.offsets.delete(g, Some(keys)).map(|()| n + keys.len())
+            })
+        });
+        match result {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "expired committed offsets of empty groups"),
             Err(e) => tracing::warn!(error = %e, "offset expiry failed"),

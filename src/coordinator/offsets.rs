@@ -220,24 +220,25 @@ impl OffsetStore {
         Ok(())
     }
 
-    /// Removes offsets committed before `cutoff_ms` for the given groups.
-    pub fn expire(&self, groups: &[String], cutoff_ms: i64) -> BrokerResult<usize> {
-        let mut removed = 0;
-        for g in groups {
-            let old: Vec<(String, i32)> = self
-                .lock()?
-                .get(g)
-                .map(|m| {
-                    m.iter()
-                        .filter(|(_, c)| c.commit_ms < cutoff_ms)
-                        .map(|(k, _)| k.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            removed += old.len();
-            self.delete(g, Some(&old))?;
-        }
-        Ok(removed)
+    /// The offsets of the given groups committed before `cutoff_ms`, by group.
+    pub fn older_than(
+        &self,
+        groups: &[String],
+        cutoff_ms: i64,
+    ) -> BrokerResult<Vec<(String, Vec<(String, i32)>)>> {
+        let all = self.lock()?;
+        Ok(groups
+            .iter()
+            .filter_map(|g| {
+                let old: Vec<(String, i32)> = all
+                    .get(g)?
+                    .iter()
+                    .filter(|(_, c)| c.commit_ms < cutoff_ms)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                (!old.is_empty()).then(|| (g.clone(), old))
+            })
+            .collect())
     }
 
     /// Drops every group's offsets for a deleted topic.

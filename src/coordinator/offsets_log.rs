@@ -223,6 +223,41 @@ pub fn complete_txn(
 /// (group, topic, partition, offset) held by a transaction.
 type HeldOffset = (String, String, i32, Committed);
 
+/// Cluster mode, every `EXPIRY_CHECK`: the expired offsets of the groups
+/// coordinated here go as tombstones through the log, then locally, so a
+/// later coordinator does not bring them back.
+pub async fn expire(b: &Broker) {
+    let due = match b.groups.expired_offsets() {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::warn!(error = %e, "offset expiry failed");
+            return;
+        }
+    };
+    let mut removed = 0;
+    for (group, keys) in due {
+        if check(b, &group).is_err() {
+            continue;
+        }
+        let logged = append(
+            b,
+            &group,
+            delete_records(&group, &keys),
+            std::time::Duration::from_secs(15),
+        )
+        .await;
+        match logged.and_then(|()| b.groups.offsets.delete(&group, Some(&keys))) {
+            Ok(()) => removed += keys.len(),
+            Err(e) => {
+                tracing::warn!(group = %group, error = %e, "cannot expire the group's offsets")
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "expired committed offsets of empty groups");
+    }
+}
+
 /// Offsets committed inside transactions that have not ended yet, by
 /// producer id (cluster mode; standalone keeps them with the transaction).
 #[derive(Default)]

@@ -121,7 +121,7 @@ impl GroupCoordinator {
     /// Kafka keeps a group's offsets while it has members; once empty, each
     /// offset lives `offsets.retention.minutes` from its commit. The offsets
     /// due to go, by group.
-    pub fn expired_offsets(&self) -> BrokerResult<Vec<(String, Vec<(String, i32)>)>> {
+    pub fn expired_offsets(&self) -> BrokerResult<offsets::GroupPartitions> {
         let idle: Vec<String> = {
             let groups = self.lock()?;
             self.offsets

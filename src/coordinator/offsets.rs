@@ -15,6 +15,9 @@ use crate::storage::db::{Store, CF_META};
 
 const PREFIX: &[u8] = b"offset/";
 
+/// Partitions (topic, index) of each group, by group.
+pub type GroupPartitions = Vec<(String, Vec<(String, i32)>)>;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Committed {
     pub offset: i64,
@@ -221,11 +224,7 @@ impl OffsetStore {
     }
 
     /// The offsets of the given groups committed before `cutoff_ms`, by group.
-    pub fn older_than(
-        &self,
-        groups: &[String],
-        cutoff_ms: i64,
-    ) -> BrokerResult<Vec<(String, Vec<(String, i32)>)>> {
+    pub fn older_than(&self, groups: &[String], cutoff_ms: i64) -> BrokerResult<GroupPartitions> {
         let all = self.lock()?;
         Ok(groups
             .iter()

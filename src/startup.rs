@@ -162,8 +162,19 @@ async fn drop_local(
 pub fn spawn_coordinator_loading(broker: &Arc<Broker>) {
     broker
         .groups
-        .expiry_by_log
+        .replicated
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    let weak = Arc::downgrade(broker);
+    tokio::spawn(async move {
+        // Group states changed by joins, leaves and expiries reach the log.
+        let mut every = tokio::time::interval(Duration::from_millis(200));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let Some(b) = weak.upgrade() else { break };
+            crate::coordinator::offsets_log::log_groups(&b, None).await;
+        }
+    });
     let weak = Arc::downgrade(broker);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(crate::coordinator::EXPIRY_CHECK);

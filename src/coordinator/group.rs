@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::error::BrokerError;
@@ -169,6 +170,34 @@ pub struct Group {
     /// Initial delay: completion waits at least until here.
     join_ready_at: Instant,
     initial_delay_started: Option<Instant>,
+    /// Cluster mode: the group reached a state the log must keep (a new
+    /// stable generation, a replaced static member, no members left).
+    pub changed: bool,
+}
+
+/// What a group's coordinator logs about a group (cluster mode) so that the
+/// next coordinator resumes it as it was: its stable generation, members
+/// and their assignments. Members keep heartbeating and committing across
+/// the failover without a rebalance, as in Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSnapshot {
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: Option<String>,
+    pub members: Vec<MemberSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSnapshot {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u64,
+    pub rebalance_timeout_ms: u64,
+    pub protocols: Vec<(String, Vec<u8>)>,
+    pub assignment: Vec<u8>,
 }
 
 impl Group {
@@ -186,7 +215,85 @@ impl Group {
             rebalance_deadline: now,
             join_ready_at: now,
             initial_delay_started: None,
+            changed: false,
         }
+    }
+
+    /// The state to log: a stable group with its members, or a group left
+    /// without members. `None` mid-rebalance (the next stable state is logged).
+    pub fn snapshot(&self) -> Option<GroupSnapshot> {
+        let members = match self.state {
+            GroupState::Stable => self
+                .members
+                .values()
+                .map(|m| MemberSnapshot {
+                    id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout.as_millis() as u64,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                    protocols: m
+                        .protocols
+                        .iter()
+                        .map(|(n, b)| (n.clone(), b.to_vec()))
+                        .collect(),
+                    assignment: m.assignment.to_vec(),
+                })
+                .collect(),
+            _ if self.members.is_empty() => Vec::new(),
+            _ => return None,
+        };
+        Some(GroupSnapshot {
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol_name.clone(),
+            leader: self.leader.clone(),
+            members,
+        })
+    }
+
+    /// A group as a previous coordinator logged it. Its members' sessions
+    /// start now: those that are gone expire and cause a rebalance.
+    pub fn restore(id: &str, snap: GroupSnapshot, now: Instant) -> Self {
+        let mut g = Group::new(id, now);
+        g.generation = snap.generation;
+        g.protocol_type = snap.protocol_type;
+        g.protocol_name = snap.protocol_name;
+        for m in snap.members {
+            let session_timeout = Duration::from_millis(m.session_timeout_ms);
+            if let Some(inst) = &m.instance_id {
+                g.static_members.insert(inst.clone(), m.id.clone());
+            }
+            g.members.insert(
+                m.id.clone(),
+                Member {
+                    id: m.id,
+                    instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    session_timeout,
+                    rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms),
+                    protocols: m
+                        .protocols
+                        .into_iter()
+                        .map(|(n, b)| (n, Bytes::from(b)))
+                        .collect(),
+                    assignment: Bytes::from(m.assignment),
+                    join_waiter: None,
+                    sync_waiter: None,
+                    heartbeat_deadline: now + session_timeout,
+                },
+            );
+        }
+        if !g.members.is_empty() {
+            g.state = GroupState::Stable;
+            g.leader = snap
+                .leader
+                .filter(|l| g.members.contains_key(l))
+                .or_else(|| g.members.keys().next().cloned());
+        }
+        g
     }
 
     pub fn is_empty(&self) -> bool {
@@ -430,6 +537,7 @@ impl Group {
             // leader gets the members but is told the assignment stands.
             GroupState::Stable if keeps_protocol => {
                 self.members.insert(new_id.clone(), m);
+                self.changed = true;
                 let mut resp = self.join_response_for(&new_id);
                 resp.skip_assignment = was_leader;
                 Pending::Now(resp)
@@ -624,6 +732,7 @@ impl Group {
                         m.assignment = given.remove(&m.id).unwrap_or_default();
                     }
                     self.state = GroupState::Stable;
+                    self.changed = true;
                     tracing::info!(group = %self.id, generation = self.generation, "group stable");
                     for m in self.members.values_mut() {
                         if let Some(w) = m.sync_waiter.take() {
@@ -696,6 +805,9 @@ impl Group {
     fn remove_member_entry(&mut self, id: &str) {
         if let Some(mut m) = self.members.shift_remove(id) {
             m.fail_waiters(&BrokerError::UnknownMemberId);
+            if self.members.is_empty() {
+                self.changed = true;
+            }
             if let Some(inst) = &m.instance_id {
                 if self.static_members.get(inst).map(String::as_str) == Some(id) {
                     self.static_members.remove(inst);
@@ -815,6 +927,41 @@ mod tests {
             Pending::Now(v) => v,
             Pending::Later(mut rx) => rx.try_recv().expect("answer ready"),
         }
+    }
+
+    #[test]
+    fn a_logged_stable_group_resumes_without_a_rebalance() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g", t0);
+        let a = now_val(g.join(req("", Some("s1")), t0, &cfg()));
+        assert_eq!(a.generation, 1);
+        let _ = now_val(g.sync(
+            1,
+            &a.member_id,
+            Some("s1"),
+            (None, None),
+            vec![(a.member_id.clone(), Bytes::from_static(b"p0"))],
+            t0,
+        ));
+        assert!(g.changed);
+        let snap = g.snapshot().expect("stable: logged");
+        let t1 = t0 + Duration::from_secs(5);
+        let mut r = Group::restore("g", snap, t1);
+        assert_eq!((r.state, r.generation), (GroupState::Stable, 1));
+        assert_eq!(r.leader.as_deref(), Some(a.member_id.as_str()));
+        // The member heartbeats and syncs on as before; its session restarted.
+        r.heartbeat(1, &a.member_id, Some("s1"), t1).unwrap();
+        let again = now_val(r.sync(1, &a.member_id, Some("s1"), (None, None), vec![], t1));
+        assert_eq!(&again.assignment[..], b"p0");
+        r.tick(t1 + Duration::from_secs(9));
+        assert_eq!(r.members.len(), 1);
+        // Its static id still maps to it: a rejoin with it replaces it in place.
+        let back = now_val(r.join(req("", Some("s1")), t1, &cfg()));
+        assert!(back.error.is_none(), "{:?}", back.error);
+        // Silent past its session: removed, and the empty group is logged.
+        r.tick(t1 + Duration::from_secs(30));
+        assert!(r.members.is_empty() && r.changed);
+        assert_eq!(r.snapshot().map(|s| s.members.len()), Some(0));
     }
 
     #[test]

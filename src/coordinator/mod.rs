@@ -56,8 +56,10 @@ pub struct GroupCoordinator {
     pub config: GroupConfig,
     /// `offsets.retention.minutes`: offsets of a group without members older than this go.
     offsets_retention: Duration,
-    /// Cluster mode: expiry is done by `offsets_log::expire`, not the ticker.
-    pub expiry_by_log: std::sync::atomic::AtomicBool,
+    /// Cluster mode: group state and offsets live in `__consumer_offsets`;
+    /// expiry goes through it (`offsets_log::expire`), not the ticker, and
+    /// groups whose state changed stay until it is logged.
+    pub replicated: std::sync::atomic::AtomicBool,
 }
 
 impl GroupCoordinator {
@@ -69,7 +71,7 @@ impl GroupCoordinator {
             txn_offsets: Default::default(),
             config,
             offsets_retention,
-            expiry_by_log: Default::default(),
+            replicated: Default::default(),
         }
     }
 
@@ -112,9 +114,14 @@ impl GroupCoordinator {
         for g in groups.values_mut() {
             g.tick(now);
         }
-        // Forget empty groups that have nothing committed.
+        // Forget empty groups that have nothing committed (in a cluster,
+        // once their last state is logged).
+        let replicated = self.replicated.load(std::sync::atomic::Ordering::Relaxed);
         groups.retain(|id, g| {
-            !(g.is_empty() && g.state == GroupState::Empty && !self.offsets.has_group(id))
+            !(g.is_empty()
+                && g.state == GroupState::Empty
+                && !self.offsets.has_group(id)
+                && !(replicated && g.changed))
         });
     }
 
@@ -138,10 +145,7 @@ impl GroupCoordinator {
     /// Standalone expiry: the local store is the truth. (In a cluster the
     /// tombstones go through `__consumer_offsets` first: `offsets_log::expire`.)
     fn expire_offsets(&self) {
-        if self
-            .expiry_by_log
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.replicated.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         let result = self.expired_offsets().and_then(|due| {
@@ -153,6 +157,46 @@ impl GroupCoordinator {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "expired committed offsets of empty groups"),
             Err(e) => tracing::warn!(error = %e, "offset expiry failed"),
+        }
+    }
+
+    /// Cluster mode: the groups whose state the log must keep now, with
+    /// that state (their flags cleared); `only` limits it to one group.
+    pub fn take_changed(&self, only: Option<&str>) -> Vec<(String, group::GroupSnapshot)> {
+        let Ok(mut groups) = self.lock() else {
+            return Vec::new();
+        };
+        groups
+            .iter_mut()
+            .filter(|(id, g)| g.changed && only.is_none_or(|o| o == id.as_str()))
+            .filter_map(|(id, g)| {
+                let snap = g.snapshot()?;
+                g.changed = false;
+                Some((id.clone(), snap))
+            })
+            .collect()
+    }
+
+    /// The group's state must be logged again (an attempt failed).
+    pub fn mark_changed(&self, group_id: &str) {
+        if let Ok(mut groups) = self.lock() {
+            if let Some(g) = groups.get_mut(group_id) {
+                g.changed = true;
+            }
+        }
+    }
+
+    /// Cluster mode: groups as the log left them, on loading their partition.
+    pub fn restore(&self, snapshots: Vec<(String, group::GroupSnapshot)>) {
+        let Ok(mut groups) = self.lock() else { return };
+        let now = Instant::now();
+        for (id, snap) in snapshots {
+            if snap.members.is_empty() {
+                groups.remove(&id);
+                continue;
+            }
+            tracing::info!(group = %id, generation = snap.generation, members = snap.members.len(), "group resumed from the log");
+            groups.insert(id.clone(), Group::restore(&id, snap, now));
         }
     }
 

@@ -7,6 +7,12 @@
 //! meanwhile). The records use Kafka's offset-commit key (version 1) and
 //! value (version 3) layouts; a deletion is a tombstone.
 //!
+//! Group state (generation, members, assignments) is logged too, under
+//! Kafka's group-metadata key (version 2) with this broker's own value
+//! layout (version `GROUP_VALUE_VERSION`, then JSON), each time a group
+//! becomes stable or empty: the next coordinator resumes the group and its
+//! members carry on without a rebalance.
+//!
 //! Offsets committed inside a transaction (TxnOffsetCommit) are a
 //! transactional batch of the producer; they take effect when the
 //! transaction's COMMIT marker reaches the partition, as in Kafka.
@@ -18,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::group::GroupSnapshot;
 use super::internal_topic::{self, InternalTopic, Spec};
 use super::offsets::Committed;
 use crate::broker::Broker;
@@ -28,6 +35,9 @@ use crate::storage::txns::control_type;
 pub const TOPIC: &str = "__consumer_offsets";
 const KEY_VERSION: i16 = 1;
 const VALUE_VERSION: i16 = 3;
+const GROUP_KEY_VERSION: i16 = 2;
+/// Kafka's group metadata values are versions 0–4; this layout is not theirs.
+const GROUP_VALUE_VERSION: i16 = 1000;
 
 fn spec(c: &ServerConfig) -> Spec {
     Spec {
@@ -83,6 +93,61 @@ pub fn decode_key(mut b: &[u8]) -> Option<(String, String, i32)> {
         return None;
     }
     Some((group, topic, b.get_i32()))
+}
+
+fn encode_group_key(group: &str) -> Bytes {
+    let mut b = BytesMut::with_capacity(4 + group.len());
+    b.put_i16(GROUP_KEY_VERSION);
+    put_str(&mut b, group);
+    b.freeze()
+}
+
+fn decode_group_key(mut b: &[u8]) -> Option<String> {
+    if b.len() < 2 || b.get_i16() != GROUP_KEY_VERSION {
+        return None;
+    }
+    get_str(&mut b)
+}
+
+fn encode_group_value(snap: &GroupSnapshot) -> BrokerResult<Bytes> {
+    let json = serde_json::to_vec(snap)
+        .map_err(|e| BrokerError::Storage(format!("cannot encode group state: {e}")))?;
+    let mut b = BytesMut::with_capacity(2 + json.len());
+    b.put_i16(GROUP_VALUE_VERSION);
+    b.put_slice(&json);
+    Ok(b.freeze())
+}
+
+fn decode_group_value(mut b: &[u8]) -> Option<GroupSnapshot> {
+    if b.len() < 2 || b.get_i16() != GROUP_VALUE_VERSION {
+        return None;
+    }
+    serde_json::from_slice(b).ok()
+}
+
+/// Logs the groups whose state changed (all of them, or only `only`).
+pub async fn log_groups(b: &Broker, only: Option<&str>) {
+    for (group, snap) in b.groups.take_changed(only) {
+        let logged = match encode_group_value(&snap) {
+            Ok(v) => {
+                append(
+                    b,
+                    &group,
+                    vec![(encode_group_key(&group), Some(v))],
+                    std::time::Duration::from_secs(15),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = logged {
+            tracing::debug!(group = %group, error = %e, "group state not logged");
+            // Still the group's coordinator: try again on the next pass.
+            if check(b, &group).is_ok() {
+                b.groups.mark_changed(&group);
+            }
+        }
+    }
 }
 
 pub fn encode_value(c: &Committed) -> Bytes {
@@ -382,6 +447,7 @@ fn replay(b: &Broker, partition: i32) -> BrokerResult<usize> {
     let n = OFFSETS.partitions(b);
     let mut state: BTreeMap<Key, Option<Committed>> = BTreeMap::new();
     let mut open: HashMap<i64, Vec<(Key, Option<Committed>)>> = HashMap::new();
+    let mut groups: BTreeMap<String, Option<GroupSnapshot>> = BTreeMap::new();
     let mut count = 0;
     OFFSETS.for_each_batch(b, partition, |h, batch| {
         if h.is_control() {
@@ -394,6 +460,10 @@ fn replay(b: &Broker, partition: i32) -> BrokerResult<usize> {
         }
         let transactional = h.attributes & 0x10 != 0 && h.has_producer_id();
         OFFSETS.for_each_record(partition, h, batch, |key, value| {
+            if let Some(group) = key.and_then(decode_group_key) {
+                groups.insert(group, value.and_then(decode_group_value));
+                return;
+            }
             let Some(key) = key.and_then(decode_key) else {
                 return;
             };
@@ -409,6 +479,12 @@ fn replay(b: &Broker, partition: i32) -> BrokerResult<usize> {
     b.groups
         .offsets
         .replace_groups(|g| partition_for(g, n) == partition, state)?;
+    b.groups.restore(
+        groups
+            .into_iter()
+            .filter_map(|(g, snap)| snap.map(|s| (g, s)))
+            .collect(),
+    );
     for (pid, pending) in open {
         b.groups.txn_offsets.add(
             pid,

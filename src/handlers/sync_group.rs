@@ -30,6 +30,11 @@ pub async fn handle(ctx: &RequestContext, req: SyncGroupRequest) -> SyncGroupRes
             assignments,
         )
         .await;
+    if r.error.is_none() && !b.cluster.is_standalone() {
+        // The leader's SyncGroup made the group stable: its state is on the
+        // in-sync replicas before the leader hears back (as in Kafka).
+        crate::coordinator::offsets_log::log_groups(b, Some(&group_id)).await;
+    }
     let mut resp = SyncGroupResponse::default().with_assignment(r.assignment);
     if ctx.api_version >= 5 {
         resp = resp

@@ -48,6 +48,8 @@ pub struct Broker {
     pub replicas: Arc<crate::replication::ReplicaManager>,
     /// Cluster mode: this broker's block of producer ids.
     pub producer_ids: crate::cluster::producer_ids::ProducerIds,
+    /// Each group's config overrides (the GROUP config resource).
+    pub group_configs: crate::coordinator::group_configs::GroupConfigStore,
 }
 
 impl Broker {
@@ -134,6 +136,8 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
     ));
     let quotas =
         QuotaStore::load(store.clone()).map_err(|e| format!("cannot load client quotas: {e}"))?;
+    let group_configs = crate::coordinator::group_configs::GroupConfigStore::load(store.clone())
+        .map_err(|e| format!("cannot load group configs: {e}"))?;
     let txns = TxnCoordinator::load(
         store.clone(),
         sync,
@@ -205,6 +209,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         cluster,
         replicas,
         producer_ids: Default::default(),
+        group_configs,
     });
     // Transactions caught mid-commit or mid-abort complete before clients
     // are served.

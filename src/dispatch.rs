@@ -636,6 +636,13 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             DescribeTransactionsRequest,
             describe_transactions::handle
         ),
+        ApiKey::ListConfigResources => call!(
+            ctx,
+            cid,
+            body,
+            ListConfigResourcesRequest,
+            list_config_resources::handle
+        ),
         ApiKey::WriteTxnMarkers => call!(
             ctx,
             cid,

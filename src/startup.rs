@@ -92,6 +92,7 @@ fn apply_settings(
                 .collect(),
         ),
         SettingKind::Quota => b.quotas.replace_all(all),
+        SettingKind::GroupConfigs => b.group_configs.replace_all(all),
         SettingKind::BrokerDefaults => apply_setting(
             b,
             kind,
@@ -127,6 +128,7 @@ fn apply_setting(
             Err(_) => Ok(()),
         },
         SettingKind::Quota => b.quotas.apply_shared(item, value),
+        SettingKind::GroupConfigs => b.group_configs.apply_shared(item, value),
         SettingKind::BrokerDefaults => {
             let values = value
                 .and_then(|v| serde_json::from_slice(v).ok())

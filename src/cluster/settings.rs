@@ -23,14 +23,17 @@ pub enum SettingKind {
     Quota,
     /// `default` → the cluster-wide dynamic broker configs (JSON).
     BrokerDefaults,
+    /// The group id → its config overrides (JSON).
+    GroupConfigs,
 }
 
 impl SettingKind {
-    pub const ALL: [SettingKind; 4] = [
+    pub const ALL: [SettingKind; 5] = [
         SettingKind::Scram,
         SettingKind::Acl,
         SettingKind::Quota,
         SettingKind::BrokerDefaults,
+        SettingKind::GroupConfigs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +42,7 @@ impl SettingKind {
             SettingKind::Acl => "acls",
             SettingKind::Quota => "quotas",
             SettingKind::BrokerDefaults => "configs",
+            SettingKind::GroupConfigs => "groupconfigs",
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod docs;
 pub mod dynamic;
+pub mod group;
 pub mod listeners;
 pub mod topic;
 
@@ -460,7 +461,7 @@ impl BrokerConfig {
                 warnings.push(format!(
                     "config key {key} is accepted but has no effect on Runnel"
                 ));
-            } else if !is_understood(key) {
+            } else if !is_understood(key) && !group::broker_keys().any(|k| k == key) {
                 warnings.push(format!("unknown config key {key} is ignored"));
             }
         }

@@ -25,6 +25,8 @@ pub enum ConfigSource {
     DynamicDefaultBroker = 3,
     StaticBroker = 4,
     Default = 5,
+    /// A group's own override (the GROUP resource).
+    Group = 8,
 }
 
 #[derive(Debug)]
@@ -339,7 +341,10 @@ pub fn validate_value(def: &TopicConfigDef, value: &str) -> Result<(), String> {
             }
         }
         ConfigType::List => {
-            if !def.allowed.is_empty() {
+            // An empty list is valid (Kafka 4.x, KIP-1161): an empty
+            // `cleanup.policy` neither deletes by retention nor compacts;
+            // only DeleteRecords moves the log start.
+            if !def.allowed.is_empty() && !value.trim().is_empty() {
                 for item in value.split(',').map(str::trim) {
                     if !def.allowed.contains(&item) {
                         return bad(&format!(
@@ -473,6 +478,8 @@ mod tests {
         assert!(validate_topic_config("retention.ms", Some("-5")).is_err());
         assert!(validate_topic_config("cleanup.policy", Some("compact,delete")).is_ok());
         assert!(validate_topic_config("cleanup.policy", Some("bogus")).is_err());
+        assert!(validate_topic_config("cleanup.policy", Some("")).is_ok());
+        assert!(validate_topic_config("cleanup.policy", Some("delete,,compact")).is_err());
         assert!(validate_topic_config("no.such.config", Some("1")).is_err());
         assert!(validate_topic_config("min.insync.replicas", Some("2")).is_ok());
         assert!(validate_topic_config("compression.type", Some("lz4")).is_ok());

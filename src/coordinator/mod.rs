@@ -6,6 +6,7 @@
 //! ticker drives session timeouts, rebalance timeouts and the initial delay.
 
 pub mod group;
+pub mod group_configs;
 pub mod internal_topic;
 pub mod offsets;
 pub mod offsets_log;

@@ -1319,11 +1319,16 @@ mod tests {
             credentials: Arc::new(
                 crate::security::credentials::CredentialStore::load(store.clone()).unwrap(),
             ),
-            authorizer: crate::security::authorizer::Authorizer::load(Default::default(), store)
-                .unwrap(),
+            authorizer: crate::security::authorizer::Authorizer::load(
+                Default::default(),
+                store.clone(),
+            )
+            .unwrap(),
             listeners: Vec::new(),
             cluster: cluster.clone(),
             producer_ids: Default::default(),
+            group_configs: crate::coordinator::group_configs::GroupConfigStore::load(store.clone())
+                .unwrap(),
             replicas: Arc::new(crate::replication::ReplicaManager::new(
                 0,
                 None,

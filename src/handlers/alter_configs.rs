@@ -1,5 +1,7 @@
-//! AlterConfigs (33) and IncrementalAlterConfigs (44) for topics and for the
-//! broker (its dynamic configs): validate everything in a resource first,
+//! AlterConfigs (33) and IncrementalAlterConfigs (44) for topics, for the
+//! broker (its dynamic configs) and for groups (Kafka 4's GROUP resource,
+//! bounded by the broker's `group.*` settings): validate everything in a
+//! resource first,
 //! then store the new set (unless `validate_only`). A resource is changed
 //! wholly or not at all.
 
@@ -22,6 +24,7 @@ use crate::security::acl::Operation;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_GROUP: i8 = 32;
 
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
@@ -32,6 +35,7 @@ const OP_SUBTRACT: i8 = 3;
 enum Target {
     Topic,
     Broker(Scope),
+    Group,
 }
 
 fn target(ctx: &RequestContext, resource_type: i8, name: &str) -> BrokerResult<Target> {
@@ -39,6 +43,10 @@ fn target(ctx: &RequestContext, resource_type: i8, name: &str) -> BrokerResult<T
     match resource_type {
         RESOURCE_TOPIC => Ok(Target::Topic),
         RESOURCE_BROKER => Ok(Target::Broker(Scope::of(name, ctx.broker.config.node_id)?)),
+        RESOURCE_GROUP if name.is_empty() => Err(BrokerError::InvalidRequest(
+            "The group id of a GROUP config resource must not be empty".into(),
+        )),
+        RESOURCE_GROUP => Ok(Target::Group),
         other => Err(BrokerError::UnsupportedResource(format!(
             "resource type {other}"
         ))),
@@ -92,6 +100,21 @@ async fn store(
             }
             Ok(())
         }
+        Target::Group => {
+            let b = &ctx.broker;
+            crate::config::group::validate(&configs, &b.broker_configs.layers().merged)?;
+            if validate_only {
+                return Ok(());
+            }
+            let shared = (!configs.is_empty())
+                .then(|| serde_json::to_vec(&configs).ok())
+                .flatten();
+            b.group_configs.set(name, configs)?;
+            if !b.cluster.is_standalone() {
+                sharing.push(SettingKind::GroupConfigs, name.to_string(), shared);
+            }
+            Ok(())
+        }
         Target::Topic => {
             for (k, v) in &configs {
                 validate_topic_config(k, Some(v))?;
@@ -118,10 +141,13 @@ async fn store(
 /// empty name) builds on the store's latest set and is shared after.
 async fn sharing_for<'a>(
     ctx: &RequestContext,
-    mut resources: impl Iterator<Item = (i8, &'a str)>,
+    resources: impl Iterator<Item = (i8, &'a str)>,
 ) -> super::Sharing {
-    if resources.any(|(t, name)| t == RESOURCE_BROKER && name.is_empty()) {
+    let kinds: Vec<(i8, bool)> = resources.map(|(t, name)| (t, name.is_empty())).collect();
+    if kinds.contains(&(RESOURCE_BROKER, true)) {
         super::Sharing::begin(ctx, SettingKind::BrokerDefaults).await
+    } else if kinds.iter().any(|(t, _)| *t == RESOURCE_GROUP) {
+        super::Sharing::begin(ctx, SettingKind::GroupConfigs).await
     } else {
         super::Sharing::default()
     }
@@ -135,6 +161,7 @@ fn current(
 ) -> BrokerResult<BTreeMap<String, String>> {
     match target {
         Target::Broker(scope) => Ok(ctx.broker.broker_configs.get(*scope)),
+        Target::Group => Ok(ctx.broker.group_configs.get(name)),
         Target::Topic => Ok(ctx
             .broker
             .catalog
@@ -152,6 +179,11 @@ fn describe_key(target: &Target, name: &str) -> BrokerResult<(ConfigType, String
             .map(|d| (d.kind, d.default.to_string()))
             .ok_or_else(|| {
                 BrokerError::InvalidConfig(format!("Unknown topic config name: {name}"))
+            }),
+        Target::Group => crate::config::group::lookup(name)
+            .map(|d| (d.kind, d.default.to_string()))
+            .ok_or_else(|| {
+                BrokerError::InvalidConfig(format!("Unknown group config name: {name}"))
             }),
         Target::Broker(_) => {
             dynamic::check_key(name)?;

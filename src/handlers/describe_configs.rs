@@ -23,6 +23,7 @@ use crate::security::acl::Operation;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_GROUP: i8 = 32;
 
 pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let b = &ctx.broker;
@@ -82,6 +83,9 @@ fn entry(
 /// A config's documentation: a topic config's own, or for a broker key the
 /// documentation of the topic config it supplies the default of.
 fn documentation(resource_type: i8, name: &str) -> Option<&'static str> {
+    if resource_type == RESOURCE_GROUP {
+        return crate::config::group::lookup(name).map(|d| d.doc);
+    }
     if resource_type == RESOURCE_TOPIC {
         return topic_config_doc(name);
     }
@@ -170,6 +174,34 @@ fn describe(
                                 .map(|(k, v, s)| synonym(k, v, s))
                                 .collect(),
                         );
+                    }
+                    e
+                })
+                .collect())
+        }
+        RESOURCE_GROUP => {
+            let name = res.resource_name.as_str();
+            if name.is_empty() {
+                return Err(BrokerError::InvalidRequest(
+                    "The group id of a GROUP config resource must not be empty".into(),
+                ));
+            }
+            let overrides = b.group_configs.get(name);
+            let layers = b.broker_configs.layers();
+            Ok(crate::config::group::GROUP_CONFIGS
+                .iter()
+                .filter(|d| wanted(res, d.name))
+                .map(|d| {
+                    let (value, own) =
+                        crate::config::group::effective(d, &overrides, &layers.merged);
+                    let source = if own {
+                        ConfigSource::Group
+                    } else {
+                        ConfigSource::Default
+                    };
+                    let mut e = entry(d.name, Some(value.clone()), source, d.kind, false);
+                    if synonyms {
+                        e = e.with_synonyms(vec![synonym(d.name, &value, source)]);
                     }
                     e
                 })

@@ -26,6 +26,7 @@ pub mod heartbeat;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
+pub mod list_config_resources;
 pub mod list_groups;
 pub mod list_offsets;
 pub mod list_transactions;
@@ -99,6 +100,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
     (ApiKey::AlterClientQuotas, 0, 1),
+    (ApiKey::ListConfigResources, 0, 1),
 ];
 
 pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
@@ -307,6 +309,9 @@ pub fn config_allowed(
             Err(BrokerError::TopicAuthorizationFailed)
         }
         4 | 8 if !ctx.authorize_cluster(op) => Err(BrokerError::ClusterAuthorizationFailed),
+        32 if !ctx.authorize(op, ResourceType::Group, name) => {
+            Err(BrokerError::GroupAuthorizationFailed)
+        }
         _ => Ok(()),
     }
 }

@@ -651,3 +651,48 @@ def parse_consumer_assignment(data):
     for t, parts in r.array(lambda rr: (rr.string(), rr.array(lambda x: x.i32()))) or []:
         out[t] = sorted(parts or [])
     return out
+
+
+# --------------------------------------------------------------------------
+# ListConfigResources (74): v0 (was ListClientMetricsResources) and v1, both
+# flexible (request header v2, response header v1).
+# --------------------------------------------------------------------------
+
+API_LIST_CONFIG_RESOURCES = 74
+CLIENT_METRICS_RESOURCE = 16   # the type of every v0 entry (v0 has no type field)
+
+
+def list_config_resources_body(version, resource_types=()):
+    """v1: resource_types (compact array of int8; empty = every type); v0: no fields."""
+    if version >= 1:
+        return (uvarint(len(resource_types) + 1) + b"".join(i8(t) for t in resource_types)
+                + EMPTY_TAGGED_FIELDS)
+    return EMPTY_TAGGED_FIELDS
+
+
+def parse_list_config_resources(r, version):
+    """Response body after the correlation id (its header tagged fields included):
+    (throttle_time_ms, error_code, [(resource_name, resource_type)])."""
+    r.skip_tagged_fields()  # response header v1
+    throttle = r.i32()
+    err = r.i16()
+
+    def resource(rr):
+        name = rr.compact_string()
+        rtype = rr.i8() if version >= 1 else CLIENT_METRICS_RESOURCE
+        rr.skip_tagged_fields()
+        return name, rtype
+
+    resources = r.compact_array(resource) or []
+    r.skip_tagged_fields()
+    assert r.remaining() == 0, "trailing bytes in ListConfigResources v%d response" % version
+    return throttle, err, resources
+
+
+def list_config_resources(bootstrap, version=1, resource_types=(), timeout=10.0):
+    """One ListConfigResources request to `bootstrap`:
+    (throttle_time_ms, error_code, [(resource_name, resource_type)])."""
+    with KafkaConn.to(bootstrap, timeout=timeout) as conn:
+        r = conn.request(API_LIST_CONFIG_RESOURCES, version,
+                         list_config_resources_body(version, resource_types), flexible=True)
+        return parse_list_config_resources(r, version)

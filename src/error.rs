@@ -137,6 +137,16 @@ pub enum BrokerError {
     LogDirNotFound(String),
     #[error("The replica is not available on this broker")]
     ReplicaNotAvailable,
+    #[error("{0}")]
+    UnsupportedVersion(String),
+    #[error("The member epoch is fenced by the group coordinator; the member must rejoin")]
+    FencedMemberEpoch,
+    #[error("The member epoch is stale; retry after the next heartbeat")]
+    StaleMemberEpoch,
+    #[error("{0}")]
+    UnsupportedAssignor(String),
+    #[error("{0}")]
+    InvalidRegularExpression(String),
     /// An error another broker answered with (markers, verification).
     #[error("{1}")]
     Peer(i16, String),
@@ -215,6 +225,11 @@ impl BrokerError {
             ReplicaNotAvailable => ResponseError::ReplicaNotAvailable,
             NotCoordinator => ResponseError::NotCoordinator,
             CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
+            UnsupportedVersion(_) => ResponseError::UnsupportedVersion,
+            FencedMemberEpoch => ResponseError::FencedMemberEpoch,
+            StaleMemberEpoch => ResponseError::StaleMemberEpoch,
+            UnsupportedAssignor(_) => ResponseError::UnsupportedAssignor,
+            InvalidRegularExpression(_) => ResponseError::InvalidRegularExpression,
             Peer(code, _) => {
                 use kafka_protocol::error::ParseResponseErrorCode;
                 code.err().unwrap_or(ResponseError::UnknownServerError)

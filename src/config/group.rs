@@ -137,8 +137,9 @@ pub fn effective_i64(
 }
 
 fn valid_duration(s: &str) -> bool {
-    // ISO 8601 as Java's Duration.parse reads it: PnDTnHnMn.nS, at least one part.
-    let Some(rest) = s.strip_prefix('P').or_else(|| s.strip_prefix("-P")) else {
+    // ISO 8601 as Java's Duration.parse reads it: PnDTnHnMn.nS, at least
+    // one part; Kafka refuses negative durations.
+    let Some(rest) = s.strip_prefix('P') else {
         return false;
     };
     let mut seen_any = false;
@@ -146,7 +147,7 @@ fn valid_duration(s: &str) -> bool {
     let mut num = String::new();
     for c in rest.chars() {
         match c {
-            '0'..='9' | '.' | '-' | '+' => num.push(c),
+            '0'..='9' | '.' => num.push(c),
             'T' if !in_time && num.is_empty() => in_time = true,
             'D' if !in_time && !num.is_empty() && !num.contains('.') => {
                 num.clear();
@@ -255,6 +256,9 @@ mod tests {
         )
         .is_err());
         assert!(validate(&set(&[("share.auto.offset.reset", "sometimes")]), &broker).is_err());
+        for negative in ["by_duration:-PT1H", "by_duration:PT-1H"] {
+            assert!(validate(&set(&[("share.auto.offset.reset", negative)]), &broker).is_err());
+        }
         assert!(validate(&set(&[("no.such.key", "1")]), &broker).is_err());
         assert!(validate(&set(&[("consumer.session.timeout.ms", "50000")]), &broker).is_ok());
         assert!(validate(&set(&[("consumer.session.timeout.ms", "1000")]), &broker).is_err());

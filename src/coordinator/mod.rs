@@ -5,6 +5,8 @@
 //! Groups live behind one lock; no operation awaits while holding it. A
 //! ticker drives session timeouts, rebalance timeouts and the initial delay.
 
+mod consumer;
+pub mod consumer_group;
 pub mod group;
 pub mod group_configs;
 pub mod internal_topic;
@@ -49,6 +51,8 @@ pub struct MemberSummary {
 
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
+    /// KIP-848 consumer groups (`consumer` and `consumer_group`).
+    consumer_groups: Mutex<HashMap<String, consumer_group::ConsumerGroup>>,
     pub offsets: OffsetStore,
     /// Cluster mode: the `__consumer_offsets` partitions loaded here.
     pub loaded: internal_topic::Loaded,
@@ -67,6 +71,7 @@ impl GroupCoordinator {
     pub fn new(offsets: OffsetStore, config: GroupConfig, offsets_retention: Duration) -> Self {
         GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
+            consumer_groups: Mutex::new(HashMap::new()),
             offsets,
             loaded: Default::default(),
             txn_offsets: Default::default(),
@@ -88,6 +93,7 @@ impl GroupCoordinator {
         if let Ok(mut groups) = self.lock() {
             groups.retain(|id, _| !which(id));
         }
+        self.consumer_unload(&which);
     }
 
     /// Starts the deadline ticker; it stops when the coordinator is dropped.
@@ -111,6 +117,7 @@ impl GroupCoordinator {
     }
 
     fn tick(&self, now: Instant) {
+        self.consumer_tick(now);
         let Ok(mut groups) = self.lock() else { return };
         for g in groups.values_mut() {
             g.tick(now);
@@ -205,6 +212,11 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return JoinResponse::error(BrokerError::InvalidGroupId, &req.member_id);
         }
+        // A consumer group's members speak the new protocol; classic members
+        // cannot join it (no online migration between the two).
+        if self.is_active_consumer_group(group_id) {
+            return JoinResponse::error(BrokerError::InconsistentGroupProtocol, &req.member_id);
+        }
         let member_id = req.member_id.clone();
         let pending = match self.lock() {
             Ok(mut groups) => groups
@@ -291,6 +303,9 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(BrokerError::InvalidGroupId);
         }
+        if let Some(r) = self.consumer_commit_check(group_id, member_id, generation) {
+            return r;
+        }
         {
             let mut groups = self.lock()?;
             match groups.get(group_id) {
@@ -315,6 +330,9 @@ impl GroupCoordinator {
     ) -> BrokerResult<()> {
         if group_id.is_empty() {
             return Err(BrokerError::InvalidGroupId);
+        }
+        if let Some(r) = self.consumer_commit_check(group_id, member_id, generation) {
+            return r;
         }
         let groups = self.lock()?;
         match groups.get(group_id) {
@@ -382,6 +400,13 @@ impl GroupCoordinator {
     /// DeleteGroups: only groups without members; their offsets go too.
     /// DeleteGroups' checks: the group exists and has no members.
     pub fn check_deletable(&self, group_id: &str) -> BrokerResult<()> {
+        if let Some(g) = self.consumer_group(group_id) {
+            return if g.members.is_empty() {
+                Ok(())
+            } else {
+                Err(BrokerError::NonEmptyGroup)
+            };
+        }
         let groups = self.lock()?;
         match groups.get(group_id) {
             Some(g) if !g.is_empty() => Err(BrokerError::NonEmptyGroup),
@@ -392,6 +417,12 @@ impl GroupCoordinator {
     }
 
     pub fn delete_group(&self, group_id: &str) -> BrokerResult<()> {
+        if let Some(r) = self.consumer_delete(group_id) {
+            r?;
+            self.offsets.delete(group_id, None)?;
+            tracing::info!(group = group_id, "consumer group deleted");
+            return Ok(());
+        }
         let mut groups = self.lock()?;
         match groups.get(group_id) {
             Some(g) if !g.is_empty() => return Err(BrokerError::NonEmptyGroup),

@@ -42,8 +42,10 @@ pub async fn handle(
         req.resource_types.clone()
     };
     if let Some(t) = types.iter().find(|t| !ALL.contains(t)) {
-        return fail(BrokerError::UnsupportedResource(format!(
-            "resource type {t} has no configs to list"
+        // As Kafka: v1 knows exactly these types; others need a newer version.
+        return fail(BrokerError::UnsupportedVersion(format!(
+            "resource type {t} is not supported by ListConfigResources v{}",
+            ctx.api_version
         )));
     }
     let mut out = Vec::new();

@@ -93,58 +93,68 @@ fn partition_codes(
 
 pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetchResponse {
     if ctx.api_version >= 8 {
-        let groups = req
-            .groups
-            .into_iter()
-            .map(|g| {
-                if let Err(e) = super::group_served(ctx, Operation::Describe, g.group_id.0.as_str())
-                {
-                    ctx.broker.metrics.error("OffsetFetch", e.code());
-                    return OffsetFetchResponseGroup::default()
+        let groups =
+            req.groups
+                .into_iter()
+                .map(|g| {
+                    // v9+: a consumer group's member fetches with its epoch.
+                    let member_checked =
+                        super::group_served(ctx, Operation::Describe, g.group_id.0.as_str())
+                            .and_then(|()| match g.member_id.as_deref() {
+                                Some(m) if ctx.api_version >= 9 && !m.is_empty() => ctx
+                                    .broker
+                                    .groups
+                                    .consumer_commit_check(g.group_id.0.as_str(), m, g.member_epoch)
+                                    .unwrap_or(Ok(())),
+                                _ => Ok(()),
+                            });
+                    if let Err(e) = member_checked {
+                        ctx.broker.metrics.error("OffsetFetch", e.code());
+                        return OffsetFetchResponseGroup::default()
+                            .with_group_id(g.group_id)
+                            .with_error_code(e.code());
+                    }
+                    let wanted = g.topics.map(|ts| {
+                        ts.into_iter()
+                            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                            .collect()
+                    });
+                    let mut found = lookup(ctx, g.group_id.0.as_str(), wanted);
+                    let codes =
+                        partition_codes(ctx, g.group_id.0.as_str(), &mut found, req.require_stable);
+                    let topics = found
+                        .into_iter()
+                        .enumerate()
+                        .map(|(ti, (t, parts))| {
+                            OffsetFetchResponseTopics::default()
+                                .with_name(TopicName(sb(t)))
+                                .with_partitions(
+                                    parts
+                                        .into_iter()
+                                        .enumerate()
+                                        .map(|(pi, (p, c))| {
+                                            let (o, e, m) = unpack(c);
+                                            let code = codes
+                                                .get(ti)
+                                                .and_then(|c| c.get(pi))
+                                                .copied()
+                                                .unwrap_or(0);
+                                            OffsetFetchResponsePartitions::default()
+                                                .with_partition_index(p)
+                                                .with_committed_offset(o)
+                                                .with_committed_leader_epoch(e)
+                                                .with_metadata(Some(sb(m)))
+                                                .with_error_code(code)
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect();
+                    OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id)
-                        .with_error_code(e.code());
-                }
-                let wanted = g.topics.map(|ts| {
-                    ts.into_iter()
-                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
-                        .collect()
-                });
-                let mut found = lookup(ctx, g.group_id.0.as_str(), wanted);
-                let codes =
-                    partition_codes(ctx, g.group_id.0.as_str(), &mut found, req.require_stable);
-                let topics = found
-                    .into_iter()
-                    .enumerate()
-                    .map(|(ti, (t, parts))| {
-                        OffsetFetchResponseTopics::default()
-                            .with_name(TopicName(sb(t)))
-                            .with_partitions(
-                                parts
-                                    .into_iter()
-                                    .enumerate()
-                                    .map(|(pi, (p, c))| {
-                                        let (o, e, m) = unpack(c);
-                                        let code = codes
-                                            .get(ti)
-                                            .and_then(|c| c.get(pi))
-                                            .copied()
-                                            .unwrap_or(0);
-                                        OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(p)
-                                            .with_committed_offset(o)
-                                            .with_committed_leader_epoch(e)
-                                            .with_metadata(Some(sb(m)))
-                                            .with_error_code(code)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect();
-                OffsetFetchResponseGroup::default()
-                    .with_group_id(g.group_id)
-                    .with_topics(topics)
-            })
-            .collect();
+                        .with_topics(topics)
+                })
+                .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
     if let Err(e) = super::group_served(ctx, Operation::Describe, req.group_id.0.as_str()) {

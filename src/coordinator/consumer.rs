@@ -1,0 +1,131 @@
+//! The group coordinator's side of KIP-848 consumer groups: where they live
+//! beside classic groups (one namespace: a group id is one or the other),
+//! their heartbeats, expiry, and the member-epoch checks of offset commits.
+
+use std::collections::HashMap;
+use std::sync::MutexGuard;
+use std::time::Instant;
+
+use super::consumer_group::{ConsumerGroup, Heartbeat, HeartbeatAnswer, Limits, TopicsMeta};
+use super::GroupCoordinator;
+use crate::error::{BrokerError, BrokerResult};
+
+impl GroupCoordinator {
+    fn consumer(&self) -> BrokerResult<MutexGuard<'_, HashMap<String, ConsumerGroup>>> {
+        self.consumer_groups
+            .lock()
+            .map_err(|_| BrokerError::Storage("consumer group lock poisoned".into()))
+    }
+
+    /// ConsumerGroupHeartbeat. A classic group with members keeps its id
+    /// (GROUP_ID_NOT_FOUND: it is not a consumer group); an empty one, or
+    /// one known only by its committed offsets, becomes a consumer group.
+    pub fn consumer_heartbeat(
+        &self,
+        group_id: &str,
+        hb: Heartbeat,
+        limits: &Limits,
+        topics: &TopicsMeta,
+    ) -> BrokerResult<HeartbeatAnswer> {
+        {
+            let mut classic = self.lock()?;
+            if let Some(g) = classic.get(group_id) {
+                if !g.is_empty() {
+                    return Err(BrokerError::GroupIdNotFound);
+                }
+                classic.remove(group_id);
+            }
+        }
+        let mut groups = self.consumer()?;
+        let joining = hb.epoch == 0;
+        let g = match groups.get_mut(group_id) {
+            Some(g) => g,
+            None if joining => groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| ConsumerGroup::new(group_id)),
+            None => return Err(BrokerError::UnknownMemberId),
+        };
+        let before = g.epoch;
+        let answer = g.heartbeat(hb, Instant::now(), limits, topics)?;
+        if g.epoch != before {
+            tracing::info!(
+                group = group_id,
+                epoch = g.epoch,
+                members = g.members.len(),
+                "consumer group epoch bumped"
+            );
+        }
+        Ok(answer)
+    }
+
+    /// A copy of a consumer group (ConsumerGroupDescribe, ListGroups).
+    pub fn consumer_group(&self, group_id: &str) -> Option<ConsumerGroup> {
+        self.consumer().ok()?.get(group_id).cloned()
+    }
+
+    /// Every consumer group's (id, state).
+    pub fn consumer_groups(&self) -> Vec<(String, &'static str)> {
+        self.consumer()
+            .map(|g| g.values().map(|c| (c.id.clone(), c.state())).collect())
+            .unwrap_or_default()
+    }
+
+    /// True if `group_id` is a consumer group with members (classic
+    /// JoinGroup must not take it over).
+    pub fn is_active_consumer_group(&self, group_id: &str) -> bool {
+        self.consumer()
+            .is_ok_and(|g| g.get(group_id).is_some_and(|c| !c.members.is_empty()))
+    }
+
+    /// The member-epoch check of an OffsetCommit / OffsetFetch / TxnOffsetCommit
+    /// to a consumer group; `None` when the group is not one. A commit
+    /// without a member (tools, `assign()` users) is allowed only while the
+    /// group has no members.
+    pub fn consumer_commit_check(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        epoch: i32,
+    ) -> Option<BrokerResult<()>> {
+        let groups = self.consumer().ok()?;
+        let g = groups.get(group_id)?;
+        if member_id.is_empty() && epoch < 0 {
+            return Some(if g.members.is_empty() {
+                Ok(())
+            } else {
+                Err(BrokerError::UnknownMemberId)
+            });
+        }
+        Some(g.check_member_epoch(member_id, epoch))
+    }
+
+    /// Expires silent members; forgets empty groups with nothing committed.
+    pub(super) fn consumer_tick(&self, now: Instant) {
+        let Ok(mut groups) = self.consumer() else {
+            return;
+        };
+        for g in groups.values_mut() {
+            g.tick(now);
+        }
+        groups.retain(|id, g| !g.members.is_empty() || self.offsets.has_group(id));
+    }
+
+    /// DeleteGroups on a consumer group: only without members.
+    pub(super) fn consumer_delete(&self, group_id: &str) -> Option<BrokerResult<()>> {
+        let mut groups = self.consumer().ok()?;
+        let g = groups.get(group_id)?;
+        if !g.members.is_empty() {
+            return Some(Err(BrokerError::NonEmptyGroup));
+        }
+        groups.remove(group_id);
+        Some(Ok(()))
+    }
+
+    /// Cluster mode: forgets the consumer groups `which` selects (their
+    /// coordination moved; their members rejoin the new coordinator).
+    pub(super) fn consumer_unload(&self, which: &impl Fn(&str) -> bool) {
+        if let Ok(mut groups) = self.consumer() {
+            groups.retain(|id, _| !which(id));
+        }
+    }
+}

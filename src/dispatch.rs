@@ -636,6 +636,20 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             DescribeTransactionsRequest,
             describe_transactions::handle
         ),
+        ApiKey::ConsumerGroupHeartbeat => call!(
+            ctx,
+            cid,
+            body,
+            ConsumerGroupHeartbeatRequest,
+            consumer_group_heartbeat::handle
+        ),
+        ApiKey::ConsumerGroupDescribe => call!(
+            ctx,
+            cid,
+            body,
+            ConsumerGroupDescribeRequest,
+            consumer_group_describe::handle
+        ),
         ApiKey::ListConfigResources => call!(
             ctx,
             cid,

@@ -543,6 +543,7 @@ fn is_understood(key: &str) -> bool {
         "group.min.session.timeout.ms",
         "group.max.session.timeout.ms",
         "group.max.size",
+        "group.consumer.max.size",
         "offset.metadata.max.bytes",
         "offsets.retention.minutes",
         "offsets.topic.num.partitions",

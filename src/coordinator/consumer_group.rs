@@ -57,6 +57,8 @@ pub struct Member {
     pub assigned: Assignment,
     /// What it was asked to give up and has not yet.
     pub revoking: Assignment,
+    /// What its heartbeats last said it owns (they repeat it only on change).
+    reported: Assignment,
     pub target: Assignment,
     session_deadline: Instant,
     revoke_deadline: Option<Instant>,
@@ -235,6 +237,9 @@ impl ConsumerGroup {
         let mut bump = false;
         if let Some(m) = self.members.get_mut(&id) {
             m.session_deadline = now + limits.session_timeout;
+            if let Some(o) = &hb.owned {
+                m.reported = o.clone();
+            }
             if hb.rebalance_timeout_ms > 0 {
                 m.rebalance_timeout = Duration::from_millis(hb.rebalance_timeout_ms as u64);
             }
@@ -269,7 +274,7 @@ impl ConsumerGroup {
             self.compute_target();
         }
         let owned = hb.owned.clone();
-        self.reconcile(&id, owned.as_ref(), now)?;
+        self.reconcile(&id, now)?;
         let m = self
             .members
             .get_mut(&id)
@@ -345,6 +350,7 @@ impl ConsumerGroup {
             state: MemberState::Stable,
             assigned: Assignment::new(),
             revoking: Assignment::new(),
+            reported: Assignment::new(),
             target: Assignment::new(),
             session_deadline: now + limits.session_timeout,
             revoke_deadline: None,
@@ -359,6 +365,7 @@ impl ConsumerGroup {
             m.state = old.state;
             m.assigned = old.assigned;
             m.revoking = old.revoking;
+            m.reported = old.reported;
             m.target = old.target;
             m.revoke_deadline = old.revoke_deadline;
         }
@@ -436,18 +443,13 @@ impl ConsumerGroup {
     }
 
     /// Moves a member one step towards its target.
-    fn reconcile(
-        &mut self,
-        id: &str,
-        owned: Option<&Assignment>,
-        now: Instant,
-    ) -> BrokerResult<()> {
+    fn reconcile(&mut self, id: &str, now: Instant) -> BrokerResult<()> {
         let epoch = self.assignment_epoch;
         let Some(m) = self.members.get_mut(id) else {
             return Err(BrokerError::UnknownMemberId);
         };
         if m.state == MemberState::UnrevokedPartitions {
-            let still_owned = owned.is_none_or(|o| intersects(o, &m.revoking));
+            let still_owned = intersects(&m.reported, &m.revoking);
             if still_owned {
                 if m.revoke_deadline.is_some_and(|d| d <= now) {
                     tracing::info!(group = %self.id, member = %id, "member did not revoke its partitions within its rebalance timeout; removed");

@@ -50,7 +50,7 @@ pub async fn handle(
             let found = super::group_served(ctx, Operation::Describe, &name).and_then(|()| {
                 b.groups
                     .consumer_group(&name)
-                    .ok_or_else(|| BrokerError::GroupIdNotFound)
+                    .ok_or(BrokerError::GroupIdNotFound)
             });
             let g = match found {
                 Ok(g) => g,

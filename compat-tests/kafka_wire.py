@@ -696,3 +696,126 @@ def list_config_resources(bootstrap, version=1, resource_types=(), timeout=10.0)
         r = conn.request(API_LIST_CONFIG_RESOURCES, version,
                          list_config_resources_body(version, resource_types), flexible=True)
         return parse_list_config_resources(r, version)
+
+
+# --------------------------------------------------------------------------
+# KIP-848 consumer groups: ConsumerGroupHeartbeat (68) v0-1 and OffsetCommit
+# v9, both flexible (request header v2, response header v1).
+# --------------------------------------------------------------------------
+
+API_CONSUMER_GROUP_HEARTBEAT = 68
+
+GROUP_ID_NOT_FOUND = 69
+FENCED_MEMBER_EPOCH = 110
+UNRELEASED_INSTANCE_ID = 111
+UNSUPPORTED_ASSIGNOR = 112
+STALE_MEMBER_EPOCH = 113
+INVALID_REGULAR_EXPRESSION = 128
+
+
+def compact_array_of(items):
+    """COMPACT_ARRAY of already-encoded items: uvarint(count + 1) + items;
+    None = null (0)."""
+    if items is None:
+        return uvarint(0)
+    return uvarint(len(items) + 1) + b"".join(items)
+
+
+def consumer_group_heartbeat_body(group_id, member_id, member_epoch, instance_id=None,
+                                  rack_id=None, rebalance_timeout_ms=-1,
+                                  subscribed_topic_names=None, subscribed_topic_regex=None,
+                                  server_assignor=None, topic_partitions=None, version=1):
+    """ConsumerGroupHeartbeat request v0/v1.  topic_partitions: None (unchanged)
+    or [(topic_id 16 bytes, [partitions])].  subscribed_topic_regex is v1 only."""
+    body = (compact_string(group_id) + compact_string(member_id) + i32(member_epoch)
+            + compact_string(instance_id) + compact_string(rack_id)
+            + i32(rebalance_timeout_ms)
+            + compact_array_of(None if subscribed_topic_names is None
+                               else [compact_string(t) for t in subscribed_topic_names]))
+    if version >= 1:
+        body += compact_string(subscribed_topic_regex)
+    elif subscribed_topic_regex is not None:
+        raise ValueError("SubscribedTopicRegex needs ConsumerGroupHeartbeat v1")
+    body += compact_string(server_assignor)
+    body += compact_array_of(None if topic_partitions is None else [
+        bytes(tid) + compact_array_of([i32(p) for p in parts]) + EMPTY_TAGGED_FIELDS
+        for tid, parts in topic_partitions])
+    return body + EMPTY_TAGGED_FIELDS
+
+
+def parse_consumer_group_heartbeat(r):
+    """Response (after the correlation id, header tagged fields included) ->
+    dict; assignment is None or {topic_id bytes: sorted partitions}."""
+    r.skip_tagged_fields()  # response header v1
+    out = {"throttle_time_ms": r.i32(), "error_code": r.i16(),
+           "error_message": r.compact_string(), "member_id": r.compact_string(),
+           "member_epoch": r.i32(), "heartbeat_interval_ms": r.i32()}
+
+    def topic_partitions(rr):
+        tid = rr._take(16)
+        parts = rr.compact_array(lambda x: x.i32()) or []
+        rr.skip_tagged_fields()
+        return tid, sorted(parts)
+
+    present = r.i8()
+    if present < 0:
+        out["assignment"] = None
+    else:
+        tps = r.compact_array(topic_partitions) or []
+        r.skip_tagged_fields()
+        out["assignment"] = dict(tps)
+    r.skip_tagged_fields()
+    assert r.remaining() == 0, "trailing bytes in ConsumerGroupHeartbeat response"
+    return out
+
+
+def consumer_group_heartbeat(conn, group_id, member_id, member_epoch, version=1, **kwargs):
+    """One ConsumerGroupHeartbeat on `conn`; returns the parsed response."""
+    body = consumer_group_heartbeat_body(group_id, member_id, member_epoch, version=version,
+                                         **kwargs)
+    return parse_consumer_group_heartbeat(
+        conn.request(API_CONSUMER_GROUP_HEARTBEAT, version, body, flexible=True))
+
+
+def offset_commit_v9_body(group_id, member_epoch, member_id, offsets, group_instance_id=None):
+    """OffsetCommit v9 request. offsets: {topic: [(partition, offset, metadata)]}."""
+    return (compact_string(group_id) + i32(member_epoch) + compact_string(member_id)
+            + compact_string(group_instance_id)
+            + compact_array_of([
+                compact_string(t) + compact_array_of([
+                    i32(p) + i64(o) + i32(-1) + compact_string(md) + EMPTY_TAGGED_FIELDS
+                    for p, o, md in parts]) + EMPTY_TAGGED_FIELDS
+                for t, parts in offsets.items()])
+            + EMPTY_TAGGED_FIELDS)
+
+
+def parse_offset_commit_v9(r):
+    """-> {(topic, partition): error_code} (response header v1 tagged fields included)."""
+    r.skip_tagged_fields()
+    r.i32()  # throttle_time_ms
+
+    def partition(rr):
+        p, err = rr.i32(), rr.i16()
+        rr.skip_tagged_fields()
+        return p, err
+
+    def topic(rr):
+        name = rr.compact_string()
+        parts = rr.compact_array(partition) or []
+        rr.skip_tagged_fields()
+        return name, parts
+
+    out = {}
+    for name, parts in r.compact_array(topic) or []:
+        for p, err in parts:
+            out[(name, p)] = err
+    r.skip_tagged_fields()
+    assert r.remaining() == 0, "trailing bytes in OffsetCommit v9 response"
+    return out
+
+
+def offset_commit_v9(conn, group_id, member_epoch, member_id, offsets, group_instance_id=None):
+    return parse_offset_commit_v9(conn.request(
+        API_OFFSET_COMMIT, 9,
+        offset_commit_v9_body(group_id, member_epoch, member_id, offsets, group_instance_id),
+        flexible=True))

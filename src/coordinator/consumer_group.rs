@@ -559,23 +559,35 @@ fn uniform(
         })
         .filter(|(_, _, e)| !e.is_empty())
         .collect();
+    // Each member keeps up to `floor` of its previous partitions, and
+    // `extra` of them one more, so that a newcomer still gets its share.
     let subscribed = members.iter().filter(|(_, t)| !t.is_empty()).count().max(1);
-    let quota = all.len().div_ceil(subscribed);
+    let (floor, mut extra) = (all.len() / subscribed, all.len() % subscribed);
     let mut left = Vec::new();
+    let mut second = Vec::new();
     for (t, p, eligible) in &all {
         let keep = eligible
             .iter()
-            .find(|m| previous.get(**m).is_some_and(|a| contains(a, t, *p)) && load[**m] < quota);
+            .find(|m| previous.get(**m).is_some_and(|a| contains(a, t, *p)) && load[**m] < floor);
         match keep {
             Some(m) => {
                 *load.entry(m).or_default() += 1;
-                out.entry(m.to_string())
-                    .or_default()
-                    .entry(*t)
-                    .or_default()
-                    .insert(*p);
+                out.entry(m.to_string()).or_default().entry(*t).or_default().insert(*p);
             }
-            None => left.push((*t, *p, eligible)),
+            None => second.push((*t, *p, eligible)),
+        }
+    }
+    for (t, p, eligible) in second {
+        let keep = eligible.iter().find(|m| {
+            extra > 0 && previous.get(**m).is_some_and(|a| contains(a, &t, p)) && load[**m] == floor
+        });
+        match keep {
+            Some(m) => {
+                extra -= 1;
+                *load.entry(m).or_default() += 1;
+                out.entry(m.to_string()).or_default().entry(t).or_default().insert(p);
+            }
+            None => left.push((t, p, eligible)),
         }
     }
     // The most constrained partitions (fewest subscribers) first, so that
@@ -729,6 +741,31 @@ mod tests {
         assert!(!u["m3"].contains_key(&Uuid::from_u128(2)));
         // Sticky: recomputing with the result as the previous target keeps it.
         assert_eq!(uniform(&members, &topics, &u), u);
+        // A newcomer gets its share; the others keep what they can.
+        let one: TopicsMeta = [("a".to_string(), (Uuid::from_u128(1), 8))].into();
+        let four: Vec<(String, Vec<String>)> = (1..=4)
+            .map(|i| (format!("m{i}"), vec!["a".to_string()]))
+            .collect();
+        let before = uniform(&four, &one, &BTreeMap::new());
+        let mut five = four.clone();
+        five.push(("m5".to_string(), vec!["a".to_string()]));
+        let after = uniform(&five, &one, &before);
+        let sizes: Vec<usize> = five
+            .iter()
+            .map(|(m, _)| after.get(m).map_or(0, count))
+            .collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 8);
+        assert!(sizes.iter().all(|s| (1..=2).contains(s)), "{sizes:?}");
+        let kept: usize = (1..=4)
+            .map(|i| {
+                let m = format!("m{i}");
+                let old: Vec<&i32> = before[&m].values().flatten().collect();
+                after
+                    .get(&m)
+                    .map_or(0, |a| a.values().flatten().filter(|p| old.contains(p)).count())
+            })
+            .sum();
+        assert_eq!(kept, 7);
         let r = range(&members, &topics);
         assert_eq!(r["m1"][&Uuid::from_u128(1)], BTreeSet::from([0, 1]));
         assert_eq!(r["m3"][&Uuid::from_u128(1)], BTreeSet::from([4]));

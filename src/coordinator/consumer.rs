@@ -45,17 +45,21 @@ impl GroupCoordinator {
                 .or_insert_with(|| ConsumerGroup::new(group_id)),
             None => return Err(BrokerError::UnknownMemberId),
         };
-        let before = g.epoch;
-        let answer = g.heartbeat(hb, Instant::now(), limits, topics)?;
-        if g.epoch != before {
+        let before = g.snapshot();
+        let answer = g.heartbeat(hb, Instant::now(), limits, topics);
+        let after = g.snapshot();
+        if after.epoch != before.epoch {
             tracing::info!(
                 group = group_id,
-                epoch = g.epoch,
-                members = g.members.len(),
+                epoch = after.epoch,
+                members = after.members.len(),
                 "consumer group epoch bumped"
             );
         }
-        Ok(answer)
+        if after != before {
+            g.changed = true;
+        }
+        answer
     }
 
     /// A copy of a consumer group (ConsumerGroupDescribe, ListGroups).
@@ -107,7 +111,10 @@ impl GroupCoordinator {
         for g in groups.values_mut() {
             g.tick(now);
         }
-        groups.retain(|id, g| !g.members.is_empty() || self.offsets.has_group(id));
+        let replicated = self.replicated.load(std::sync::atomic::Ordering::Relaxed);
+        groups.retain(|id, g| {
+            !g.members.is_empty() || self.offsets.has_group(id) || (replicated && g.changed)
+        });
     }
 
     /// DeleteGroups on a consumer group: only without members.
@@ -119,6 +126,54 @@ impl GroupCoordinator {
         }
         groups.remove(group_id);
         Some(Ok(()))
+    }
+
+    /// Cluster mode: the consumer groups whose state changed since logged
+    /// (their flags cleared); `only` limits it to one group.
+    pub(super) fn consumer_take_changed(
+        &self,
+        only: Option<&str>,
+    ) -> Vec<(String, super::consumer_group::ConsumerSnapshot)> {
+        let Ok(mut groups) = self.consumer() else {
+            return Vec::new();
+        };
+        groups
+            .iter_mut()
+            .filter(|(id, g)| g.changed && only.is_none_or(|o| o == id.as_str()))
+            .map(|(id, g)| {
+                g.changed = false;
+                (id.clone(), g.snapshot())
+            })
+            .collect()
+    }
+
+    pub(super) fn consumer_mark_changed(&self, group_id: &str) {
+        if let Ok(mut groups) = self.consumer() {
+            if let Some(g) = groups.get_mut(group_id) {
+                g.changed = true;
+            }
+        }
+    }
+
+    /// Cluster mode: consumer groups as the log left them.
+    pub(super) fn consumer_restore(
+        &self,
+        snapshots: Vec<(String, super::consumer_group::ConsumerSnapshot)>,
+        session: impl Fn(&str) -> std::time::Duration,
+    ) {
+        let Ok(mut groups) = self.consumer() else {
+            return;
+        };
+        let now = Instant::now();
+        for (id, snap) in snapshots {
+            if snap.members.is_empty() {
+                groups.remove(&id);
+                continue;
+            }
+            tracing::info!(group = %id, epoch = snap.epoch, members = snap.members.len(), "consumer group resumed from the log");
+            let g = ConsumerGroup::restore(&id, snap, now, session(&id));
+            groups.insert(id, g);
+        }
     }
 
     /// Cluster mode: forgets the consumer groups `which` selects (their

@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{BrokerError, BrokerResult};
@@ -29,7 +30,7 @@ pub type TopicsMeta = BTreeMap<String, (Uuid, i32)>;
 
 pub const ASSIGNORS: [&str; 2] = ["uniform", "range"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemberState {
     Stable,
     /// Asked to revoke partitions; waiting for its heartbeat to drop them.
@@ -115,6 +116,40 @@ pub struct ConsumerGroup {
     metadata: TopicsMeta,
     /// Partitions held (owned or being revoked) → the member holding them.
     owners: HashMap<(Uuid, i32), String>,
+    /// Cluster mode: the state changed since it was last logged.
+    pub changed: bool,
+}
+
+/// What a coordinator logs about a consumer group (cluster mode), so the
+/// next one resumes it: epochs, members with their subscriptions, epochs
+/// and assignments (current, being revoked, reported, target).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerSnapshot {
+    pub epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    pub metadata: TopicsMeta,
+    pub members: Vec<MemberSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSnapshot {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: u64,
+    pub server_assignor: Option<String>,
+    pub topics: Vec<String>,
+    pub regex: Option<String>,
+    pub epoch: i32,
+    pub previous_epoch: i32,
+    pub state: MemberState,
+    pub assigned: Assignment,
+    pub revoking: Assignment,
+    pub reported: Assignment,
+    pub target: Assignment,
 }
 
 /// Kafka's regexes are RE2/J and must match the whole topic name.
@@ -162,7 +197,89 @@ impl ConsumerGroup {
             statics: HashMap::new(),
             metadata: TopicsMeta::new(),
             owners: HashMap::new(),
+            changed: false,
         }
+    }
+
+    pub fn snapshot(&self) -> ConsumerSnapshot {
+        ConsumerSnapshot {
+            epoch: self.epoch,
+            assignment_epoch: self.assignment_epoch,
+            assignor: self.assignor.clone(),
+            metadata: self.metadata.clone(),
+            members: self
+                .members
+                .values()
+                .map(|m| MemberSnapshot {
+                    id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                    server_assignor: m.server_assignor.clone(),
+                    topics: m.topics.clone(),
+                    regex: m.regex.clone(),
+                    epoch: m.epoch,
+                    previous_epoch: m.previous_epoch,
+                    state: m.state,
+                    assigned: m.assigned.clone(),
+                    revoking: m.revoking.clone(),
+                    reported: m.reported.clone(),
+                    target: m.target.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A group as a previous coordinator logged it; its members' sessions
+    /// start now.
+    pub fn restore(id: &str, snap: ConsumerSnapshot, now: Instant, session: Duration) -> Self {
+        let mut g = ConsumerGroup::new(id);
+        g.epoch = snap.epoch;
+        g.assignment_epoch = snap.assignment_epoch;
+        g.assignor = snap.assignor;
+        g.metadata = snap.metadata;
+        for m in snap.members {
+            for (t, ps) in m.assigned.iter().chain(m.revoking.iter()) {
+                for p in ps {
+                    g.owners.insert((*t, *p), m.id.clone());
+                }
+            }
+            if let Some(i) = &m.instance_id {
+                g.statics.insert(i.clone(), m.id.clone());
+            }
+            let matcher = m.regex.as_deref().and_then(|r| compile_regex(r).ok());
+            let rebalance_timeout = Duration::from_millis(m.rebalance_timeout_ms);
+            g.members.insert(
+                m.id.clone(),
+                Member {
+                    id: m.id,
+                    instance_id: m.instance_id,
+                    rack_id: m.rack_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    rebalance_timeout,
+                    server_assignor: m.server_assignor,
+                    topics: m.topics,
+                    regex: m.regex,
+                    matcher,
+                    epoch: m.epoch,
+                    previous_epoch: m.previous_epoch,
+                    state: m.state,
+                    assigned: m.assigned,
+                    revoking: m.revoking,
+                    reported: m.reported,
+                    target: m.target,
+                    session_deadline: now + session,
+                    revoke_deadline: (m.state == MemberState::UnrevokedPartitions)
+                        .then(|| now + rebalance_timeout.max(Duration::from_secs(1))),
+                    // The next answer carries the assignment again.
+                    sent: None,
+                },
+            );
+        }
+        g
     }
 
     /// Kafka's group states: Empty, Assigning (a new epoch's target is not
@@ -518,6 +635,7 @@ impl ConsumerGroup {
         for id in &expired {
             tracing::info!(group = %self.id, member = %id, "consumer group member session expired; removed");
             self.remove(id);
+            self.changed = true;
         }
         !expired.is_empty()
     }
@@ -572,7 +690,11 @@ fn uniform(
         match keep {
             Some(m) => {
                 *load.entry(m).or_default() += 1;
-                out.entry(m.to_string()).or_default().entry(*t).or_default().insert(*p);
+                out.entry(m.to_string())
+                    .or_default()
+                    .entry(*t)
+                    .or_default()
+                    .insert(*p);
             }
             None => second.push((*t, *p, eligible)),
         }
@@ -585,7 +707,11 @@ fn uniform(
             Some(m) => {
                 extra -= 1;
                 *load.entry(m).or_default() += 1;
-                out.entry(m.to_string()).or_default().entry(t).or_default().insert(p);
+                out.entry(m.to_string())
+                    .or_default()
+                    .entry(t)
+                    .or_default()
+                    .insert(p);
             }
             None => left.push((t, p, eligible)),
         }
@@ -717,6 +843,13 @@ mod tests {
             Err(BrokerError::StaleMemberEpoch)
         ));
         g.check_member_epoch("a", 3).unwrap();
+        // Logged and resumed elsewhere: the members carry on with their epochs.
+        let mut r = ConsumerGroup::restore("g", g.snapshot(), t0, Duration::from_secs(45));
+        assert_eq!(r.snapshot(), g.snapshot());
+        let again = r
+            .heartbeat(hb("b", 3, Some(&got)), t0, &limits(), &topics)
+            .unwrap();
+        assert_eq!((again.epoch, again.assignment), (3, Some(got.clone())));
         // B's session expires: A gets everything back.
         assert!(g.tick(t0 + Duration::from_secs(46)) || g.members.len() == 2);
     }
@@ -760,9 +893,9 @@ mod tests {
             .map(|i| {
                 let m = format!("m{i}");
                 let old: Vec<&i32> = before[&m].values().flatten().collect();
-                after
-                    .get(&m)
-                    .map_or(0, |a| a.values().flatten().filter(|p| old.contains(p)).count())
+                after.get(&m).map_or(0, |a| {
+                    a.values().flatten().filter(|p| old.contains(p)).count()
+                })
             })
             .sum();
         assert_eq!(kept, 7);

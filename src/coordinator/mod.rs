@@ -31,6 +31,13 @@ const TICK: Duration = Duration::from_millis(100);
 /// How often expired offsets of member-less groups are looked for.
 pub const EXPIRY_CHECK: Duration = Duration::from_secs(60);
 
+/// A group's state as logged in `__consumer_offsets` (cluster mode).
+#[derive(Debug, Clone)]
+pub enum LoggedGroup {
+    Classic(group::GroupSnapshot),
+    Consumer(consumer_group::ConsumerSnapshot),
+}
+
 /// What DescribeGroups and ListGroups report about a group.
 pub struct GroupSummary {
     pub id: String,
@@ -168,21 +175,28 @@ impl GroupCoordinator {
         }
     }
 
-    /// Cluster mode: the groups whose state the log must keep now, with
-    /// that state (their flags cleared); `only` limits it to one group.
-    pub fn take_changed(&self, only: Option<&str>) -> Vec<(String, group::GroupSnapshot)> {
-        let Ok(mut groups) = self.lock() else {
-            return Vec::new();
+    /// Cluster mode: the groups (of either protocol) whose state the log
+    /// must keep now, with that state (their flags cleared); `only` limits
+    /// it to one group.
+    pub fn take_changed(&self, only: Option<&str>) -> Vec<(String, LoggedGroup)> {
+        let mut out: Vec<(String, LoggedGroup)> = match self.lock() {
+            Ok(mut groups) => groups
+                .iter_mut()
+                .filter(|(id, g)| g.changed && only.is_none_or(|o| o == id.as_str()))
+                .filter_map(|(id, g)| {
+                    let snap = g.snapshot()?;
+                    g.changed = false;
+                    Some((id.clone(), LoggedGroup::Classic(snap)))
+                })
+                .collect(),
+            Err(_) => Vec::new(),
         };
-        groups
-            .iter_mut()
-            .filter(|(id, g)| g.changed && only.is_none_or(|o| o == id.as_str()))
-            .filter_map(|(id, g)| {
-                let snap = g.snapshot()?;
-                g.changed = false;
-                Some((id.clone(), snap))
-            })
-            .collect()
+        out.extend(
+            self.consumer_take_changed(only)
+                .into_iter()
+                .map(|(id, s)| (id, LoggedGroup::Consumer(s))),
+        );
+        out
     }
 
     /// The group's state must be logged again (an attempt failed).
@@ -192,13 +206,27 @@ impl GroupCoordinator {
                 g.changed = true;
             }
         }
+        self.consumer_mark_changed(group_id);
     }
 
     /// Cluster mode: groups as the log left them, on loading their partition.
-    pub fn restore(&self, snapshots: Vec<(String, group::GroupSnapshot)>) {
+    pub fn restore(
+        &self,
+        snapshots: Vec<(String, LoggedGroup)>,
+        session: impl Fn(&str) -> Duration,
+    ) {
+        let mut consumer = Vec::new();
+        let mut classic = Vec::new();
+        for (id, s) in snapshots {
+            match s {
+                LoggedGroup::Classic(s) => classic.push((id, s)),
+                LoggedGroup::Consumer(s) => consumer.push((id, s)),
+            }
+        }
+        self.consumer_restore(consumer, session);
         let Ok(mut groups) = self.lock() else { return };
         let now = Instant::now();
-        for (id, snap) in snapshots {
+        for (id, snap) in classic {
             if snap.members.is_empty() {
                 groups.remove(&id);
                 continue;

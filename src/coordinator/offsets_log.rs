@@ -24,9 +24,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::group::GroupSnapshot;
 use super::internal_topic::{self, InternalTopic, Spec};
 use super::offsets::Committed;
+use super::LoggedGroup;
 use crate::broker::Broker;
 use crate::config::ServerConfig;
 use crate::error::{BrokerError, BrokerResult};
@@ -36,8 +36,10 @@ pub const TOPIC: &str = "__consumer_offsets";
 const KEY_VERSION: i16 = 1;
 const VALUE_VERSION: i16 = 3;
 const GROUP_KEY_VERSION: i16 = 2;
-/// Kafka's group metadata values are versions 0–4; this layout is not theirs.
+/// Kafka's group metadata values are versions 0–4; these layouts are not
+/// theirs: a classic group's, and a consumer (KIP-848) group's.
 const GROUP_VALUE_VERSION: i16 = 1000;
+const CONSUMER_GROUP_VALUE_VERSION: i16 = 1001;
 
 fn spec(c: &ServerConfig) -> Spec {
     Spec {
@@ -109,20 +111,27 @@ fn decode_group_key(mut b: &[u8]) -> Option<String> {
     get_str(&mut b)
 }
 
-fn encode_group_value(snap: &GroupSnapshot) -> BrokerResult<Bytes> {
-    let json = serde_json::to_vec(snap)
-        .map_err(|e| BrokerError::Storage(format!("cannot encode group state: {e}")))?;
+fn encode_group_value(snap: &LoggedGroup) -> BrokerResult<Bytes> {
+    let (version, json) = match snap {
+        LoggedGroup::Classic(s) => (GROUP_VALUE_VERSION, serde_json::to_vec(s)),
+        LoggedGroup::Consumer(s) => (CONSUMER_GROUP_VALUE_VERSION, serde_json::to_vec(s)),
+    };
+    let json = json.map_err(|e| BrokerError::Storage(format!("cannot encode group state: {e}")))?;
     let mut b = BytesMut::with_capacity(2 + json.len());
-    b.put_i16(GROUP_VALUE_VERSION);
+    b.put_i16(version);
     b.put_slice(&json);
     Ok(b.freeze())
 }
 
-fn decode_group_value(mut b: &[u8]) -> Option<GroupSnapshot> {
-    if b.len() < 2 || b.get_i16() != GROUP_VALUE_VERSION {
+fn decode_group_value(mut b: &[u8]) -> Option<LoggedGroup> {
+    if b.len() < 2 {
         return None;
     }
-    serde_json::from_slice(b).ok()
+    match b.get_i16() {
+        GROUP_VALUE_VERSION => serde_json::from_slice(b).ok().map(LoggedGroup::Classic),
+        CONSUMER_GROUP_VALUE_VERSION => serde_json::from_slice(b).ok().map(LoggedGroup::Consumer),
+        _ => None,
+    }
 }
 
 /// Logs the groups whose state changed (all of them, or only `only`).
@@ -447,7 +456,7 @@ fn replay(b: &Broker, partition: i32) -> BrokerResult<usize> {
     let n = OFFSETS.partitions(b);
     let mut state: BTreeMap<Key, Option<Committed>> = BTreeMap::new();
     let mut open: HashMap<i64, Vec<(Key, Option<Committed>)>> = HashMap::new();
-    let mut groups: BTreeMap<String, Option<GroupSnapshot>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Option<LoggedGroup>> = BTreeMap::new();
     let mut count = 0;
     OFFSETS.for_each_batch(b, partition, |h, batch| {
         if h.is_control() {
@@ -479,11 +488,21 @@ fn replay(b: &Broker, partition: i32) -> BrokerResult<usize> {
     b.groups
         .offsets
         .replace_groups(|g| partition_for(g, n) == partition, state)?;
+    let broker = b.broker_configs.layers().merged.clone();
     b.groups.restore(
         groups
             .into_iter()
             .filter_map(|(g, snap)| snap.map(|s| (g, s)))
             .collect(),
+        |g| {
+            let ms = crate::config::group::effective_i64(
+                "consumer.session.timeout.ms",
+                &b.group_configs.get(g),
+                &broker,
+            )
+            .unwrap_or(45_000);
+            std::time::Duration::from_millis(ms.max(1) as u64)
+        },
     );
     for (pid, pending) in open {
         b.groups.txn_offsets.add(

@@ -25,7 +25,13 @@ pub async fn handle(
     let b = &ctx.broker;
     let group = req.group_id.0.to_string();
     let (limits, interval) = settings(ctx, &group);
-    match heartbeat(ctx, &group, req, &limits) {
+    let answer = heartbeat(ctx, &group, req, &limits);
+    if !b.cluster.is_standalone() {
+        // The group's new state is on the in-sync replicas before the member
+        // hears of it, so a new coordinator resumes from it.
+        crate::coordinator::offsets_log::log_groups(b, Some(&group)).await;
+    }
+    match answer {
         Ok(a) => ConsumerGroupHeartbeatResponse::default()
             .with_member_id(Some(sb(a.member_id)))
             .with_member_epoch(a.epoch)

@@ -269,22 +269,47 @@ fn groups(b: &Broker, r: &Registry) -> Result<(), prometheus::Error> {
         "1 for the group's current state",
         &["consumergroup", "state"],
     )?;
+    let kind = gauge_vec(
+        r,
+        "runnel_consumergroup_type",
+        "1 for the group's protocol type (classic, consumer)",
+        &["consumergroup", "type"],
+    )?;
     let Ok(list) = b.groups.list() else {
         return Ok(());
     };
-    for g in list {
+    // (id, members, state, type): classic groups and KIP-848 consumer groups.
+    let consumer: Vec<(String, usize, &'static str)> = b
+        .groups
+        .consumer_groups()
+        .into_iter()
+        .filter_map(|(id, state)| {
+            let n = b.groups.consumer_group(&id)?.members.len();
+            Some((id, n, state))
+        })
+        .collect();
+    let classic: Vec<_> = list
+        .into_iter()
+        .filter(|g| !consumer.iter().any(|(id, ..)| *id == g.id))
+        .map(|g| (g.id, g.members.len(), g.state, "classic"))
+        .collect();
+    let all = classic.into_iter().chain(
+        consumer
+            .into_iter()
+            .map(|(id, n, s)| (id, n, s, "consumer")),
+    );
+    for (id, n, group_state, group_type) in all {
         // In a cluster, the groups this broker coordinates (the others' lag
         // is reported by their coordinators).
-        if crate::coordinator::offsets_log::check(b, &g.id).is_err() {
+        if crate::coordinator::offsets_log::check(b, &id).is_err() {
             continue;
         }
-        members
-            .with_label_values(&[&g.id])
-            .set(g.members.len() as i64);
-        state.with_label_values(&[&g.id, g.state]).set(1);
-        for (topic, partition, c) in b.groups.offsets.all(&g.id) {
+        members.with_label_values(&[&id]).set(n as i64);
+        state.with_label_values(&[&id, group_state]).set(1);
+        kind.with_label_values(&[&id, group_type]).set(1);
+        for (topic, partition, c) in b.groups.offsets.all(&id) {
             let idx = partition.to_string();
-            let l = [g.id.as_str(), topic.as_str(), idx.as_str()];
+            let l = [id.as_str(), topic.as_str(), idx.as_str()];
             current.with_label_values(&l).set(c.offset);
             let hw = b
                 .catalog

@@ -144,6 +144,7 @@ class Member:
         self.closed_at = None
         self._stop = threading.Event()
         self._close = True
+        self._calls = collections.deque()   # work for the polling thread: (fn, done, box)
         self.c.subscribe(list(topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
                          on_lost=self._on_lost)
         self.thread = threading.Thread(target=self._run, name="member-" + name, daemon=True)
@@ -184,6 +185,13 @@ class Member:
     def _run(self):
         try:
             while not self._stop.is_set():
+                while self._calls:
+                    fn, done, box = self._calls.popleft()
+                    try:
+                        box.append((True, fn(self.c)))
+                    except Exception as e:   # noqa: BLE001 - handed to the caller
+                        box.append((False, e))
+                    done.set()
                 msgs = self.c.consume(num_messages=500, timeout=0.1)
                 now = time.monotonic()
                 got = []
@@ -203,6 +211,17 @@ class Member:
             if self._close:
                 self.c.close()
                 self.closed_at = time.monotonic()
+
+    def call(self, fn, timeout=30):
+        """Runs fn(consumer) on the polling thread (a consumer is used by one
+        thread only) and returns its result, or raises what it raised."""
+        done, box = threading.Event(), []
+        self._calls.append((fn, done, box))
+        assert done.wait(timeout), "%s: call not run within %ss" % (self.name, timeout)
+        ok, v = box[0]
+        if not ok:
+            raise v
+        return v
 
     def current(self):
         with self.lock:
@@ -414,6 +433,12 @@ def overlaps(intervals):
     return found
 
 
+def stale_only(commit_error):
+    err, parts = commit_error
+    return (err is not None and err.code() == KafkaError.STALE_MEMBER_EPOCH
+            and all(e.code() == KafkaError.STALE_MEMBER_EPOCH for _, _, e in parts))
+
+
 def test_partition_ownership_never_overlaps(kb, admin):
     topic = create_topic(admin, unique_topic("cp-own"), partitions=6)
     group = unique_group("own")
@@ -511,9 +536,14 @@ def test_partition_ownership_never_overlaps(kb, admin):
         dups = {k: c for k, c in seen.items() if c > 1}
         assert all(p in moved for p, _ in dups), \
             "duplicates on partitions that never moved: %s (moved %s)" % (dups, moved)
+        # Synchronous commits in on_revoke (the member's epoch is unchanged
+        # while it revokes) all succeed; an asynchronous per-batch commit may
+        # race with a heartbeat that moves the member to a new epoch
+        # (STALE_MEMBER_EPOCH, retriable), but fails for no other reason.
         for m in everyone:
             assert not m.errors, "%s: %s" % (m.name, m.errors)
-            assert not m.commit_errors, "%s: %s" % (m.name, m.commit_errors)
+            bad = [e for e in m.commit_errors if isinstance(e[0], str) or not stale_only(e)]
+            assert not bad, "%s: %s" % (m.name, bad)
     finally:
         stop_producing.set()
         if pt.is_alive():
@@ -680,7 +710,7 @@ def test_committed_offsets_resume_after_all_members_close(kb, admin):
         want = {(topic, p): 3 + p for p in range(4)}
         for m in members:
             offs = [TopicPartition(t, p, want[(t, p)]) for (t, p) in sorted(m.current())]
-            res = m.c.commit(offsets=offs, asynchronous=False)
+            res = m.call(lambda c, offs=offs: c.commit(offsets=offs, asynchronous=False))
             assert all(tp.error is None for tp in res), res
         assert committed(admin, group) == want
 
@@ -731,6 +761,7 @@ def test_static_member_returns_to_its_partitions(kb, admin):
         # is not disturbed meanwhile.
         a.stop()
         t_left = time.monotonic()
+        time.sleep(2.0)   # a restart: several heartbeat intervals, well within the session
         a2 = Member(kb.bootstrap, group, [topic], "st-a2", **{"group.instance.id": inst_a})
         wait_settled(admin, group, [a2, b], topic, 4, [2, 2])
         assert a2.current() == pa, "returning static member got %s, had %s" % (

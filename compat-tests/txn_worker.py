@@ -11,7 +11,8 @@ import threading
 import time
 import traceback
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
+                             TopicPartition)
 
 from cluster_harness import wait_until
 
@@ -111,12 +112,40 @@ class TransformWorker:
         self._count("new_consumers")
         return c
 
+    # librdkafka 2.16 can leave a transactional call blocked past its own
+    # timeout when the coordinator it had cached died (seen with
+    # send_offsets_to_transaction under load). An application cannot wait
+    # forever: a call that has not returned by then counts as fatal, and the
+    # producer is replaced (its successor fences it and ends what it left).
+    CALL_WATCHDOG_S = 45
+
+    def _watched(self, what, fn):
+        box = {}
+
+        def run():
+            try:
+                box["ok"] = fn()
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                box["err"] = e
+        t = threading.Thread(target=run, name="txn-call-" + what, daemon=True)
+        t.start()
+        t.join(self.CALL_WATCHDOG_S)
+        if t.is_alive():
+            self._note(what + " (stuck in the client)", "watchdog")
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT,
+                                            "%s did not return in %d s" % (
+                                                what, self.CALL_WATCHDOG_S),
+                                            fatal=True))
+        if "err" in box:
+            raise box["err"]
+        return box.get("ok")
+
     def _retrying(self, what, fn, deadline):
         """fn(), again after retriable errors (as librdkafka's transactional
         API allows) until `deadline`."""
         while True:
             try:
-                return fn()
+                return self._watched(what, fn)
             except KafkaException as e:
                 err = e.args[0]
                 if (err.fatal() or err.txn_requires_abort() or not err.retriable()

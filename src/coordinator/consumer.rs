@@ -43,7 +43,8 @@ impl GroupCoordinator {
             None if joining => groups
                 .entry(group_id.to_string())
                 .or_insert_with(|| ConsumerGroup::new(group_id)),
-            None => return Err(BrokerError::UnknownMemberId),
+            // Only a join creates a group (as Kafka).
+            None => return Err(BrokerError::GroupIdNotFound),
         };
         let before = g.snapshot();
         let answer = g.heartbeat(hb, Instant::now(), limits, topics);

@@ -65,6 +65,8 @@ pub struct Member {
     revoke_deadline: Option<Instant>,
     /// The assignment last sent: answers carry it only when it changed.
     sent: Option<Assignment>,
+    /// A static member that left (epoch -2), held until its session expires.
+    left: bool,
 }
 
 impl Member {
@@ -150,6 +152,8 @@ pub struct MemberSnapshot {
     pub revoking: Assignment,
     pub reported: Assignment,
     pub target: Assignment,
+    #[serde(default)]
+    pub left: bool,
 }
 
 /// Kafka's regexes are RE2/J and must match the whole topic name.
@@ -227,6 +231,7 @@ impl ConsumerGroup {
                     revoking: m.revoking.clone(),
                     reported: m.reported.clone(),
                     target: m.target.clone(),
+                    left: m.left,
                 })
                 .collect(),
         }
@@ -276,6 +281,7 @@ impl ConsumerGroup {
                         .then(|| now + rebalance_timeout.max(Duration::from_secs(1))),
                     // The next answer carries the assignment again.
                     sent: None,
+                    left: m.left,
                 },
             );
         }
@@ -289,11 +295,9 @@ impl ConsumerGroup {
             "Empty"
         } else if self.epoch > self.assignment_epoch {
             "Assigning"
-        } else if self
-            .members
-            .values()
-            .any(|m| m.epoch != self.assignment_epoch || m.state != MemberState::Stable)
-        {
+        } else if self.members.values().any(|m| {
+            !m.left && (m.epoch != self.assignment_epoch || m.state != MemberState::Stable)
+        }) {
             "Reconciling"
         } else {
             "Stable"
@@ -322,10 +326,19 @@ impl ConsumerGroup {
         let mut resend = false;
         let id = match hb.epoch {
             -1 | -2 => {
-                if !self.members.contains_key(&hb.member_id) {
+                let Some(m) = self.members.get_mut(&hb.member_id) else {
                     return Err(BrokerError::UnknownMemberId);
+                };
+                if hb.epoch == -2 && m.instance_id.is_some() {
+                    // A static member stepping away keeps its partitions
+                    // until its session expires: back in time (a join with
+                    // the same instance id), it takes them up again and
+                    // nobody rebalances.
+                    m.left = true;
+                    tracing::info!(group = %self.id, member = %hb.member_id, "static member left; its partitions wait for it until its session expires");
+                } else {
+                    self.remove(&hb.member_id);
                 }
-                self.remove(&hb.member_id);
                 return Ok(HeartbeatAnswer {
                     member_id: hb.member_id,
                     epoch: hb.epoch,
@@ -337,6 +350,7 @@ impl ConsumerGroup {
                 let m = self
                     .members
                     .get(&hb.member_id)
+                    .filter(|m| !m.left)
                     .ok_or(BrokerError::UnknownMemberId)?;
                 if e != m.epoch {
                     // A member that missed our last answer retries with its
@@ -472,6 +486,7 @@ impl ConsumerGroup {
             session_deadline: now + limits.session_timeout,
             revoke_deadline: None,
             sent: None,
+            left: false,
         };
         let same_subscription = previous
             .as_ref()
@@ -852,6 +867,45 @@ mod tests {
         assert_eq!((again.epoch, again.assignment), (3, Some(got.clone())));
         // B's session expires: A gets everything back.
         assert!(g.tick(t0 + Duration::from_secs(46)) || g.members.len() == 2);
+    }
+
+    #[test]
+    fn a_static_member_that_steps_away_keeps_its_partitions() {
+        let tid = Uuid::from_u128(9);
+        let topics: TopicsMeta = [("t".to_string(), (tid, 4))].into();
+        let t0 = Instant::now();
+        let mut g = ConsumerGroup::new("g");
+        let join = |id: &str, inst: &str| Heartbeat {
+            instance_id: Some(inst.to_string()),
+            ..hb(id, 0, None)
+        };
+        let a = g
+            .heartbeat(join("a", "s-a"), t0, &limits(), &topics)
+            .unwrap();
+        let a_all = a.assignment.clone().unwrap();
+        let a2 = g
+            .heartbeat(hb("a", a.epoch, Some(&a_all)), t0, &limits(), &topics)
+            .unwrap();
+        assert_eq!(a2.epoch, a.epoch);
+        // Epoch -2: held, not removed; its old id is refused from now on.
+        let left = g
+            .heartbeat(hb("a", -2, None), t0, &limits(), &topics)
+            .unwrap();
+        assert_eq!(left.epoch, -2);
+        assert!(matches!(
+            g.heartbeat(hb("a", a.epoch, None), t0, &limits(), &topics),
+            Err(BrokerError::UnknownMemberId)
+        ));
+        let epoch = g.epoch;
+        // Back under a new member id with the same instance id: same partitions, same epoch.
+        let back = g
+            .heartbeat(join("a-again", "s-a"), t0, &limits(), &topics)
+            .unwrap();
+        assert_eq!((back.epoch, back.assignment), (a.epoch, Some(a_all)));
+        assert_eq!(g.epoch, epoch);
+        assert!(!g.members.contains_key("a"));
+        // An unknown group id (no such member anywhere) is for the caller to refuse.
+        assert_eq!(g.state(), "Stable");
     }
 
     #[test]

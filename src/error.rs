@@ -139,6 +139,8 @@ pub enum BrokerError {
     ReplicaNotAvailable,
     #[error("{0}")]
     UnsupportedVersion(String),
+    #[error("{0}")]
+    TransactionCoordinatorFenced(String),
     #[error("The member epoch is fenced by the group coordinator; the member must rejoin")]
     FencedMemberEpoch,
     #[error("The member epoch is stale; retry after the next heartbeat")]
@@ -226,6 +228,7 @@ impl BrokerError {
             NotCoordinator => ResponseError::NotCoordinator,
             CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
             UnsupportedVersion(_) => ResponseError::UnsupportedVersion,
+            TransactionCoordinatorFenced(_) => ResponseError::TransactionCoordinatorFenced,
             FencedMemberEpoch => ResponseError::FencedMemberEpoch,
             StaleMemberEpoch => ResponseError::StaleMemberEpoch,
             UnsupportedAssignor(_) => ResponseError::UnsupportedAssignor,

@@ -8,7 +8,9 @@
 //!   part of the ongoing transaction (KIP-890, `verify`).
 //!
 //! A marker closes the writer's gate of its partition for the producer
-//! before it is queued, so no batch of the ended transaction lands after it.
+//! before it is queued, so no batch of the ended transaction lands after it,
+//! and is refused (TRANSACTION_COORDINATOR_FENCED) when a coordinator of a
+//! newer epoch already wrote one for the producer there.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -67,6 +69,12 @@ pub async fn apply_local(
             .and_then(|t| t.partition(*index).cloned())
             .ok_or(BrokerError::UnknownTopicOrPartition)
             .and_then(|p| b.replicas.check_leader(topic, *index, -1).map(|()| p))
+            .and_then(|p| {
+                b.txns
+                    .active()
+                    .check_marker_epoch(m.producer_id, p.uid, m.coordinator_epoch)
+                    .map(|()| p)
+            })
             .and_then(|p| {
                 control_batch(m.producer_id, m.epoch, m.commit, m.coordinator_epoch, now)
                     .map(|marker| (p, marker))

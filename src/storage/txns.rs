@@ -176,6 +176,11 @@ pub struct TxnGate {
 #[derive(Debug, Default)]
 pub struct ActiveTxns {
     gates: Mutex<HashMap<i64, TxnGate>>,
+    /// Cluster mode, on a partition leader: the highest coordinator epoch
+    /// a marker of (producer, partition uid) came with, so a deposed
+    /// coordinator's late marker is refused (in memory: a new leader starts
+    /// afresh, as the window it guards is a coordinator change).
+    marker_epochs: Mutex<HashMap<(i64, u64), i32>>,
 }
 
 impl ActiveTxns {
@@ -213,6 +218,32 @@ impl ActiveTxns {
     /// True if a transactional batch of the producer at `epoch` may go to `uid`.
     pub fn admits(&self, producer_id: i64, epoch: i16, uid: u64) -> bool {
         self.verify(producer_id, epoch, uid).is_ok()
+    }
+
+    /// A marker from a coordinator at `coordinator_epoch`: refused when a
+    /// newer coordinator already wrote one for this producer here.
+    pub fn check_marker_epoch(
+        &self,
+        producer_id: i64,
+        uid: u64,
+        coordinator_epoch: i32,
+    ) -> BrokerResult<()> {
+        let mut epochs = self
+            .marker_epochs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seen = epochs
+            .entry((producer_id, uid))
+            .or_insert(coordinator_epoch);
+        if coordinator_epoch < *seen {
+            return Err(BrokerError::TransactionCoordinatorFenced(format!(
+                "A marker of producer {producer_id} from coordinator epoch {coordinator_epoch}; \
+                 epoch {} already wrote here",
+                *seen
+            )));
+        }
+        *seen = coordinator_epoch;
+        Ok(())
     }
 
     /// A marker is about to be written to partition `uid`: no batch of the
@@ -385,6 +416,21 @@ mod tests {
         assert!(t.aborted().is_empty());
         t.undo(opened);
         assert_eq!(t.lso(9), 9);
+    }
+
+    #[test]
+    fn markers_from_a_deposed_coordinator_are_fenced() {
+        let a = ActiveTxns::default();
+        a.check_marker_epoch(7, 1, 3).unwrap();
+        a.check_marker_epoch(7, 1, 3).unwrap();
+        a.check_marker_epoch(7, 1, 5).unwrap();
+        assert!(matches!(
+            a.check_marker_epoch(7, 1, 4),
+            Err(BrokerError::TransactionCoordinatorFenced(_))
+        ));
+        // Other partitions and producers are tracked apart.
+        a.check_marker_epoch(7, 2, 0).unwrap();
+        a.check_marker_epoch(8, 1, 0).unwrap();
     }
 
     #[test]

@@ -113,6 +113,18 @@ pub struct PendingOffset {
     pub commit_ms: i64,
 }
 
+impl PendingOffset {
+    /// The commit it becomes when its transaction commits.
+    pub fn committed(&self) -> Committed {
+        Committed {
+            offset: self.offset,
+            leader_epoch: self.leader_epoch,
+            metadata: self.metadata.clone(),
+            commit_ms: self.commit_ms,
+        }
+    }
+}
+
 /// Everything known about one transactional id (persisted as JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnMeta {
@@ -798,12 +810,7 @@ impl TxnCoordinator {
                 by_group.entry(&o.group).or_default().push((
                     o.topic.clone(),
                     o.partition,
-                    Committed {
-                        offset: o.offset,
-                        leader_epoch: o.leader_epoch,
-                        metadata: o.metadata.clone(),
-                        commit_ms: o.commit_ms,
-                    },
+                    o.committed(),
                 ));
             }
             for (group, commits) in by_group {

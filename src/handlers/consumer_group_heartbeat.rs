@@ -143,9 +143,10 @@ fn topics_meta(ctx: &RequestContext) -> TopicsMeta {
 fn settings(ctx: &RequestContext, group: &str) -> (Limits, i32) {
     let b = &ctx.broker;
     let overrides = b.group_configs.get(group);
-    let broker = b.broker_configs.layers().merged.clone();
+    let layers = b.broker_configs.layers();
+    let broker = &layers.merged;
     let ms = |k: &str, d: i64| {
-        crate::config::group::effective_i64(k, &overrides, &broker)
+        crate::config::group::effective_i64(k, &overrides, broker)
             .unwrap_or(d)
             .max(1)
     };

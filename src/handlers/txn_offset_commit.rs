@@ -153,19 +153,8 @@ async fn in_cluster(
         }
     }
     let commits = offsets
-        .into_iter()
-        .map(|o| {
-            (
-                o.topic,
-                o.partition,
-                crate::coordinator::offsets::Committed {
-                    offset: o.offset,
-                    leader_epoch: o.leader_epoch,
-                    metadata: o.metadata,
-                    commit_ms: o.commit_ms,
-                },
-            )
-        })
+        .iter()
+        .map(|o| (o.topic.clone(), o.partition, o.committed()))
         .collect();
     offsets_log::append_txn(
         b,

@@ -50,6 +50,8 @@ pub struct Broker {
     pub producer_ids: crate::cluster::producer_ids::ProducerIds,
     /// Each group's config overrides (the GROUP config resource).
     pub group_configs: crate::coordinator::group_configs::GroupConfigStore,
+    /// Share groups' record states and share sessions (KIP-932).
+    pub shares: crate::share::ShareStates,
 }
 
 impl Broker {
@@ -134,6 +136,16 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         },
         Duration::from_secs(config.offsets_retention_minutes.saturating_mul(60)),
     ));
+    let shares = crate::share::ShareStates::load(
+        store.clone(),
+        sync,
+        config
+            .raw
+            .get("group.share.max.share.sessions")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(crate::share::DEFAULT_MAX_SESSIONS),
+    )
+    .map_err(|e| format!("cannot load share group state: {e}"))?;
     let quotas =
         QuotaStore::load(store.clone()).map_err(|e| format!("cannot load client quotas: {e}"))?;
     let group_configs = crate::coordinator::group_configs::GroupConfigStore::load(store.clone())
@@ -210,6 +222,7 @@ pub fn run(config: ServerConfig) -> Result<(), String> {
         replicas,
         producer_ids: Default::default(),
         group_configs,
+        shares,
     });
     // Transactions caught mid-commit or mid-abort complete before clients
     // are served.

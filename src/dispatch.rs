@@ -650,6 +650,49 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             ConsumerGroupDescribeRequest,
             consumer_group_describe::handle
         ),
+        ApiKey::ShareGroupHeartbeat => call!(
+            ctx,
+            cid,
+            body,
+            ShareGroupHeartbeatRequest,
+            share_group_heartbeat::handle
+        ),
+        ApiKey::ShareGroupDescribe => call!(
+            ctx,
+            cid,
+            body,
+            ShareGroupDescribeRequest,
+            share_group_describe::handle
+        ),
+        ApiKey::ShareFetch => call!(ctx, cid, body, ShareFetchRequest, share_fetch::handle),
+        ApiKey::ShareAcknowledge => call!(
+            ctx,
+            cid,
+            body,
+            ShareAcknowledgeRequest,
+            share_acknowledge::handle
+        ),
+        ApiKey::DescribeShareGroupOffsets => call!(
+            ctx,
+            cid,
+            body,
+            DescribeShareGroupOffsetsRequest,
+            share_group_offsets::describe
+        ),
+        ApiKey::AlterShareGroupOffsets => call!(
+            ctx,
+            cid,
+            body,
+            AlterShareGroupOffsetsRequest,
+            share_group_offsets::alter
+        ),
+        ApiKey::DeleteShareGroupOffsets => call!(
+            ctx,
+            cid,
+            body,
+            DeleteShareGroupOffsetsRequest,
+            share_group_offsets::delete
+        ),
         ApiKey::ListConfigResources => call!(
             ctx,
             cid,

@@ -71,6 +71,14 @@ pub enum BrokerError {
     NonEmptyGroup,
     #[error("The group id does not exist")]
     GroupIdNotFound,
+    #[error("{0}")]
+    InvalidRecordState(String),
+    #[error("The share session was not found")]
+    ShareSessionNotFound,
+    #[error("{0}")]
+    InvalidShareSessionEpoch(String),
+    #[error("The limit of share sessions has been reached")]
+    ShareSessionLimitReached,
     #[error("The consumer group is actively subscribed to the topic")]
     GroupSubscribedToTopic,
     #[error("The coordinator is not available")]
@@ -193,6 +201,10 @@ impl BrokerError {
             InvalidGroupId => ResponseError::InvalidGroupId,
             NonEmptyGroup => ResponseError::NonEmptyGroup,
             GroupIdNotFound => ResponseError::GroupIdNotFound,
+            InvalidRecordState(_) => ResponseError::InvalidRecordState,
+            ShareSessionNotFound => ResponseError::ShareSessionNotFound,
+            InvalidShareSessionEpoch(_) => ResponseError::InvalidShareSessionEpoch,
+            ShareSessionLimitReached => ResponseError::ShareSessionLimitReached,
             GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
             CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
             OffsetMetadataTooLarge(_) => ResponseError::OffsetMetadataTooLarge,

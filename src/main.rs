@@ -18,6 +18,7 @@ mod quotas;
 mod records;
 mod replication;
 mod security;
+mod share;
 mod startup;
 mod storage;
 mod types;

@@ -206,6 +206,7 @@ pub fn spawn_coordinator_loading(broker: &Arc<Broker>) {
 pub fn spawn_background(broker: &Arc<Broker>) {
     let c = &broker.config;
     broker.groups.spawn_ticker();
+    spawn_share_ticker(broker);
     crate::coordinator::txn::spawn(
         Arc::downgrade(broker),
         Duration::from_millis(c.transaction_abort_check_interval_ms),
@@ -251,4 +252,30 @@ pub fn spawn_background(broker: &Arc<Broker>) {
         "producer expiry",
         |b: &Broker| producer_expiry::pass(&b.catalog, b.config.producer_id_expiration_ms),
     );
+}
+
+/// Share groups: ends acquisition locks that ran out, persists what
+/// acquisitions changed, gives back the records of members whose session
+/// expired, and drops the state of deleted topics.
+fn spawn_share_ticker(broker: &Arc<Broker>) {
+    let weak = Arc::downgrade(broker);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let Some(b) = weak.upgrade() else { break };
+            let layers = b.broker_configs.layers();
+            let limits_of = |g: &str| crate::share::limits(&layers.merged, &b.group_configs.get(g));
+            for (group, member) in b.groups.take_share_departed() {
+                let closed = b.shares.sessions.close(&group, &member);
+                tracing::debug!(group = %group, member = %member, had_session = closed.is_some(), "releasing an expired share member's records");
+                b.shares
+                    .release_member(&group, &member, None, &limits_of(&group));
+            }
+            b.shares.tick(std::time::Instant::now(), limits_of, |id| {
+                b.catalog.get_by_id(id).is_some()
+            });
+        }
+    });
 }

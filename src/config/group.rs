@@ -137,34 +137,39 @@ pub fn effective_i64(
 }
 
 fn valid_duration(s: &str) -> bool {
-    // ISO 8601 as Java's Duration.parse reads it: PnDTnHnMn.nS, at least
-    // one part; Kafka refuses negative durations.
-    let Some(rest) = s.strip_prefix('P') else {
-        return false;
-    };
+    parse_duration(s).is_some()
+}
+
+/// An ISO 8601 duration as Java's Duration.parse reads it (PnDTnHnMn.nS,
+/// at least one part); Kafka refuses negative durations.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let rest = s.strip_prefix('P')?;
     let mut seen_any = false;
     let mut in_time = false;
     let mut num = String::new();
+    let mut total = 0f64;
     for c in rest.chars() {
-        match c {
-            '0'..='9' | '.' => num.push(c),
-            'T' if !in_time && num.is_empty() => in_time = true,
-            'D' if !in_time && !num.is_empty() && !num.contains('.') => {
-                num.clear();
-                seen_any = true;
+        let unit = match c {
+            '0'..='9' | '.' => {
+                num.push(c);
+                continue;
             }
-            'H' | 'M' if in_time && !num.is_empty() && !num.contains('.') => {
-                num.clear();
-                seen_any = true;
+            'T' if !in_time && num.is_empty() => {
+                in_time = true;
+                continue;
             }
-            'S' if in_time && !num.is_empty() => {
-                num.clear();
-                seen_any = true;
-            }
-            _ => return false,
-        }
+            'D' if !in_time && !num.is_empty() && !num.contains('.') => 86_400.0,
+            'H' if in_time && !num.is_empty() && !num.contains('.') => 3_600.0,
+            'M' if in_time && !num.is_empty() && !num.contains('.') => 60.0,
+            'S' if in_time && !num.is_empty() => 1.0,
+            _ => return None,
+        };
+        total += num.parse::<f64>().ok()? * unit;
+        num.clear();
+        seen_any = true;
     }
-    seen_any && num.is_empty()
+    (seen_any && num.is_empty() && total.is_finite())
+        .then(|| std::time::Duration::from_secs_f64(total.min(1e15)))
 }
 
 /// Validates a group's whole new set of overrides against the broker's

@@ -27,6 +27,9 @@ impl GroupCoordinator {
         limits: &Limits,
         topics: &TopicsMeta,
     ) -> BrokerResult<HeartbeatAnswer> {
+        if self.is_share_group(group_id) {
+            return Err(BrokerError::GroupIdNotFound);
+        }
         {
             let mut classic = self.lock()?;
             if let Some(g) = classic.get(group_id) {

@@ -12,6 +12,8 @@ pub mod group_configs;
 pub mod internal_topic;
 pub mod offsets;
 pub mod offsets_log;
+mod share;
+pub mod share_group;
 pub mod txn;
 pub mod txn_log;
 pub mod txn_markers;
@@ -60,6 +62,10 @@ pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
     /// KIP-848 consumer groups (`consumer` and `consumer_group`).
     consumer_groups: Mutex<HashMap<String, consumer_group::ConsumerGroup>>,
+    /// KIP-932 share groups with members.
+    share_groups: Mutex<HashMap<String, share_group::ShareGroup>>,
+    /// Share group members whose session expired, for the share state to release.
+    share_departed: Mutex<Vec<(String, String)>>,
     pub offsets: OffsetStore,
     /// Cluster mode: the `__consumer_offsets` partitions loaded here.
     pub loaded: internal_topic::Loaded,
@@ -79,6 +85,8 @@ impl GroupCoordinator {
         GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
             consumer_groups: Mutex::new(HashMap::new()),
+            share_groups: Mutex::new(HashMap::new()),
+            share_departed: Mutex::new(Vec::new()),
             offsets,
             loaded: Default::default(),
             txn_offsets: Default::default(),
@@ -125,6 +133,7 @@ impl GroupCoordinator {
 
     fn tick(&self, now: Instant) {
         self.consumer_tick(now);
+        self.share_tick(now);
         let Ok(mut groups) = self.lock() else { return };
         for g in groups.values_mut() {
             g.tick(now);
@@ -242,7 +251,7 @@ impl GroupCoordinator {
         }
         // A consumer group's members speak the new protocol; classic members
         // cannot join it (no online migration between the two).
-        if self.is_active_consumer_group(group_id) {
+        if self.is_active_consumer_group(group_id) || self.is_share_group(group_id) {
             return JoinResponse::error(BrokerError::InconsistentGroupProtocol, &req.member_id);
         }
         let member_id = req.member_id.clone();

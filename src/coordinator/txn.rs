@@ -1336,6 +1336,7 @@ mod tests {
             producer_ids: Default::default(),
             group_configs: crate::coordinator::group_configs::GroupConfigStore::load(store.clone())
                 .unwrap(),
+            shares: crate::share::ShareStates::load(store.clone(), false, 10).unwrap(),
             replicas: Arc::new(crate::replication::ReplicaManager::new(
                 0,
                 None,

@@ -127,7 +127,7 @@ fn heartbeat(
 
 /// Every topic a member could be assigned: name → (id, partitions). Internal
 /// topics and topics the principal may not describe are left out.
-fn topics_meta(ctx: &RequestContext) -> TopicsMeta {
+pub(crate) fn topics_meta(ctx: &RequestContext) -> TopicsMeta {
     ctx.broker
         .catalog
         .all()

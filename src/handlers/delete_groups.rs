@@ -31,6 +31,16 @@ pub async fn handle(ctx: &RequestContext, req: DeleteGroupsRequest) -> DeleteGro
 /// first (tombstones), so a later coordinator does not bring them back.
 async fn delete(ctx: &RequestContext, group: &str) -> crate::error::BrokerResult<()> {
     let b = &ctx.broker;
+    let share_state = b.shares.of_group(group);
+    if b.groups.is_share_group(group) || !share_state.is_empty() {
+        // A share group: without members, its share-partition state goes.
+        b.groups.share_check_empty(group)?;
+        for (k, _) in share_state {
+            b.shares.remove(&k)?;
+        }
+        tracing::info!(group, "share group deleted");
+        return Ok(());
+    }
     b.groups.check_deletable(group)?;
     let keys: Vec<(String, i32)> = b
         .groups

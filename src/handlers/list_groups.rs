@@ -1,5 +1,5 @@
 //! ListGroups (16): every group with its protocol type, state (v4+) and type
-//! (v5+: "classic" or "consumer"), filtered by state and type when asked.
+//! (v5+: "classic", "consumer" or "share"), filtered by state and type when asked.
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
@@ -10,6 +10,7 @@ use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 
 const CLASSIC: &str = "classic";
 const CONSUMER: &str = "consumer";
+const SHARE: &str = "share";
 
 pub async fn handle(ctx: &RequestContext, req: ListGroupsRequest) -> ListGroupsResponse {
     let b = &ctx.broker;
@@ -43,7 +44,19 @@ pub async fn handle(ctx: &RequestContext, req: ListGroupsRequest) -> ListGroupsR
     let modern = consumer
         .into_iter()
         .map(|(id, state)| (id, state, CONSUMER.to_string(), CONSUMER));
-    let mut all: Vec<_> = classic.into_iter().chain(modern).collect();
+    // Share groups: those with members, and those known by their share
+    // state alone (Empty).
+    let mut shares: std::collections::BTreeMap<String, &'static str> = b
+        .shares
+        .groups()
+        .into_iter()
+        .map(|g| (g, "Empty"))
+        .collect();
+    shares.extend(b.groups.share_groups());
+    let shares = shares
+        .into_iter()
+        .map(|(id, state)| (id, state, SHARE.to_string(), SHARE));
+    let mut all: Vec<_> = classic.into_iter().chain(modern).chain(shares).collect();
     all.sort_by(|a, b| a.0.cmp(&b.0));
     let listed = all
         .into_iter()

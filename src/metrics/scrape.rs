@@ -34,6 +34,7 @@ pub fn render(b: &Broker) -> Result<String, prometheus::Error> {
     let r = Registry::new();
     partitions(b, &r)?;
     groups(b, &r)?;
+    share_partitions(b, &r)?;
     storage(b, &r)?;
     cluster(b, &r)?;
     let mut families = b.metrics.registry.gather();
@@ -272,7 +273,7 @@ fn groups(b: &Broker, r: &Registry) -> Result<(), prometheus::Error> {
     let kind = gauge_vec(
         r,
         "runnel_consumergroup_type",
-        "1 for the group's protocol type (classic, consumer)",
+        "1 for the group's protocol type (classic, consumer, share)",
         &["consumergroup", "type"],
     )?;
     let Ok(list) = b.groups.list() else {
@@ -298,6 +299,22 @@ fn groups(b: &Broker, r: &Registry) -> Result<(), prometheus::Error> {
             .into_iter()
             .map(|(id, n, s)| (id, n, s, "consumer")),
     );
+    // Share groups: those with members here, and those known by their state.
+    let mut shares: std::collections::BTreeMap<String, (usize, &'static str)> = b
+        .shares
+        .groups()
+        .into_iter()
+        .map(|g| (g, (0, "Empty")))
+        .collect();
+    for (id, st) in b.groups.share_groups() {
+        let n = b.groups.share_group(&id).map_or(0, |g| g.members.len());
+        shares.insert(id, (n, st));
+    }
+    let all = all.chain(
+        shares
+            .iter()
+            .map(|(id, (n, s))| (id.clone(), *n, *s, "share")),
+    );
     for (id, n, group_state, group_type) in all {
         // In a cluster, the groups this broker coordinates (the others' lag
         // is reported by their coordinators).
@@ -319,6 +336,47 @@ fn groups(b: &Broker, r: &Registry) -> Result<(), prometheus::Error> {
                 lag.with_label_values(&l).set((hw - c.offset).max(0));
             }
         }
+    }
+    Ok(())
+}
+
+/// Share groups' progress per share-partition this broker leads: the
+/// start offset, what is left to finish below the high watermark (lag) and
+/// the records held under acquisition locks.
+fn share_partitions(b: &Broker, r: &Registry) -> Result<(), prometheus::Error> {
+    let labels = &["sharegroup", "topic", "partition"];
+    let start = gauge_vec(
+        r,
+        "kafka_sharegroup_start_offset",
+        "Share-partition start offset: every record below it is finished",
+        labels,
+    )?;
+    let lag = gauge_vec(
+        r,
+        "kafka_sharegroup_lag",
+        "Records below the high watermark a share group has not finished",
+        labels,
+    )?;
+    let acquired = gauge_vec(
+        r,
+        "runnel_sharegroup_acquired_records",
+        "Records of a share-partition under an acquisition lock",
+        labels,
+    )?;
+    for (k, e) in b.shares.all() {
+        let Some(topic) = b.catalog.get_by_id(&k.topic_id) else {
+            continue;
+        };
+        let Some(p) = topic.partition(k.partition) else {
+            continue;
+        };
+        let hw = p.high_watermark();
+        let idx = k.partition.to_string();
+        let l = [&*k.group, topic.name.as_str(), idx.as_str()];
+        let sp = e.lock();
+        start.with_label_values(&l).set(sp.start());
+        lag.with_label_values(&l).set(sp.lag(hw));
+        acquired.with_label_values(&l).set(sp.acquired() as i64);
     }
     Ok(())
 }

@@ -1,0 +1,246 @@
+//! DescribeShareGroupOffsets (90), AlterShareGroupOffsets (91) and
+//! DeleteShareGroupOffsets (92), v0: a share group's start offset per
+//! partition (where its unfinished records begin), set or dropped by an
+//! administrator while the group has no members (NON_EMPTY_GROUP otherwise).
+
+use kafka_protocol::messages::alter_share_group_offsets_response::{
+    AlterShareGroupOffsetsResponsePartition, AlterShareGroupOffsetsResponseTopic,
+};
+use kafka_protocol::messages::delete_share_group_offsets_response::DeleteShareGroupOffsetsResponseTopic;
+use kafka_protocol::messages::describe_share_group_offsets_response::{
+    DescribeShareGroupOffsetsResponseGroup, DescribeShareGroupOffsetsResponsePartition,
+    DescribeShareGroupOffsetsResponseTopic,
+};
+use kafka_protocol::messages::{
+    AlterShareGroupOffsetsRequest, AlterShareGroupOffsetsResponse, DeleteShareGroupOffsetsRequest,
+    DeleteShareGroupOffsetsResponse, DescribeShareGroupOffsetsRequest,
+    DescribeShareGroupOffsetsResponse, TopicName,
+};
+
+use super::sb;
+use crate::dispatch::RequestContext;
+use crate::error::{BrokerError, BrokerResult};
+use crate::security::acl::{Operation, ResourceType};
+use crate::share::ShareKey;
+
+/// The group is a share group (live, or with share state); GROUP_ID_NOT_FOUND if not.
+fn share_group_exists(ctx: &RequestContext, group: &str) -> BrokerResult<()> {
+    let b = &ctx.broker;
+    if b.groups.is_share_group(group) || b.shares.groups().contains(group) {
+        Ok(())
+    } else {
+        Err(BrokerError::GroupIdNotFound)
+    }
+}
+
+/// The group may take administrative changes: a share group (or a new
+/// id) without members.
+fn alterable(ctx: &RequestContext, group: &str, op: Operation) -> BrokerResult<()> {
+    let b = &ctx.broker;
+    super::group_served(ctx, op, group)?;
+    let other_type = !b.groups.is_share_group(group)
+        && (b.groups.consumer_group(group).is_some()
+            || b.groups.describe(group).ok().flatten().is_some()
+            || b.groups.offsets.has_group(group));
+    if other_type {
+        return Err(BrokerError::GroupIdNotFound);
+    }
+    b.groups.share_check_empty(group)
+}
+
+pub async fn describe(
+    ctx: &RequestContext,
+    req: DescribeShareGroupOffsetsRequest,
+) -> DescribeShareGroupOffsetsResponse {
+    let b = &ctx.broker;
+    let groups = req
+        .groups
+        .into_iter()
+        .map(|g| {
+            let name = g.group_id.0.to_string();
+            let resp =
+                DescribeShareGroupOffsetsResponseGroup::default().with_group_id(g.group_id.clone());
+            if let Err(e) = super::group_served(ctx, Operation::Describe, &name)
+                .and_then(|()| share_group_exists(ctx, &name))
+            {
+                b.metrics.error("DescribeShareGroupOffsets", e.code());
+                return resp
+                    .with_error_code(e.code())
+                    .with_error_message(e.message());
+            }
+            let state = b.shares.of_group(&name);
+            let start_of = |id: &uuid::Uuid, p: i32| {
+                state
+                    .iter()
+                    .find(|(k, _)| k.topic_id == *id && k.partition == p)
+                    .map(|(_, e)| e.lock().start())
+            };
+            let requested: Vec<(String, Option<Vec<i32>>)> = match g.topics {
+                Some(ts) => ts
+                    .into_iter()
+                    .map(|t| (t.topic_name.0.to_string(), Some(t.partitions)))
+                    .collect(),
+                None => {
+                    let mut names: Vec<String> = state
+                        .iter()
+                        .filter_map(|(k, _)| {
+                            b.catalog.get_by_id(&k.topic_id).map(|t| t.name.to_string())
+                        })
+                        .collect();
+                    names.dedup();
+                    names.into_iter().map(|n| (n, None)).collect()
+                }
+            };
+            let topics = requested
+                .into_iter()
+                .filter(|(t, _)| ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, t))
+                .map(|(t, parts)| {
+                    let topic = b.catalog.get(&t);
+                    let id = topic.as_ref().map(|t| t.id).unwrap_or_default();
+                    let parts = parts.unwrap_or_else(|| {
+                        state
+                            .iter()
+                            .filter(|(k, _)| k.topic_id == id)
+                            .map(|(k, _)| k.partition)
+                            .collect()
+                    });
+                    let partitions = parts
+                        .into_iter()
+                        .map(|p| {
+                            let r = DescribeShareGroupOffsetsResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_leader_epoch(-1);
+                            match &topic {
+                                Some(tp) if tp.partition(p).is_some() => {
+                                    r.with_start_offset(start_of(&id, p).unwrap_or(-1))
+                                }
+                                _ => r
+                                    .with_start_offset(-1)
+                                    .with_error_code(BrokerError::UnknownTopicOrPartition.code()),
+                            }
+                        })
+                        .collect();
+                    DescribeShareGroupOffsetsResponseTopic::default()
+                        .with_topic_name(TopicName(sb(t)))
+                        .with_topic_id(id)
+                        .with_partitions(partitions)
+                })
+                .collect();
+            resp.with_topics(topics)
+        })
+        .collect();
+    DescribeShareGroupOffsetsResponse::default().with_groups(groups)
+}
+
+pub async fn alter(
+    ctx: &RequestContext,
+    req: AlterShareGroupOffsetsRequest,
+) -> AlterShareGroupOffsetsResponse {
+    let b = &ctx.broker;
+    let group = req.group_id.0.to_string();
+    if let Err(e) = alterable(ctx, &group, Operation::Read) {
+        b.metrics.error("AlterShareGroupOffsets", e.code());
+        tracing::info!(peer = %ctx.peer, group = %group, error = %e, "AlterShareGroupOffsets refused");
+        return AlterShareGroupOffsetsResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(e.message());
+    }
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.topic_name.0.to_string();
+            let topic = super::topic_for(ctx, &name, Operation::Read);
+            let id = topic.as_ref().map(|t| t.id).unwrap_or_default();
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let r = topic.clone().and_then(|topic| {
+                        let part = topic
+                            .partition(p.partition_index)
+                            .cloned()
+                            .ok_or(BrokerError::UnknownTopicOrPartition)?;
+                        if p.start_offset < 0 {
+                            return Err(BrokerError::InvalidRequest(format!(
+                                "start offset {} is negative",
+                                p.start_offset
+                            )));
+                        }
+                        let offset = p
+                            .start_offset
+                            .clamp(part.log_start_offset(), part.high_watermark());
+                        let key = ShareKey {
+                            group: group.as_str().into(),
+                            topic_id: topic.id,
+                            partition: p.partition_index,
+                        };
+                        let e = b.shares.get_or_init(&key, || Ok(offset))?;
+                        let mut sp = e.lock();
+                        sp.reset(offset);
+                        b.shares.persist(&key, &mut sp)?;
+                        tracing::info!(group = %group, topic = %name, partition = p.partition_index, offset, "share group start offset set");
+                        Ok(())
+                    });
+                    let resp = AlterShareGroupOffsetsResponsePartition::default()
+                        .with_partition_index(p.partition_index);
+                    match r {
+                        Ok(()) => resp,
+                        Err(e) => {
+                            b.metrics.error("AlterShareGroupOffsets", e.code());
+                            resp.with_error_code(e.code()).with_error_message(e.message())
+                        }
+                    }
+                })
+                .collect();
+            AlterShareGroupOffsetsResponseTopic::default()
+                .with_topic_name(t.topic_name)
+                .with_topic_id(id)
+                .with_partitions(partitions)
+        })
+        .collect();
+    AlterShareGroupOffsetsResponse::default().with_responses(topics)
+}
+
+pub async fn delete(
+    ctx: &RequestContext,
+    req: DeleteShareGroupOffsetsRequest,
+) -> DeleteShareGroupOffsetsResponse {
+    let b = &ctx.broker;
+    let group = req.group_id.0.to_string();
+    if let Err(e) =
+        alterable(ctx, &group, Operation::Delete).and_then(|()| share_group_exists(ctx, &group))
+    {
+        b.metrics.error("DeleteShareGroupOffsets", e.code());
+        tracing::info!(peer = %ctx.peer, group = %group, error = %e, "DeleteShareGroupOffsets refused");
+        return DeleteShareGroupOffsetsResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(e.message());
+    }
+    let state = b.shares.of_group(&group);
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.topic_name.0.to_string();
+            let r = super::topic_for(ctx, &name, Operation::Read).and_then(|topic| {
+                for (k, _) in state.iter().filter(|(k, _)| k.topic_id == topic.id) {
+                    b.shares.remove(k)?;
+                }
+                tracing::info!(group = %group, topic = %name, "share group offsets deleted");
+                Ok(topic.id)
+            });
+            let resp =
+                DeleteShareGroupOffsetsResponseTopic::default().with_topic_name(t.topic_name);
+            match r {
+                Ok(id) => resp.with_topic_id(id),
+                Err(e) => {
+                    b.metrics.error("DeleteShareGroupOffsets", e.code());
+                    resp.with_error_code(e.code())
+                        .with_error_message(e.message())
+                }
+            }
+        })
+        .collect();
+    DeleteShareGroupOffsetsResponse::default().with_responses(topics)
+}

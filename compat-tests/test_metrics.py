@@ -27,8 +27,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from confluent_kafka import (ConsumerGroupTopicPartitions, KafkaError, TopicPartition)
-from confluent_kafka.admin import NewTopic
+from confluent_kafka import (ConsumerGroupTopicPartitions, KafkaError, ShareConsumer,
+                             TopicPartition)
+from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic,
+                                   ResourceType)
 
 from ck_helpers import admin_client, consume_n, consumer, create_topic, producer
 from kafka_wire import api_versions_v3_body, build_request
@@ -349,6 +351,7 @@ def test_dashboard_and_provisioning_files_are_consistent():
                    "kafka_server_brokertopicmetrics_messagesin_total",
                    "kafka_network_request_duration_seconds_bucket",
                    "kafka_network_request_errors_total", "kafka_consumergroup_lag",
+                   "kafka_sharegroup_lag",
                    "kafka_log_log_size", "runnel_storage_disk_free_bytes",
                    "kafka_server_socket_server_connections", "runnel_rocksdb_memtable_bytes",
                    "runnel_rocksdb_pending_compaction_bytes", "process_resident_memory_bytes"]:
@@ -406,6 +409,21 @@ def test_prometheus_runs_every_dashboard_query(make_broker, tmp_path):
              asynchronous=False)
     c.close()
     expected_lag = total - consumed_n
+
+    # A share group holding records it has not acknowledged, so the share
+    # group panels (lag, records under lock) have data.
+    share_group = "share-" + lag_topic
+    res = ConfigResource(ResourceType.GROUP, share_group, incremental_configs=[ConfigEntry(
+        "share.auto.offset.reset", "earliest", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([res])[res].result(timeout=30)
+    sc = ShareConsumer({"bootstrap.servers": b.bootstrap, "group.id": share_group,
+                        "share.acknowledgement.mode": "explicit"})
+    sc.subscribe([lag_topic])
+    deadline = time.time() + 30
+    held = []
+    while not held and time.time() < deadline:
+        held = [m for m in sc.poll(1.0) if m.error() is None]
+    assert held, "the share consumer got nothing"
 
     load = BackgroundLoad(b.bootstrap, live_topic, "live-" + live_topic)
     load.start()
@@ -472,6 +490,7 @@ def test_prometheus_runs_every_dashboard_query(make_broker, tmp_path):
                        'kafka_network_request_duration_seconds_bucket{api="Produce"}[1m])))')
         assert math.isfinite(float(r["data"]["result"][0]["value"][1])), r
     finally:
+        sc.close()
         if prom is not None:
             prom.stop()
         load.stop()

@@ -30,16 +30,19 @@ impl GroupCoordinator {
         if self.is_share_group(group_id) {
             return Err(BrokerError::GroupIdNotFound);
         }
-        {
-            let mut classic = self.lock()?;
-            if let Some(g) = classic.get(group_id) {
-                if !g.is_empty() {
-                    return Err(BrokerError::GroupIdNotFound);
-                }
-                classic.remove(group_id);
-            }
-        }
+        // The first consumer-protocol member of a classic group converts it
+        // (online upgrade); an empty classic group simply gives way.
+        let converted = if hb.epoch == 0 {
+            self.upgrade_classic(group_id, limits.migration, limits, topics)?
+        } else if self.lock()?.get(group_id).is_some_and(|g| !g.is_empty()) {
+            return Err(BrokerError::GroupIdNotFound);
+        } else {
+            None
+        };
         let mut groups = self.consumer()?;
+        if let Some(c) = converted {
+            groups.insert(group_id.to_string(), c);
+        }
         let joining = hb.epoch == 0;
         let g = match groups.get_mut(group_id) {
             Some(g) => g,

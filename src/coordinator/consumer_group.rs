@@ -22,6 +22,8 @@ use uuid::Uuid;
 
 use crate::error::{BrokerError, BrokerResult};
 
+pub mod classic;
+
 /// Partitions by topic id.
 pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
 
@@ -67,6 +69,8 @@ pub struct Member {
     sent: Option<Assignment>,
     /// A static member that left (epoch -2), held until its session expires.
     left: bool,
+    /// A member speaking the classic protocol (online migration).
+    pub classic: Option<classic::ClassicMember>,
 }
 
 impl Member {
@@ -104,6 +108,8 @@ pub struct HeartbeatAnswer {
 pub struct Limits {
     pub session_timeout: Duration,
     pub max_size: usize,
+    /// `group.consumer.migration.policy`.
+    pub migration: super::migration::MigrationPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +160,8 @@ pub struct MemberSnapshot {
     pub target: Assignment,
     #[serde(default)]
     pub left: bool,
+    #[serde(default)]
+    pub classic: Option<classic::ClassicMember>,
 }
 
 /// Kafka's regexes are RE2/J and must match the whole topic name.
@@ -232,6 +240,7 @@ impl ConsumerGroup {
                     reported: m.reported.clone(),
                     target: m.target.clone(),
                     left: m.left,
+                    classic: m.classic.clone(),
                 })
                 .collect(),
         }
@@ -282,6 +291,7 @@ impl ConsumerGroup {
                     // The next answer carries the assignment again.
                     sent: None,
                     left: m.left,
+                    classic: m.classic,
                 },
             );
         }
@@ -487,6 +497,7 @@ impl ConsumerGroup {
             revoke_deadline: None,
             sent: None,
             left: false,
+            classic: None,
         };
         let same_subscription = previous
             .as_ref()
@@ -782,6 +793,7 @@ mod tests {
 
     fn limits() -> Limits {
         Limits {
+            migration: Default::default(),
             session_timeout: Duration::from_secs(45),
             max_size: 10,
         }

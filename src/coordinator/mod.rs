@@ -10,6 +10,7 @@ pub mod consumer_group;
 pub mod group;
 pub mod group_configs;
 pub mod internal_topic;
+pub mod migration;
 pub mod offsets;
 pub mod offsets_log;
 mod share;
@@ -56,6 +57,13 @@ pub struct MemberSummary {
     pub client_host: String,
     pub metadata: Bytes,
     pub assignment: Bytes,
+}
+
+/// Who sends a SyncGroup.
+pub struct SyncMember<'a> {
+    pub generation: i32,
+    pub member_id: &'a str,
+    pub instance_id: Option<&'a str>,
 }
 
 pub struct GroupCoordinator {
@@ -245,14 +253,22 @@ impl GroupCoordinator {
         }
     }
 
-    pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinResponse {
+    pub async fn join(
+        &self,
+        group_id: &str,
+        req: JoinRequest,
+        ctx: &migration::ProtocolContext,
+    ) -> JoinResponse {
         if group_id.is_empty() {
             return JoinResponse::error(BrokerError::InvalidGroupId, &req.member_id);
         }
-        // A consumer group's members speak the new protocol; classic members
-        // cannot join it (no online migration between the two).
-        if self.is_active_consumer_group(group_id) || self.is_share_group(group_id) {
+        if self.is_share_group(group_id) {
             return JoinResponse::error(BrokerError::InconsistentGroupProtocol, &req.member_id);
+        }
+        // A consumer group with members takes classic members too (online
+        // migration): the coordinator assigns them.
+        if let Some(r) = self.classic_join_consumer(group_id, &req, ctx) {
+            return r;
         }
         let member_id = req.member_id.clone();
         let pending = match self.lock() {
@@ -270,15 +286,26 @@ impl GroupCoordinator {
         }
     }
 
+    /// SyncGroup. `names` names topics by id, for a classic member of a
+    /// consumer group whose assignment the coordinator encodes.
     pub async fn sync(
         &self,
         group_id: &str,
-        generation: i32,
-        member_id: &str,
-        instance_id: Option<&str>,
+        who: SyncMember<'_>,
         protocol: (Option<&str>, Option<&str>),
         assignments: Vec<(String, Bytes)>,
+        names: impl FnOnce() -> std::collections::BTreeMap<uuid::Uuid, String>,
     ) -> SyncResponse {
+        let SyncMember {
+            generation,
+            member_id,
+            instance_id,
+        } = who;
+        if let Some(r) =
+            self.classic_sync_consumer(group_id, generation, member_id, instance_id, names)
+        {
+            return r;
+        }
         let pending = match self.lock() {
             Ok(mut groups) => match groups.get_mut(group_id) {
                 Some(g) => g.sync(
@@ -308,11 +335,14 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> BrokerResult<()> {
-        let mut groups = self.lock()?;
-        let g = groups
-            .get_mut(group_id)
-            .ok_or(BrokerError::UnknownMemberId)?;
-        g.heartbeat(generation, member_id, instance_id, Instant::now())
+        {
+            let mut groups = self.lock()?;
+            if let Some(g) = groups.get_mut(group_id) {
+                return g.heartbeat(generation, member_id, instance_id, Instant::now());
+            }
+        }
+        self.classic_heartbeat_consumer(group_id, generation, member_id, instance_id)
+            .unwrap_or(Err(BrokerError::UnknownMemberId))
     }
 
     pub fn leave(
@@ -321,11 +351,14 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> BrokerResult<()> {
-        let mut groups = self.lock()?;
-        let g = groups
-            .get_mut(group_id)
-            .ok_or(BrokerError::UnknownMemberId)?;
-        g.leave(member_id, instance_id, Instant::now())
+        {
+            let mut groups = self.lock()?;
+            if let Some(g) = groups.get_mut(group_id) {
+                return g.leave(member_id, instance_id, Instant::now());
+            }
+        }
+        self.classic_leave_consumer(group_id, member_id, instance_id)
+            .unwrap_or(Err(BrokerError::UnknownMemberId))
     }
 
     /// The membership checks of an offset commit (a member-less commit

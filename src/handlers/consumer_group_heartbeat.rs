@@ -14,6 +14,7 @@ use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeart
 
 use super::sb;
 use crate::coordinator::consumer_group::{self, Heartbeat, Limits, TopicsMeta};
+use crate::coordinator::migration::MigrationPolicy;
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
 use crate::security::acl::{Operation, ResourceType};
@@ -140,7 +141,7 @@ pub(crate) fn topics_meta(ctx: &RequestContext) -> TopicsMeta {
 
 /// The group's session timeout and heartbeat interval, and the broker's
 /// `group.consumer.max.size`.
-fn settings(ctx: &RequestContext, group: &str) -> (Limits, i32) {
+pub(crate) fn settings(ctx: &RequestContext, group: &str) -> (Limits, i32) {
     let b = &ctx.broker;
     let overrides = b.group_configs.get(group);
     let layers = b.broker_configs.layers();
@@ -160,6 +161,10 @@ fn settings(ctx: &RequestContext, group: &str) -> (Limits, i32) {
         Limits {
             session_timeout: std::time::Duration::from_millis(session as u64),
             max_size,
+            migration: broker
+                .get("group.consumer.migration.policy")
+                .and_then(|p| MigrationPolicy::parse(p))
+                .unwrap_or_default(),
         },
         i32::try_from(interval).unwrap_or(i32::MAX),
     )

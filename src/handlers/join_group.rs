@@ -46,7 +46,12 @@ pub async fn handle(ctx: &RequestContext, req: JoinGroupRequest) -> JoinGroupRes
             .collect(),
         require_known_member_id: v >= 4,
     };
-    let r = b.groups.join(&group_id, join).await;
+    let (limits, _) = super::consumer_group_heartbeat::settings(ctx, &group_id);
+    let protocols = crate::coordinator::migration::ProtocolContext {
+        topics: super::consumer_group_heartbeat::topics_meta(ctx),
+        limits,
+    };
+    let r = b.groups.join(&group_id, join, &protocols).await;
     let mut resp = JoinGroupResponse::default()
         .with_generation_id(r.generation)
         .with_leader(sb(r.leader))

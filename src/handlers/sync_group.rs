@@ -23,11 +23,20 @@ pub async fn handle(ctx: &RequestContext, req: SyncGroupRequest) -> SyncGroupRes
         .groups
         .sync(
             &group_id,
-            req.generation_id,
-            req.member_id.as_str(),
-            req.group_instance_id.as_deref(),
+            crate::coordinator::SyncMember {
+                generation: req.generation_id,
+                member_id: req.member_id.as_str(),
+                instance_id: req.group_instance_id.as_deref(),
+            },
             (req.protocol_type.as_deref(), req.protocol_name.as_deref()),
             assignments,
+            || {
+                b.catalog
+                    .all()
+                    .iter()
+                    .map(|t| (t.id, t.name.to_string()))
+                    .collect()
+            },
         )
         .await;
     if r.error.is_none() && !b.cluster.is_standalone() {

@@ -552,6 +552,122 @@ def test_partition_ownership_never_overlaps(kb, admin):
 
 
 # --------------------------------------------------------------------------
+# 2b. Online migration: a classic group taken over member by member
+# --------------------------------------------------------------------------
+
+CLASSIC = {"group.protocol": "classic", "session.timeout.ms": 6000,
+           "heartbeat.interval.ms": 500, "partition.assignment.strategy": "range"}
+
+
+def test_classic_group_is_taken_over_by_consumer_members(kb, admin):
+    """Two classic (eager, range) members consume; consumer-protocol members
+    join one by one while the classic ones leave one by one. The group
+    becomes a consumer group on the first consumer-protocol member, keeps
+    its committed offsets, never has a partition held by two members at
+    once, and consumes every record."""
+    topic = create_topic(admin, unique_topic("cp-mig"), partitions=6)
+    group = unique_group("mig")
+    log = EventLog()
+    c1 = Member(kb.bootstrap, group, [topic], "classic-1", log=log, commit_on_revoke=True,
+                **CLASSIC)
+    c2 = Member(kb.bootstrap, group, [topic], "classic-2", log=log, commit_on_revoke=True,
+                **CLASSIC)
+    everyone = [c1, c2]
+    stop_producing = threading.Event()
+    produced, perrs = [], []
+
+    def producer_loop():
+        p = Producer({"bootstrap.servers": kb.bootstrap, "linger.ms": 2})
+
+        def cb(err, msg):
+            if err:
+                perrs.append(err)
+            else:
+                produced.append((msg.partition(), msg.offset(), int(msg.value())))
+        i = 0
+        while not stop_producing.is_set():
+            p.produce(topic, b"%d" % i, partition=i % 6, on_delivery=cb)
+            p.poll(0)
+            i += 1
+            time.sleep(0.005)
+        p.flush(30)
+
+    pt = threading.Thread(target=producer_loop, daemon=True)
+    try:
+        def classic_settled():
+            cur = [c1.current(), c2.current()]
+            return (sorted(len(a) for a in cur) == [3, 3]
+                    and set().union(*cur) == tps(topic, range(6)))
+        wait_until(classic_settled, 45, lambda: "classic members settled: %s" %
+                   assignments_str([c1, c2]))
+        pt.start()
+        wait_until(lambda: all(len(m.got()) >= 20 for m in (c1, c2)), 30,
+                   "both classic members consuming")
+        wait_until(lambda: sum(committed(admin, group).values()) > 0, 20,
+                   "classic members committed offsets")
+        before = committed(admin, group)
+        assert admin.list_consumer_groups(request_timeout=10).result(timeout=15) is not None
+
+        # The first consumer-protocol member converts the group.
+        k1 = Member(kb.bootstrap, group, [topic], "consumer-1", log=log, commit_on_revoke=True)
+        everyone.append(k1)
+        wait_settled(admin, group, [c1, c2, k1], topic, 6, [2, 2, 2])
+        d = describe(admin, group)
+        assert d.type == ConsumerGroupType.CONSUMER, d.type
+        # Offsets committed by the classic members survived the conversion.
+        after = committed(admin, group)
+        for tp, off in before.items():
+            assert after.get(tp, -1) >= off, (tp, before, after)
+        wait_until(lambda: len(k1.got()) >= 10, 20, "the consumer-protocol member consuming")
+
+        # Classic members leave one by one; a second consumer-protocol member joins.
+        c1.stop()
+        wait_settled(admin, group, [c2, k1], topic, 6, [3, 3])
+        k2 = Member(kb.bootstrap, group, [topic], "consumer-2", log=log, commit_on_revoke=True)
+        everyone.append(k2)
+        wait_settled(admin, group, [c2, k1, k2], topic, 6, [2, 2, 2])
+        c2.stop()
+        wait_settled(admin, group, [k1, k2], topic, 6, [3, 3])
+        counts = [len(m.got()) for m in (k1, k2)]
+        wait_until(lambda: all(len(m.got()) >= c + 10 for m, c in zip((k1, k2), counts)), 20,
+                   "both consumer-protocol members consuming")
+
+        stop_producing.set()
+        pt.join(40)
+        assert not pt.is_alive(), "producer did not finish"
+        assert not perrs, perrs[:5]
+        want = {v for _, _, v in produced}
+
+        def consumed():
+            return {int(m_[4]) for m in everyone for m_ in m.got()}
+        wait_until(lambda: want <= consumed(), 30,
+                   lambda: "every produced record consumed; missing %d" % len(want - consumed()))
+
+        events = log.snapshot()
+        intervals, problems = ownership_intervals(
+            events, {c1.name: c1.closed_at, c2.name: c2.closed_at})
+        assert not problems, problems
+        assert not [e for e in events if e[2] == "lost"], [e for e in events if e[2] == "lost"]
+        ov = overlaps(intervals)
+        assert not ov, "a partition was held by two members at once: %s\nevents: %s" % (
+            ov, events)
+
+        # The final commits land at the end of every partition.
+        ends = {}
+        for p_, o, _ in produced:
+            ends[(topic, p_)] = max(ends.get((topic, p_), 0), o + 1)
+        wait_until(lambda: committed(admin, group) == ends, 30,
+                   lambda: "committed %s == ends %s" % (committed(admin, group), ends))
+        for m in everyone:
+            assert not m.errors, "%s: %s" % (m.name, m.errors)
+    finally:
+        stop_producing.set()
+        if pt.is_alive():
+            pt.join(40)
+        stop_all(everyone)
+
+
+# --------------------------------------------------------------------------
 # 3. A regex subscription picks up a topic created later
 # --------------------------------------------------------------------------
 
@@ -896,11 +1012,20 @@ def test_bad_consumer_group_heartbeats_get_kafka_errors(kb, admin):
             assert d.type == ConsumerGroupType.CONSUMER and d.state == ConsumerGroupState.STABLE
             assert [m.member_id for m in d.members] == [raw.member_id]
 
-            # A classic JoinGroup into the consumer group -> INCONSISTENT_GROUP_PROTOCOL
+            # A classic JoinGroup into the consumer group is a migrating
+            # member: MEMBER_ID_REQUIRED first (v4+); one of another protocol
+            # type, or without a consumer subscription, is
+            # INCONSISTENT_GROUP_PROTOCOL.
             body = kw.join_group_v5_body(group, "", protocols=[
                 ("range", kw.consumer_subscription_v0([topic]))])
             j = kw.parse_join_group_v5(conn.request(kw.API_JOIN_GROUP, 5, body))
-            assert j["error_code"] == kw.INCONSISTENT_GROUP_PROTOCOL, j
+            assert j["error_code"] == kw.MEMBER_ID_REQUIRED and j["member_id"], j
+            for ptype, meta in (("connect", kw.consumer_subscription_v0([topic])),
+                                ("consumer", b"\x00")):
+                body = kw.join_group_v5_body(group, "", protocol_type=ptype,
+                                             protocols=[("range", meta)])
+                j = kw.parse_join_group_v5(conn.request(kw.API_JOIN_GROUP, 5, body))
+                assert j["error_code"] == kw.INCONSISTENT_GROUP_PROTOCOL, j
 
             # OffsetCommit v9 with member epochs
             def commit(epoch, member_id, offset):
@@ -920,8 +1045,9 @@ def test_bad_consumer_group_heartbeats_get_kafka_errors(kb, admin):
             wait_until(lambda: describe(admin, group).state == ConsumerGroupState.EMPTY, 10,
                        "group empty after the raw member left")
 
-            # A classic group with an active member -> GROUP_ID_NOT_FOUND,
-            # and the classic member is unaffected.
+            # A heartbeat (not a join) to a classic group with an active
+            # member -> GROUP_ID_NOT_FOUND, and the classic member is
+            # unaffected. (A join converts the group: see the migration tests.)
             cgroup = unique_group("bad-classic")
             classic = Member(kb.bootstrap, cgroup, [topic], "bad-classic",
                              **{"group.protocol": "classic", "session.timeout.ms": 6000,
@@ -929,9 +1055,6 @@ def test_bad_consumer_group_heartbeats_get_kafka_errors(kb, admin):
             wait_until(lambda: classic.current() == tps(topic, range(2)), 30,
                        "classic member assigned")
             base = classic.counts()
-            r = hb(cgroup, "m-" + uuid.uuid4().hex, 0, rebalance_timeout_ms=30000,
-                   subscribed_topic_names=[topic], topic_partitions=[])
-            assert r["error_code"] == kw.GROUP_ID_NOT_FOUND, r
             r = hb(cgroup, "m-" + uuid.uuid4().hex, 3)
             assert r["error_code"] in (kw.GROUP_ID_NOT_FOUND, kw.UNKNOWN_MEMBER_ID), r
             n0 = len(classic.got())
@@ -949,6 +1072,46 @@ def test_bad_consumer_group_heartbeats_get_kafka_errors(kb, admin):
         raw.close()
         if classic:
             classic.stop()
+
+
+def test_migration_policy_disabled_keeps_a_classic_group_classic():
+    """group.consumer.migration.policy=disabled: a consumer-protocol join
+    to a classic group with members is GROUP_ID_NOT_FOUND (as Kafka), and
+    the classic member goes on undisturbed."""
+    b = Broker(overrides=dict(FAST, **{"group.consumer.migration.policy": "disabled"}))
+    try:
+        b.start()
+    except BrokerError as e:
+        b.cleanup()
+        pytest.fail(str(e), pytrace=False)
+    classic = None
+    try:
+        adm = admin_client(b.bootstrap)
+        topic = create_topic(adm, unique_topic("cp-nomig"), partitions=2)
+        group = unique_group("nomig")
+        classic = Member(b.bootstrap, group, [topic], "nomig-classic", **CLASSIC)
+        wait_until(lambda: classic.current() == tps(topic, range(2)), 30,
+                   "classic member assigned")
+        base = classic.counts()
+        with kw.KafkaConn.to(b.bootstrap) as conn:
+            r = kw.consumer_group_heartbeat(conn, group, "m-" + uuid.uuid4().hex, 0,
+                                            rebalance_timeout_ms=30000,
+                                            subscribed_topic_names=[topic],
+                                            topic_partitions=[])
+            assert r["error_code"] == kw.GROUP_ID_NOT_FOUND, r
+        n0 = len(classic.got())
+        produce(b.bootstrap, topic, [(p, b"nomig-%d" % p) for p in range(2)])
+        wait_until(lambda: {v for *_, v in classic.got()[n0:]} >= {b"nomig-0", b"nomig-1"},
+                   15, "classic member keeps consuming")
+        assert classic.counts() == base, "the classic member was rebalanced"
+        d = describe(adm, group)
+        assert d.type == ConsumerGroupType.CLASSIC and d.state == ConsumerGroupState.STABLE
+        assert not classic.errors, classic.errors
+    finally:
+        if classic:
+            classic.stop()
+        b.stop(expect_clean=True)
+        b.cleanup()
 
 
 def test_heartbeat_for_unknown_group_is_group_id_not_found(kb):

@@ -269,6 +269,13 @@ impl BrokerConfig {
             );
         }
         let group_max_size = opt_num("group.max.size", get("group.max.size"), i32::MAX as usize)?;
+        if let Some(p) = get("group.consumer.migration.policy") {
+            if crate::coordinator::migration::MigrationPolicy::parse(p).is_none() {
+                return Err(format!(
+                    "group.consumer.migration.policy={p}: expected bidirectional, upgrade, downgrade or disabled"
+                ));
+            }
+        }
         if group_max_size < 1 {
             return Err("group.max.size must be >= 1".into());
         }
@@ -545,6 +552,7 @@ fn is_understood(key: &str) -> bool {
         "group.max.size",
         "group.consumer.max.size",
         "group.share.max.size",
+        "group.consumer.migration.policy",
         "group.share.delivery.count.limit",
         "group.share.partition.max.record.locks",
         "group.share.max.share.sessions",

@@ -16,7 +16,9 @@ use crate::dispatch::RequestContext;
 use crate::error::BrokerError;
 use crate::security::acl::{Operation, ResourceType};
 
-/// KIP-1099's member type: a member of the consumer protocol.
+/// KIP-1099's member types: a member of the classic protocol (in a group
+/// being migrated) or of the consumer protocol.
+const MEMBER_TYPE_CLASSIC: i8 = 0;
 const MEMBER_TYPE_CONSUMER: i8 = 1;
 
 pub async fn handle(
@@ -86,7 +88,11 @@ pub async fn handle(
                         .with_subscribed_topic_regex(m.regex.clone().map(sb))
                         .with_assignment(assignment(&m.assigned))
                         .with_target_assignment(assignment(&m.target))
-                        .with_member_type(MEMBER_TYPE_CONSUMER)
+                        .with_member_type(if m.classic.is_some() {
+                            MEMBER_TYPE_CLASSIC
+                        } else {
+                            MEMBER_TYPE_CONSUMER
+                        })
                 })
                 .collect();
             DescribedGroup::default()

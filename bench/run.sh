@@ -14,7 +14,7 @@
 #                             (the idempotence on/off runs go to the nullbroker as well)
 #   BENCH_COMPACT_BYTES=1073741824  BENCH_COMPACT_RATE_MBPS=20  BENCH_COMPACT_TIMEOUT_S=180   log compaction
 #   BENCH_SKIP_COMPACTION=1   no log-compaction scenario
-#   BENCH_ONLY=throughput,idle,compaction,security,cluster,groups   run only these phases (default: all; throughput
+#   BENCH_ONLY=throughput,idle,compaction,security,cluster,groups,shares   run only these phases (default: all; throughput
 #                             includes the nullbroker ceiling, the group, latency and exactly-once
 #                             scenarios; security is bench/security.py: SASL_SSL vs PLAINTEXT produce,
 #                             SCRAM logins/s, broker CPU per GB; needs the compat-tests venv and openssl)
@@ -24,6 +24,9 @@
 #   BENCH_CLUSTER_MESSAGES=300000  BENCH_CLUSTER_SIZE=1024  BENCH_FAILOVERS=3
 #   groups phase (bench/groups.py: KIP-848 consumer protocol vs classic, group formation and a
 #                             fifth member's rebalance): BENCH_GROUP_REPEAT=3  BENCH_GROUP_HEARTBEAT_MS=250
+#   shares phase (bench/shares.py: KIP-932 share group, ShareConsumer processes accepting every record):
+#                             BENCH_SHARE_MESSAGES=400000  BENCH_SHARE_SIZE=100  BENCH_SHARE_PARTITIONS=4
+#                             BENCH_SHARE_CONSUMERS=4  BENCH_SHARE_TIMEOUT_S=120  BENCH_SHARE_JOIN_S=2  BENCH_SHARE_ACK_MODE=explicit
 #   BENCH_SKIP_NULLBROKER=1   no ceiling run;  NULLBROKER_SRC=path to the nullbroker's source
 #   BENCH_KEEP=1              keep the broker data directories afterwards (logs and results always stay)
 #   BENCH_BUILD_RUNNEL=0      benchmark the existing target/release/runnel without rebuilding it
@@ -54,7 +57,7 @@ COMPACT_RATE=${BENCH_COMPACT_RATE_MBPS:-20}
 COMPACT_TIMEOUT=${BENCH_COMPACT_TIMEOUT_S:-180}
 ONLY=${BENCH_ONLY:-}
 for phase in ${ONLY//,/ }; do
-    case $phase in throughput | idle | compaction | security | cluster | groups) ;; *) echo "BENCH_ONLY: unknown phase $phase (throughput, idle, compaction, security, cluster, groups)" >&2; exit 2 ;; esac
+    case $phase in throughput | idle | compaction | security | cluster | groups | shares) ;; *) echo "BENCH_ONLY: unknown phase $phase (throughput, idle, compaction, security, cluster, groups, shares)" >&2; exit 2 ;; esac
 done
 phase_on() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 RUN_COMPACTION=0
@@ -417,6 +420,18 @@ if phase_on groups; then
     fi
 fi
 
+SHARES_OUT=""
+if phase_on shares; then
+    log "=== runnel: share groups (KIP-932: ShareConsumer processes accepting every record)"
+    if [ -x "$ROOT/.venv/bin/python" ]; then
+        SHARES_OUT=$("$ROOT/.venv/bin/python" bench/shares.py --runnel "$RUNNEL" \
+            2> >(sed "s/^/  [shares] /" | tee -a "$CLIENT_LOG" >&2))
+        grep '^RESULT' <<<"$SHARES_OUT" >"$WORK/shares-results.txt"
+    else
+        echo "NOTE shares phase skipped: no $ROOT/.venv (make py-deps creates it)" >>"$WORK/notes.txt"
+    fi
+fi
+
 # ---------------------------------------------------------------------------------------------
 echo
 echo "Runnel benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted src changes'), runnel binary built $RUNNEL_BUILT"
@@ -436,6 +451,7 @@ echo
 [ -n "$SECURITY_OUT" ] && grep -v '^RESULT' <<<"$SECURITY_OUT" | sed '/^$/d' && echo
 [ -n "$CLUSTER_OUT" ] && grep -v '^RESULT' <<<"$CLUSTER_OUT" | sed '/^$/d' && echo
 [ -n "$GROUPS_OUT" ] && grep -v '^RESULT' <<<"$GROUPS_OUT" | sed '/^$/d' && echo
+[ -n "$SHARES_OUT" ] && grep -v '^RESULT' <<<"$SHARES_OUT" | sed '/^$/d' && echo
 [ -n "${RUNNEL_CPU_TOTAL:-}" ] && echo "Runnel's total CPU over the throughput phase: ${RUNNEL_CPU_TOTAL}s."
 NOTES=$WORK/notes.txt
 [ -f "$NOTES" ] && sed 's/^NOTE /  - /' "$NOTES"

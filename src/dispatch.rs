@@ -693,6 +693,27 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             DeleteShareGroupOffsetsRequest,
             share_group_offsets::delete
         ),
+        ApiKey::ReadShareGroupState => call!(
+            ctx,
+            cid,
+            body,
+            ReadShareGroupStateRequest,
+            share_group_state::read
+        ),
+        ApiKey::WriteShareGroupState => call!(
+            ctx,
+            cid,
+            body,
+            WriteShareGroupStateRequest,
+            share_group_state::write
+        ),
+        ApiKey::DeleteShareGroupState => call!(
+            ctx,
+            cid,
+            body,
+            DeleteShareGroupStateRequest,
+            share_group_state::delete
+        ),
         ApiKey::ListConfigResources => call!(
             ctx,
             cid,

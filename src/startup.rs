@@ -197,6 +197,8 @@ pub fn spawn_coordinator_loading(broker: &Arc<Broker>) {
                 crate::coordinator::offsets_log::on_role_change(&b, partition).await;
             } else if topic == crate::coordinator::txn_log::TOPIC {
                 crate::coordinator::txn_log::on_role_change(&b, partition).await;
+            } else if topic == crate::coordinator::share_state::TOPIC {
+                crate::coordinator::share_state::on_role_change(&b, partition).await;
             }
         }
     });
@@ -265,17 +267,17 @@ fn spawn_share_ticker(broker: &Arc<Broker>) {
         loop {
             tick.tick().await;
             let Some(b) = weak.upgrade() else { break };
-            let layers = b.broker_configs.layers();
-            let limits_of = |g: &str| crate::share::limits(&layers.merged, &b.group_configs.get(g));
             for (group, member) in b.groups.take_share_departed() {
                 let closed = b.shares.sessions.close(&group, &member);
                 tracing::debug!(group = %group, member = %member, had_session = closed.is_some(), "releasing an expired share member's records");
-                b.shares
-                    .release_member(&group, &member, None, &limits_of(&group));
+                let limits = crate::share::limits(
+                    &b.broker_configs.layers().merged,
+                    &b.group_configs.get(&group),
+                );
+                crate::coordinator::share_state::release_member(&b, &group, &member, None, &limits)
+                    .await;
             }
-            b.shares.tick(std::time::Instant::now(), limits_of, |id| {
-                b.catalog.get_by_id(id).is_some()
-            });
+            crate::coordinator::share_state::tick(&b).await;
         }
     });
 }

@@ -15,6 +15,7 @@ pub mod offsets;
 pub mod offsets_log;
 mod share;
 pub mod share_group;
+pub mod share_state;
 pub mod txn;
 pub mod txn_log;
 pub mod txn_markers;

@@ -36,7 +36,7 @@ async fn delete(ctx: &RequestContext, group: &str) -> crate::error::BrokerResult
         // A share group: without members, its share-partition state goes.
         b.groups.share_check_empty(group)?;
         for (k, _) in share_state {
-            b.shares.remove(&k)?;
+            crate::coordinator::share_state::remove(b, &k).await?;
         }
         tracing::info!(group, "share group deleted");
         return Ok(());

@@ -80,7 +80,7 @@ pub async fn handle(
     let mut out: BTreeMap<Uuid, Vec<PartitionData>> = BTreeMap::new();
     for (tp, acks) in wanted {
         let mut pd = PartitionData::default().with_partition_index(tp.1);
-        if let Err(e) = acknowledge(ctx, &group, &member, tp, ack_batches(acks), &limits) {
+        if let Err(e) = acknowledge(ctx, &group, &member, tp, ack_batches(acks), &limits).await {
             b.metrics.error("ShareAcknowledge", e.code());
             tracing::debug!(peer = %ctx.peer, group = %group, partition = tp.1, error = %e, "share acknowledgement refused");
             pd = pd.with_error_code(e.code()).with_error_message(e.message());
@@ -89,8 +89,14 @@ pub async fn handle(
     }
     if epoch == -1 {
         let closed = b.shares.sessions.close(&group, &member);
-        b.shares
-            .release_member(&group, &member, closed.as_ref(), &limits);
+        crate::coordinator::share_state::release_member(
+            b,
+            &group,
+            &member,
+            closed.as_ref(),
+            &limits,
+        )
+        .await;
     }
     ShareAcknowledgeResponse::default().with_responses(
         out.into_iter()

@@ -23,6 +23,7 @@ use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::coordinator::share_state;
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
 use crate::security::acl::{Operation, ResourceType};
@@ -87,8 +88,9 @@ fn topic_of(ctx: &RequestContext, id: &Uuid) -> BrokerResult<Arc<crate::storage:
     Ok(t)
 }
 
-/// Applies one partition's acknowledgements for `member`.
-pub fn acknowledge(
+/// Applies one partition's acknowledgements for `member`; answers once
+/// the outcome is durable.
+pub async fn acknowledge(
     ctx: &RequestContext,
     group: &str,
     member: &str,
@@ -108,16 +110,16 @@ pub fn acknowledge(
     let entry = b.shares.get(&key).ok_or_else(|| {
         BrokerError::InvalidRecordState("no records of this partition were acquired".into())
     })?;
-    let mut sp = entry.lock();
-    sp.expire(std::time::Instant::now(), limits);
-    let freed = sp.acknowledge(member, &batches, limits)?;
-    // Durable before the member hears it is done.
-    b.shares.persist(&key, &mut sp)?;
-    drop(sp);
+    let freed = {
+        let mut sp = entry.lock();
+        sp.expire(std::time::Instant::now(), limits);
+        sp.acknowledge(member, &batches, limits)?
+    };
     if freed {
         entry.released.notify_waiters();
     }
-    Ok(())
+    // Durable before the member hears it is done.
+    share_state::save(b, &key, &entry).await
 }
 
 /// Where `group` starts reading a partition it has never read.
@@ -152,9 +154,10 @@ struct Source {
     found: BrokerResult<(Arc<Partition>, ShareKey, Arc<ShareEntry>)>,
 }
 
-fn resolve(ctx: &RequestContext, group: &str, (topic_id, index): (Uuid, i32)) -> Source {
+async fn resolve(ctx: &RequestContext, group: &str, (topic_id, index): (Uuid, i32)) -> Source {
     let b = &ctx.broker;
-    let found = topic_of(ctx, &topic_id).and_then(|topic| {
+    let found = async {
+        let topic = topic_of(ctx, &topic_id)?;
         super::check_leader(ctx, topic.name.as_str(), index, -1)?;
         let p = topic
             .partition(index)
@@ -165,11 +168,11 @@ fn resolve(ctx: &RequestContext, group: &str, (topic_id, index): (Uuid, i32)) ->
             topic_id,
             partition: index,
         };
-        let entry = b
-            .shares
-            .get_or_init(&key, || initial_offset(ctx, group, &p))?;
+        let entry =
+            share_state::open(b, &key, p.leader_epoch(), || initial_offset(ctx, group, &p)).await?;
         Ok((p, key, entry))
-    });
+    }
+    .await;
     Source {
         topic_id,
         index,
@@ -195,7 +198,7 @@ fn aborted(
 /// acquired ranges.
 fn take(
     ctx: &RequestContext,
-    (p, key, entry): &(Arc<Partition>, ShareKey, Arc<ShareEntry>),
+    (p, _, entry): &(Arc<Partition>, ShareKey, Arc<ShareEntry>),
     member: &Arc<str>,
     max_records: usize,
     max_bytes: usize,
@@ -217,9 +220,9 @@ fn take(
         }
         let log_start = p.log_start_offset();
         if sp.start() < log_start {
-            // Retention removed records the group had not finished.
+            // Retention removed records the group had not finished (the
+            // ticker writes the new start).
             sp.skip_to(log_start);
-            b.shares.persist(key, &mut sp)?;
         }
         if !sp.has_acquirable(limit, limits) {
             return Ok((Bytes::new(), Vec::new()));
@@ -364,7 +367,7 @@ pub async fn handle(ctx: &RequestContext, req: ShareFetchRequest) -> ShareFetchR
         if acks.is_empty() {
             continue;
         }
-        let result = acknowledge(ctx, &group, &member, tp, ack_batches(acks), &limits);
+        let result = acknowledge(ctx, &group, &member, tp, ack_batches(acks), &limits).await;
         let mut pd = empty_partition(tp.1);
         if let Err(e) = result {
             b.metrics.error("ShareFetch", e.code());
@@ -377,8 +380,7 @@ pub async fn handle(ctx: &RequestContext, req: ShareFetchRequest) -> ShareFetchR
     }
     if epoch == -1 {
         let closed = b.shares.sessions.close(&group, &member);
-        b.shares
-            .release_member(&group, &member, closed.as_ref(), &limits);
+        share_state::release_member(b, &group, &member, closed.as_ref(), &limits).await;
         return respond(out, lock_ms);
     }
 
@@ -388,11 +390,12 @@ pub async fn handle(ctx: &RequestContext, req: ShareFetchRequest) -> ShareFetchR
         .min(b.config.fetch_max_bytes)
         .max(1);
     let committed = committed_isolation(ctx, &group);
-    let sources: Vec<Source> = if max_records == 0 {
-        Vec::new()
-    } else {
-        session.iter().map(|tp| resolve(ctx, &group, *tp)).collect()
-    };
+    let mut sources: Vec<Source> = Vec::new();
+    if max_records > 0 {
+        for tp in &session {
+            sources.push(resolve(ctx, &group, *tp).await);
+        }
+    }
     let member: Arc<str> = member.into();
     let wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0)).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + wait;

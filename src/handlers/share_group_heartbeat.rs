@@ -23,7 +23,17 @@ pub async fn handle(
     let b = &ctx.broker;
     let group = req.group_id.0.to_string();
     let (session, interval, max_size) = settings(ctx, &group);
-    match heartbeat(ctx, &group, req, session, max_size) {
+    let member = req.member_id.to_string();
+    let leaving = req.member_epoch == -1;
+    let answer = heartbeat(ctx, &group, req, session, max_size);
+    if leaving && answer.is_ok() {
+        // What the member still holds goes back to the others now, not
+        // when its locks run out.
+        let limits = super::share_fetch::limits(ctx, &group);
+        b.shares.sessions.close(&group, &member);
+        crate::coordinator::share_state::release_member(b, &group, &member, None, &limits).await;
+    }
+    match answer {
         Ok(a) => ShareGroupHeartbeatResponse::default()
             .with_member_id(Some(sb(a.member_id)))
             .with_member_epoch(a.epoch)
@@ -78,10 +88,8 @@ fn heartbeat(
         tracing::info!(peer = %ctx.peer, group, topic = %t, "share subscription to a topic the principal may not describe");
         return Err(BrokerError::TopicAuthorizationFailed);
     }
-    let member = req.member_id.to_string();
-    let leaving = req.member_epoch == -1;
     let hb = ShareHeartbeat {
-        member_id: member.clone(),
+        member_id: req.member_id.to_string(),
         epoch: req.member_epoch,
         rack_id: req.rack_id.map(|s| s.to_string()),
         client_id: ctx.client().to_string(),
@@ -89,17 +97,8 @@ fn heartbeat(
         topics,
     };
     let meta = super::consumer_group_heartbeat::topics_meta(ctx);
-    let answer = b
-        .groups
-        .share_heartbeat(group, hb, session, max_size, &meta)?;
-    if leaving {
-        // What the member still holds goes back to the others now, not
-        // when its locks run out.
-        let limits = super::share_fetch::limits(ctx, group);
-        b.shares.sessions.close(group, &member);
-        b.shares.release_member(group, &member, None, &limits);
-    }
-    Ok(answer)
+    b.groups
+        .share_heartbeat(group, hb, session, max_size, &meta)
 }
 
 /// The group's session timeout and heartbeat interval, and `group.share.max.size`.

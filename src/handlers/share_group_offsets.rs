@@ -18,6 +18,7 @@ use kafka_protocol::messages::{
 };
 
 use super::sb;
+use crate::coordinator::share_state;
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
 use crate::security::acl::{Operation, ResourceType};
@@ -145,61 +146,68 @@ pub async fn alter(
             .with_error_code(e.code())
             .with_error_message(e.message());
     }
-    let topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let name = t.topic_name.0.to_string();
-            let topic = super::topic_for(ctx, &name, Operation::Read);
-            let id = topic.as_ref().map(|t| t.id).unwrap_or_default();
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let r = topic.clone().and_then(|topic| {
-                        let part = topic
-                            .partition(p.partition_index)
-                            .cloned()
-                            .ok_or(BrokerError::UnknownTopicOrPartition)?;
-                        if p.start_offset < 0 {
-                            return Err(BrokerError::InvalidRequest(format!(
-                                "start offset {} is negative",
-                                p.start_offset
-                            )));
-                        }
-                        let offset = p
-                            .start_offset
-                            .clamp(part.log_start_offset(), part.high_watermark());
-                        let key = ShareKey {
-                            group: group.as_str().into(),
-                            topic_id: topic.id,
-                            partition: p.partition_index,
-                        };
-                        let e = b.shares.get_or_init(&key, || Ok(offset))?;
-                        let mut sp = e.lock();
-                        sp.reset(offset);
-                        b.shares.persist(&key, &mut sp)?;
-                        tracing::info!(group = %group, topic = %name, partition = p.partition_index, offset, "share group start offset set");
-                        Ok(())
-                    });
-                    let resp = AlterShareGroupOffsetsResponsePartition::default()
-                        .with_partition_index(p.partition_index);
-                    match r {
-                        Ok(()) => resp,
-                        Err(e) => {
-                            b.metrics.error("AlterShareGroupOffsets", e.code());
-                            resp.with_error_code(e.code()).with_error_message(e.message())
-                        }
-                    }
-                })
-                .collect();
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let name = t.topic_name.0.to_string();
+        let topic = super::topic_for(ctx, &name, Operation::Read);
+        let id = topic.as_ref().map(|t| t.id).unwrap_or_default();
+        let mut partitions = Vec::new();
+        for p in t.partitions {
+            let r = match &topic {
+                Ok(topic) => set_start(ctx, &group, topic, p.partition_index, p.start_offset).await,
+                Err(e) => Err(e.clone()),
+            };
+            let resp = AlterShareGroupOffsetsResponsePartition::default()
+                .with_partition_index(p.partition_index);
+            partitions.push(match r {
+                Ok(()) => resp,
+                Err(e) => {
+                    b.metrics.error("AlterShareGroupOffsets", e.code());
+                    resp.with_error_code(e.code())
+                        .with_error_message(e.message())
+                }
+            });
+        }
+        topics.push(
             AlterShareGroupOffsetsResponseTopic::default()
                 .with_topic_name(t.topic_name)
                 .with_topic_id(id)
-                .with_partitions(partitions)
-        })
-        .collect();
+                .with_partitions(partitions),
+        );
+    }
     AlterShareGroupOffsetsResponse::default().with_responses(topics)
+}
+
+/// Starts the group's share-partition afresh at `offset` (clamped to the log).
+async fn set_start(
+    ctx: &RequestContext,
+    group: &str,
+    topic: &crate::storage::catalog::Topic,
+    index: i32,
+    offset: i64,
+) -> BrokerResult<()> {
+    let b = &ctx.broker;
+    let part = topic
+        .partition(index)
+        .cloned()
+        .ok_or(BrokerError::UnknownTopicOrPartition)?;
+    if offset < 0 {
+        return Err(BrokerError::InvalidRequest(format!(
+            "start offset {offset} is negative"
+        )));
+    }
+    super::check_leader(ctx, topic.name.as_str(), index, -1)?;
+    let offset = offset.clamp(part.log_start_offset(), part.high_watermark());
+    let key = ShareKey {
+        group: group.into(),
+        topic_id: topic.id,
+        partition: index,
+    };
+    let e = share_state::open(b, &key, part.leader_epoch(), || Ok(offset)).await?;
+    e.lock().reset(offset);
+    share_state::save(b, &key, &e).await?;
+    tracing::info!(group, topic = %topic.name, partition = index, offset, "share group start offset set");
+    Ok(())
 }
 
 pub async fn delete(
@@ -217,30 +225,39 @@ pub async fn delete(
             .with_error_code(e.code())
             .with_error_message(e.message());
     }
-    let state = b.shares.of_group(&group);
-    let topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let name = t.topic_name.0.to_string();
-            let r = super::topic_for(ctx, &name, Operation::Read).and_then(|topic| {
-                for (k, _) in state.iter().filter(|(k, _)| k.topic_id == topic.id) {
-                    b.shares.remove(k)?;
+    let mut topics = Vec::new();
+    for t in req.topics {
+        let name = t.topic_name.0.to_string();
+        let r = match super::topic_for(ctx, &name, Operation::Read) {
+            Ok(topic) => {
+                let mut done = Ok(topic.id);
+                for index in 0..topic.partitions.len() as i32 {
+                    let key = ShareKey {
+                        group: group.as_str().into(),
+                        topic_id: topic.id,
+                        partition: index,
+                    };
+                    if let Err(e) = share_state::remove(b, &key).await {
+                        done = Err(e);
+                        break;
+                    }
                 }
-                tracing::info!(group = %group, topic = %name, "share group offsets deleted");
-                Ok(topic.id)
-            });
-            let resp =
-                DeleteShareGroupOffsetsResponseTopic::default().with_topic_name(t.topic_name);
-            match r {
-                Ok(id) => resp.with_topic_id(id),
-                Err(e) => {
-                    b.metrics.error("DeleteShareGroupOffsets", e.code());
-                    resp.with_error_code(e.code())
-                        .with_error_message(e.message())
+                if done.is_ok() {
+                    tracing::info!(group = %group, topic = %name, "share group offsets deleted");
                 }
+                done
             }
-        })
-        .collect();
+            Err(e) => Err(e),
+        };
+        let resp = DeleteShareGroupOffsetsResponseTopic::default().with_topic_name(t.topic_name);
+        topics.push(match r {
+            Ok(id) => resp.with_topic_id(id),
+            Err(e) => {
+                b.metrics.error("DeleteShareGroupOffsets", e.code());
+                resp.with_error_code(e.code())
+                    .with_error_message(e.message())
+            }
+        });
+    }
     DeleteShareGroupOffsetsResponse::default().with_responses(topics)
 }

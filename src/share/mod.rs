@@ -6,11 +6,11 @@
 
 pub mod partition;
 pub mod sessions;
-mod store;
+pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -33,6 +33,12 @@ pub struct ShareEntry {
     state: Mutex<SharePartition>,
     /// Woken when records become available again (released, timed out).
     pub released: Notify,
+    /// Held across a write of the state, so writes land in the order of
+    /// the changes they carry.
+    pub writer: tokio::sync::Mutex<()>,
+    /// The partition's leader epoch when the state was loaded (cluster
+    /// mode: a later epoch means it may have changed elsewhere meanwhile).
+    pub leader_epoch: i32,
 }
 
 impl ShareEntry {
@@ -48,6 +54,21 @@ pub struct ShareStates {
     sync: bool,
     entries: RwLock<HashMap<ShareKey, Arc<ShareEntry>>>,
     pub sessions: ShareSessions,
+    /// Cluster mode: this broker as share coordinator, the states of the
+    /// `__share_group_state` partitions it leads (encoded as `store` does).
+    pub coordinated: Mutex<HashMap<ShareKey, Vec<u8>>>,
+    pub coordinated_loaded: crate::coordinator::internal_topic::Loaded,
+}
+
+impl ShareEntry {
+    pub fn new(sp: SharePartition, leader_epoch: i32) -> Self {
+        ShareEntry {
+            state: Mutex::new(sp),
+            released: Notify::new(),
+            writer: tokio::sync::Mutex::new(()),
+            leader_epoch,
+        }
+    }
 }
 
 /// `group.share.max.share.sessions` default.
@@ -79,15 +100,7 @@ impl ShareStates {
     pub fn load(store: Arc<Store>, sync: bool, max_sessions: usize) -> BrokerResult<Self> {
         let entries: HashMap<ShareKey, Arc<ShareEntry>> = store::load_all(&store)?
             .into_iter()
-            .map(|(k, sp)| {
-                (
-                    k,
-                    Arc::new(ShareEntry {
-                        state: Mutex::new(sp),
-                        released: Notify::new(),
-                    }),
-                )
-            })
+            .map(|(k, sp)| (k, Arc::new(ShareEntry::new(sp, 0))))
             .collect();
         if !entries.is_empty() {
             tracing::info!(
@@ -100,6 +113,8 @@ impl ShareStates {
             sync,
             entries: RwLock::new(entries),
             sessions: ShareSessions::new(max_sessions),
+            coordinated: Mutex::new(HashMap::new()),
+            coordinated_loaded: Default::default(),
         })
     }
 
@@ -119,40 +134,25 @@ impl ShareStates {
         self.read().get(key).cloned()
     }
 
-    /// The share-partition, created (and persisted) at the start offset
-    /// `init` chooses if the group has never read this partition.
-    pub fn get_or_init(
-        &self,
-        key: &ShareKey,
-        init: impl FnOnce() -> BrokerResult<i64>,
-    ) -> BrokerResult<Arc<ShareEntry>> {
-        if let Some(e) = self.get(key) {
-            return Ok(e);
-        }
-        let start = init()?;
-        let mut entries = self.write();
-        if let Some(e) = entries.get(key) {
-            return Ok(e.clone());
-        }
-        let mut sp = SharePartition::new(start);
-        self.persist(key, &mut sp)?;
-        tracing::info!(group = %key.group, topic_id = %key.topic_id, partition = key.partition, start, "share-partition initialised");
-        let e = Arc::new(ShareEntry {
-            state: Mutex::new(sp),
-            released: Notify::new(),
-        });
-        entries.insert(key.clone(), e.clone());
-        Ok(e)
+    /// Adds a share-partition (unless one got there first); the one in place.
+    pub fn insert(&self, key: &ShareKey, entry: ShareEntry) -> Arc<ShareEntry> {
+        self.write()
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(entry))
+            .clone()
     }
 
-    /// Writes the share-partition if it changed since it was last written.
-    /// Called with its lock held, so writes land in the order of changes.
-    pub fn persist(&self, key: &ShareKey, sp: &mut SharePartition) -> BrokerResult<()> {
-        if sp.dirty {
-            store::put(&self.store, self.sync, key, sp)?;
-            sp.dirty = false;
+    /// Forgets a share-partition held in memory (its state may have moved on elsewhere).
+    pub fn forget(&self, key: &ShareKey) {
+        self.write().remove(key);
+    }
+
+    /// Standalone: writes a share-partition's encoded state to the local store.
+    pub fn write_local(&self, key: &ShareKey, value: Option<&[u8]>) -> BrokerResult<()> {
+        match value {
+            Some(v) => store::put(&self.store, self.sync, key, v),
+            None => store::delete(&self.store, self.sync, key),
         }
-        Ok(())
     }
 
     /// Every share-partition of `group`.
@@ -178,69 +178,12 @@ impl ShareStates {
         out
     }
 
-    /// Groups with any share-partition state.
+    /// Groups with any share-partition state (held here, or coordinated here).
     pub fn groups(&self) -> BTreeSet<String> {
-        self.read().keys().map(|k| k.group.to_string()).collect()
-    }
-
-    /// Drops a share-partition's state (DeleteShareGroupOffsets, a deleted group or topic).
-    pub fn remove(&self, key: &ShareKey) -> BrokerResult<()> {
-        let mut entries = self.write();
-        store::delete(&self.store, self.sync, key)?;
-        entries.remove(key);
-        Ok(())
-    }
-
-    /// Gives back what `member` holds in `group` (it left, or its session
-    /// closed or expired), on the partitions given or on all.
-    pub fn release_member(
-        &self,
-        group: &str,
-        member: &str,
-        only: Option<&sessions::SessionPartitions>,
-        limits: &Limits,
-    ) {
-        for (k, e) in self.of_group(group) {
-            if only.is_some_and(|o| !o.contains(&(k.topic_id, k.partition))) {
-                continue;
-            }
-            let mut sp = e.lock();
-            if sp.release_member(member, limits) {
-                e.released.notify_waiters();
-            }
-            if let Err(err) = self.persist(&k, &mut sp) {
-                tracing::warn!(group, error = %err, "cannot persist a share-partition");
-            }
+        let mut out: BTreeSet<String> = self.read().keys().map(|k| k.group.to_string()).collect();
+        if let Ok(c) = self.coordinated.lock() {
+            out.extend(c.keys().map(|k| k.group.to_string()));
         }
-    }
-
-    /// Ends the locks that ran out and persists what changed; drops the
-    /// state of topics that no longer exist.
-    pub fn tick(
-        &self,
-        now: Instant,
-        limits_of: impl Fn(&str) -> Limits,
-        topic_exists: impl Fn(&Uuid) -> bool,
-    ) {
-        let mut cache: HashMap<Arc<str>, Limits> = HashMap::new();
-        for (k, e) in self.all() {
-            if !topic_exists(&k.topic_id) {
-                tracing::info!(group = %k.group, topic_id = %k.topic_id, "dropping the share state of a deleted topic");
-                if let Err(err) = self.remove(&k) {
-                    tracing::warn!(error = %err, "cannot drop a share-partition");
-                }
-                continue;
-            }
-            let l = *cache
-                .entry(k.group.clone())
-                .or_insert_with(|| limits_of(&k.group));
-            let mut sp = e.lock();
-            if sp.next_deadline().is_some_and(|d| d <= now) && sp.expire(now, &l) {
-                e.released.notify_waiters();
-            }
-            if let Err(err) = self.persist(&k, &mut sp) {
-                tracing::warn!(group = %k.group, error = %err, "cannot persist a share-partition");
-            }
-        }
+        out
     }
 }

@@ -29,7 +29,7 @@ pub fn key(k: &ShareKey) -> Vec<u8> {
     out
 }
 
-fn parse_key(k: &[u8]) -> Option<ShareKey> {
+pub fn parse_key(k: &[u8]) -> Option<ShareKey> {
     let rest = k.strip_prefix(PREFIX)?;
     let len = usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
     let group = std::str::from_utf8(rest.get(2..2 + len)?).ok()?;
@@ -105,13 +105,13 @@ pub fn load_all(store: &Store) -> BrokerResult<Vec<(ShareKey, SharePartition)>> 
     Ok(out)
 }
 
-pub fn put(store: &Store, sync: bool, k: &ShareKey, sp: &SharePartition) -> BrokerResult<()> {
+pub fn put(store: &Store, sync: bool, k: &ShareKey, value: &[u8]) -> BrokerResult<()> {
     let meta = store.cf(CF_META)?;
     let mut o = WriteOptions::default();
     o.set_sync(sync);
     store
         .db
-        .put_cf_opt(meta, key(k), encode(sp), &o)
+        .put_cf_opt(meta, key(k), value, &o)
         .map_err(|e| BrokerError::Storage(e.to_string()))
 }
 

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::MutexGuard;
 use std::time::Instant;
 
-use super::consumer_group::{ConsumerGroup, Heartbeat, HeartbeatAnswer, Limits, TopicsMeta};
+use super::consumer_group::{
+    ConsumerGroup, Heartbeat, HeartbeatAnswer, Limits, PartitionRacks, TopicsMeta,
+};
 use super::GroupCoordinator;
 use crate::error::{BrokerError, BrokerResult};
 
@@ -26,6 +28,7 @@ impl GroupCoordinator {
         hb: Heartbeat,
         limits: &Limits,
         topics: &TopicsMeta,
+        racks: PartitionRacks,
     ) -> BrokerResult<HeartbeatAnswer> {
         if self.is_share_group(group_id) {
             return Err(BrokerError::GroupIdNotFound);
@@ -52,6 +55,7 @@ impl GroupCoordinator {
             // Only a join creates a group (as Kafka).
             None => return Err(BrokerError::GroupIdNotFound),
         };
+        g.racks = racks;
         let before = g.snapshot();
         let answer = g.heartbeat(hb, Instant::now(), limits, topics);
         let after = g.snapshot();

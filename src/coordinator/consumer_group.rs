@@ -30,6 +30,9 @@ pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
 /// The subscribed topics' metadata: name → (id, partition count).
 pub type TopicsMeta = BTreeMap<String, (Uuid, i32)>;
 
+/// The racks of each partition's replicas (empty when brokers have no racks).
+pub type PartitionRacks = BTreeMap<(Uuid, i32), BTreeSet<String>>;
+
 pub const ASSIGNORS: [&str; 2] = ["uniform", "range"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +127,9 @@ pub struct ConsumerGroup {
     metadata: TopicsMeta,
     /// Partitions held (owned or being revoked) → the member holding them.
     owners: HashMap<(Uuid, i32), String>,
+    /// Where the partitions' replicas are, for rack-aware assignment
+    /// (refreshed by every heartbeat).
+    pub racks: PartitionRacks,
     /// Cluster mode: the state changed since it was last logged.
     pub changed: bool,
 }
@@ -209,6 +215,7 @@ impl ConsumerGroup {
             statics: HashMap::new(),
             metadata: TopicsMeta::new(),
             owners: HashMap::new(),
+            racks: PartitionRacks::new(),
             changed: false,
         }
     }
@@ -576,7 +583,20 @@ impl ConsumerGroup {
         let targets = if chosen == "range" {
             range(&members, &self.metadata)
         } else {
-            uniform(&members, &self.metadata, &previous)
+            let member_racks: BTreeMap<String, String> = self
+                .members
+                .values()
+                .filter_map(|m| Some((m.id.clone(), m.rack_id.clone()?)))
+                .collect();
+            uniform(
+                &members,
+                &self.metadata,
+                &previous,
+                &Racks {
+                    members: &member_racks,
+                    partitions: &self.racks,
+                },
+            )
         };
         for m in self.members.values_mut() {
             m.target = targets.get(&m.id).cloned().unwrap_or_default();
@@ -681,13 +701,38 @@ impl ConsumerGroup {
     }
 }
 
+/// Members' racks and partitions' replica racks, for rack-aware assignment.
+struct Racks<'a> {
+    members: &'a BTreeMap<String, String>,
+    partitions: &'a PartitionRacks,
+}
+
+impl Racks<'_> {
+    #[cfg(test)]
+    const NONE: Racks<'static> = Racks {
+        members: &BTreeMap::new(),
+        partitions: &BTreeMap::new(),
+    };
+
+    /// True if `member` sits in a rack holding a replica of the partition.
+    fn local(&self, member: &str, t: &Uuid, p: i32) -> bool {
+        self.members.get(member).is_some_and(|r| {
+            self.partitions
+                .get(&(*t, p))
+                .is_some_and(|racks| racks.contains(r))
+        })
+    }
+}
+
 /// Balanced and sticky: a partition stays with its previous target owner
 /// while that member subscribes to it and has room; the rest go to the
-/// least loaded subscribed member.
+/// least loaded subscribed member, among those preferring one in a rack
+/// that holds a replica of the partition (when members and brokers have racks).
 fn uniform(
     members: &[(String, Vec<String>)],
     topics: &TopicsMeta,
     previous: &BTreeMap<String, Assignment>,
+    racks: &Racks<'_>,
 ) -> BTreeMap<String, Assignment> {
     let mut out: BTreeMap<String, Assignment> = BTreeMap::new();
     let mut load: BTreeMap<&str, usize> = members.iter().map(|(m, _)| (m.as_str(), 0)).collect();
@@ -746,7 +791,18 @@ fn uniform(
     // members with narrow subscriptions still get their share.
     left.sort_by_key(|(_, _, e)| e.len());
     for (t, p, eligible) in left {
-        if let Some(m) = eligible.iter().min_by_key(|m| (load[**m], **m)) {
+        // A member in a replica's rack, if it stays within the balance
+        // (floor, or floor + 1 while some may have one more); else the
+        // least loaded.
+        let within = |m: &str| load[m] < floor || (load[m] == floor && extra > 0);
+        let local = eligible
+            .iter()
+            .filter(|m| racks.local(m, &t, p) && within(m))
+            .min_by_key(|m| (load[**m], **m));
+        if let Some(m) = local.or_else(|| eligible.iter().min_by_key(|m| (load[**m], **m))) {
+            if load[*m] == floor {
+                extra = extra.saturating_sub(1);
+            }
             *load.entry(m).or_default() += 1;
             out.entry(m.to_string())
                 .or_default()
@@ -921,6 +977,34 @@ mod tests {
     }
 
     #[test]
+    fn uniform_prefers_members_in_a_replica_rack() {
+        let t = Uuid::from_u128(7);
+        let topics: TopicsMeta = [("t".to_string(), (t, 4))].into();
+        let members = vec![
+            ("m1".to_string(), vec!["t".to_string()]),
+            ("m2".to_string(), vec!["t".to_string()]),
+        ];
+        let member_racks: BTreeMap<String, String> =
+            [("m1".into(), "r2".into()), ("m2".into(), "r1".into())].into();
+        let partitions: PartitionRacks = (0..4)
+            .map(|p| ((t, p), [if p < 2 { "r1" } else { "r2" }.to_string()].into()))
+            .collect();
+        let racks = Racks {
+            members: &member_racks,
+            partitions: &partitions,
+        };
+        let u = uniform(&members, &topics, &BTreeMap::new(), &racks);
+        assert_eq!(u["m2"][&t], [0, 1].into());
+        assert_eq!(u["m1"][&t], [2, 3].into());
+        // Without racks it is balanced all the same.
+        let plain = uniform(&members, &topics, &BTreeMap::new(), &Racks::NONE);
+        assert_eq!(
+            plain.values().map(|a| a[&t].len()).collect::<Vec<_>>(),
+            [2, 2]
+        );
+    }
+
+    #[test]
     fn assignors_balance() {
         let topics: TopicsMeta = [
             ("a".to_string(), (Uuid::from_u128(1), 5)),
@@ -932,23 +1016,23 @@ mod tests {
             ("m2".to_string(), vec!["a".to_string(), "b".to_string()]),
             ("m3".to_string(), vec!["a".to_string()]),
         ];
-        let u = uniform(&members, &topics, &BTreeMap::new());
+        let u = uniform(&members, &topics, &BTreeMap::new(), &Racks::NONE);
         let sizes: Vec<usize> = u.values().map(count).collect();
         assert_eq!(sizes.iter().sum::<usize>(), 7);
         assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
         // m3 never gets a partition of b, to which it does not subscribe.
         assert!(!u["m3"].contains_key(&Uuid::from_u128(2)));
         // Sticky: recomputing with the result as the previous target keeps it.
-        assert_eq!(uniform(&members, &topics, &u), u);
+        assert_eq!(uniform(&members, &topics, &u, &Racks::NONE), u);
         // A newcomer gets its share; the others keep what they can.
         let one: TopicsMeta = [("a".to_string(), (Uuid::from_u128(1), 8))].into();
         let four: Vec<(String, Vec<String>)> = (1..=4)
             .map(|i| (format!("m{i}"), vec!["a".to_string()]))
             .collect();
-        let before = uniform(&four, &one, &BTreeMap::new());
+        let before = uniform(&four, &one, &BTreeMap::new(), &Racks::NONE);
         let mut five = four.clone();
         five.push(("m5".to_string(), vec!["a".to_string()]));
-        let after = uniform(&five, &one, &before);
+        let after = uniform(&five, &one, &before, &Racks::NONE);
         let sizes: Vec<usize> = five
             .iter()
             .map(|(m, _)| after.get(m).map_or(0, count))

@@ -123,7 +123,8 @@ fn heartbeat(
         owned,
     };
     let meta = topics_meta(ctx);
-    b.groups.consumer_heartbeat(group, hb, limits, &meta)
+    let racks = partition_racks(ctx, &meta);
+    b.groups.consumer_heartbeat(group, hb, limits, &meta, racks)
 }
 
 /// Every topic a member could be assigned: name → (id, partitions). Internal
@@ -137,6 +138,43 @@ pub(crate) fn topics_meta(ctx: &RequestContext) -> TopicsMeta {
         .filter(|t| ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, t.name.as_str()))
         .map(|t| (t.name.to_string(), (t.id, t.partitions.len() as i32)))
         .collect::<BTreeMap<_, _>>()
+}
+
+/// The racks holding each partition's replicas, when brokers have racks
+/// (standalone: this broker's `broker.rack` for every partition).
+fn partition_racks(ctx: &RequestContext, topics: &TopicsMeta) -> consumer_group::PartitionRacks {
+    let b = &ctx.broker;
+    let racks: std::collections::HashMap<i32, String> = b
+        .cluster
+        .live_brokers()
+        .into_iter()
+        .filter_map(|i| Some((i.node_id, i.rack?)))
+        .collect();
+    let mut out = consumer_group::PartitionRacks::new();
+    if racks.is_empty() {
+        return out;
+    }
+    for (name, (id, n)) in topics {
+        match b.cluster.topic(name) {
+            Some(state) => {
+                for (i, p) in state.partitions.iter().enumerate() {
+                    let on: std::collections::BTreeSet<String> = p
+                        .replicas
+                        .iter()
+                        .filter_map(|r| racks.get(r).cloned())
+                        .collect();
+                    out.insert((*id, i as i32), on);
+                }
+            }
+            None => {
+                let all: std::collections::BTreeSet<String> = racks.values().cloned().collect();
+                for i in 0..*n {
+                    out.insert((*id, i), all.clone());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The group's session timeout and heartbeat interval, and the broker's

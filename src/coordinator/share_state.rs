@@ -222,6 +222,22 @@ pub async fn tick(b: &Broker) {
     }
 }
 
+/// A share-partition's start offset (`None`: never initialised): from the
+/// state held here, else (cluster mode) from its share coordinator.
+pub async fn start_offset(b: &Broker, key: &ShareKey) -> BrokerResult<Option<i64>> {
+    if let Some(e) = b.shares.get(key) {
+        return Ok(Some(e.lock().start()));
+    }
+    if !cluster(b) {
+        return Ok(None);
+    }
+    // Only an existing state topic can hold it; asking must not create one.
+    if b.cluster.topic(TOPIC).is_none() {
+        return Ok(None);
+    }
+    Ok(read(b, key).await?.map(|sp| sp.start()))
+}
+
 /// The share coordinator of `key`: its node, creating the topic on first need.
 async fn coordinator(b: &Broker, key: &ShareKey) -> BrokerResult<i32> {
     SHARE_STATE.coordinator_node(b, &coordinator_key(key)).await

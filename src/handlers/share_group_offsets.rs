@@ -54,83 +54,107 @@ pub async fn describe(
     req: DescribeShareGroupOffsetsRequest,
 ) -> DescribeShareGroupOffsetsResponse {
     let b = &ctx.broker;
-    let groups = req
-        .groups
-        .into_iter()
-        .map(|g| {
-            let name = g.group_id.0.to_string();
-            let resp =
-                DescribeShareGroupOffsetsResponseGroup::default().with_group_id(g.group_id.clone());
-            if let Err(e) = super::group_served(ctx, Operation::Describe, &name)
-                .and_then(|()| share_group_exists(ctx, &name))
-            {
-                b.metrics.error("DescribeShareGroupOffsets", e.code());
-                return resp
-                    .with_error_code(e.code())
-                    .with_error_message(e.message());
-            }
-            let state = b.shares.of_group(&name);
-            let start_of = |id: &uuid::Uuid, p: i32| {
-                state
-                    .iter()
-                    .find(|(k, _)| k.topic_id == *id && k.partition == p)
-                    .map(|(_, e)| e.lock().start())
-            };
-            let requested: Vec<(String, Option<Vec<i32>>)> = match g.topics {
-                Some(ts) => ts
-                    .into_iter()
-                    .map(|t| (t.topic_name.0.to_string(), Some(t.partitions)))
-                    .collect(),
-                None => {
-                    let mut names: Vec<String> = state
-                        .iter()
-                        .filter_map(|(k, _)| {
-                            b.catalog.get_by_id(&k.topic_id).map(|t| t.name.to_string())
-                        })
-                        .collect();
-                    names.dedup();
-                    names.into_iter().map(|n| (n, None)).collect()
-                }
-            };
-            let topics = requested
+    let mut groups = Vec::new();
+    for g in req.groups {
+        let name = g.group_id.0.to_string();
+        let resp =
+            DescribeShareGroupOffsetsResponseGroup::default().with_group_id(g.group_id.clone());
+        if let Err(e) = super::group_served(ctx, Operation::Describe, &name)
+            .and_then(|()| share_group_exists(ctx, &name))
+        {
+            b.metrics.error("DescribeShareGroupOffsets", e.code());
+            groups.push(
+                resp.with_error_code(e.code())
+                    .with_error_message(e.message()),
+            );
+            continue;
+        }
+        let requested: Vec<(String, Option<Vec<i32>>)> = match g.topics {
+            Some(ts) => ts
                 .into_iter()
-                .filter(|(t, _)| ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, t))
-                .map(|(t, parts)| {
-                    let topic = b.catalog.get(&t);
-                    let id = topic.as_ref().map(|t| t.id).unwrap_or_default();
-                    let parts = parts.unwrap_or_else(|| {
-                        state
-                            .iter()
-                            .filter(|(k, _)| k.topic_id == id)
-                            .map(|(k, _)| k.partition)
-                            .collect()
-                    });
-                    let partitions = parts
-                        .into_iter()
-                        .map(|p| {
-                            let r = DescribeShareGroupOffsetsResponsePartition::default()
-                                .with_partition_index(p)
-                                .with_leader_epoch(-1);
-                            match &topic {
-                                Some(tp) if tp.partition(p).is_some() => {
-                                    r.with_start_offset(start_of(&id, p).unwrap_or(-1))
-                                }
-                                _ => r
-                                    .with_start_offset(-1)
-                                    .with_error_code(BrokerError::UnknownTopicOrPartition.code()),
-                            }
-                        })
-                        .collect();
-                    DescribeShareGroupOffsetsResponseTopic::default()
-                        .with_topic_name(TopicName(sb(t)))
-                        .with_topic_id(id)
-                        .with_partitions(partitions)
-                })
-                .collect();
-            resp.with_topics(topics)
-        })
-        .collect();
+                .map(|t| (t.topic_name.0.to_string(), Some(t.partitions)))
+                .collect(),
+            None => known_topics(ctx, &name)
+                .into_iter()
+                .map(|n| (n, None))
+                .collect(),
+        };
+        let mut topics = Vec::new();
+        for (t, parts) in requested {
+            if !ctx.authorize_quiet(Operation::Describe, ResourceType::Topic, &t) {
+                continue;
+            }
+            let topic = b.catalog.get(&t);
+            let id = topic.as_ref().map(|t| t.id).unwrap_or_default();
+            // Asked for all: only the partitions the group has state on.
+            let all = parts.is_none();
+            let parts = parts.unwrap_or_else(|| {
+                (0..topic.as_ref().map_or(0, |t| t.partitions.len() as i32)).collect()
+            });
+            let mut partitions = Vec::new();
+            for p in parts {
+                let r = DescribeShareGroupOffsetsResponsePartition::default()
+                    .with_partition_index(p)
+                    .with_leader_epoch(-1);
+                let r = match &topic {
+                    Some(tp) if tp.partition(p).is_some() => {
+                        let key = ShareKey {
+                            group: name.as_str().into(),
+                            topic_id: id,
+                            partition: p,
+                        };
+                        match share_state::start_offset(b, &key).await {
+                            Ok(None) if all => continue,
+                            Ok(start) => r.with_start_offset(start.unwrap_or(-1)),
+                            Err(e) => r
+                                .with_start_offset(-1)
+                                .with_error_code(e.code())
+                                .with_error_message(e.message()),
+                        }
+                    }
+                    _ => r
+                        .with_start_offset(-1)
+                        .with_error_code(BrokerError::UnknownTopicOrPartition.code()),
+                };
+                partitions.push(r);
+            }
+            topics.push(
+                DescribeShareGroupOffsetsResponseTopic::default()
+                    .with_topic_name(TopicName(sb(t)))
+                    .with_topic_id(id)
+                    .with_partitions(partitions),
+            );
+        }
+        groups.push(resp.with_topics(topics));
+    }
     DescribeShareGroupOffsetsResponse::default().with_groups(groups)
+}
+
+/// The topics a share group has state on, as far as this broker can tell:
+/// those it holds or coordinates state for, and those its members subscribe to.
+fn known_topics(ctx: &RequestContext, group: &str) -> Vec<String> {
+    let b = &ctx.broker;
+    let mut ids: std::collections::BTreeSet<uuid::Uuid> = b
+        .shares
+        .of_group(group)
+        .into_iter()
+        .map(|(k, _)| k.topic_id)
+        .collect();
+    if let Ok(c) = b.shares.coordinated.lock() {
+        ids.extend(c.keys().filter(|k| &*k.group == group).map(|k| k.topic_id));
+    }
+    let mut names: std::collections::BTreeSet<String> = ids
+        .iter()
+        .filter_map(|id| b.catalog.get_by_id(id).map(|t| t.name.to_string()))
+        .collect();
+    if let Some(g) = b.groups.share_group(group) {
+        names.extend(
+            g.subscribed()
+                .into_iter()
+                .filter(|t| b.catalog.get(t).is_some()),
+        );
+    }
+    names.into_iter().collect()
 }
 
 pub async fn alter(

@@ -374,6 +374,10 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(BrokerError::InvalidGroupId);
         }
+        if self.is_share_group(group_id) {
+            // A share group commits nothing: its progress is its share state.
+            return Err(BrokerError::GroupIdNotFound);
+        }
         if let Some(r) = self.consumer_commit_check(group_id, member_id, generation) {
             return r;
         }

@@ -1605,6 +1605,24 @@ def test_list_and_describe_share_groups(kb, admin):
             d = share_group_describe(conn, [nosuch, classic, group])
             assert [d[x]["error_code"] for x in (nosuch, classic, group)] == [
                 GROUP_ID_NOT_FOUND, GROUP_ID_NOT_FOUND, NONE], d
+            # DescribeGroups (classic view): a share group is GROUP_ID_NOT_FOUND,
+            # as Kafka 4 answers; the classic group is described.
+            r = conn.request(kw.API_DESCRIBE_GROUPS, 0, kw.array(
+                [kw.string(group), kw.string(classic)]))
+            described = {}
+            for _ in range(r.i32()):
+                code, gid, state = r.i16(), r.string(), r.string()
+                r.string()
+                r.string()
+                for _ in range(r.i32()):
+                    r.string()
+                    r.string()
+                    r.string()
+                    r._take(r.i32())
+                    r._take(r.i32())
+                described[gid] = (code, state)
+            assert described[group] == (GROUP_ID_NOT_FOUND, "Dead"), described
+            assert described[classic][0] == NONE, described
         # librdkafka's ListConsumerGroups keeps protocol types "consumer" and "" only.
         listed = admin.list_consumer_groups(request_timeout=10).result(timeout=15)
         ids = {x.group_id for x in listed.valid}

@@ -1,5 +1,6 @@
 //! DescribeGroups (15): state, protocol and members with their metadata and
-//! assignments; unknown groups are reported as Dead, as Kafka does.
+//! assignments; unknown groups are reported as Dead, as Kafka does, and
+//! share groups as GROUP_ID_NOT_FOUND (they are described by ShareGroupDescribe).
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
@@ -50,6 +51,16 @@ pub async fn handle(ctx: &RequestContext, req: DescribeGroupsRequest) -> Describ
                             })
                             .collect(),
                     ),
+                // A share group is not a classic group: GROUP_ID_NOT_FOUND,
+                // as Kafka 4 answers (ShareGroupDescribe describes it).
+                Ok(None)
+                    if b.groups.is_share_group(id.0.as_str())
+                        || b.shares.groups().contains(id.0.as_str()) =>
+                {
+                    let e = crate::error::BrokerError::GroupIdNotFound;
+                    b.metrics.error("DescribeGroups", e.code());
+                    d.with_error_code(e.code()).with_group_state(sb("Dead"))
+                }
                 Ok(None) => d.with_group_state(sb("Dead")),
                 Err(e) => {
                     b.metrics.error("DescribeGroups", e.code());

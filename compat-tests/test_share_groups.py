@@ -1901,3 +1901,37 @@ def test_share_fetch_and_acknowledge_by_hand(kb, admin):
     finally:
         m.close()
     assert_share_healthy(kb, admin)
+
+
+def test_share_state_requests_from_a_client_are_refused(kb, admin):
+    """WriteShareGroupState (85) is for brokers talking to share coordinators.
+    Sent to a standalone broker — with a state window no broker would keep —
+    it is refused (NOT_COORDINATOR), nothing is allocated or written, and the
+    broker goes on serving share consumers."""
+    not_coordinator = 16
+    assert KafkaError.NOT_COORDINATOR == not_coordinator
+    topic = create_topic(admin, unique_topic("sh-state"), partitions=1)
+    tid = topic_id_bytes(admin, topic)
+    batch = kw.i64(0) + kw.i64(2**63 - 1) + kw.i8(2) + kw.i16(1) + T
+    partition = kw.i32(0) + kw.i32(0) + kw.i32(-1) + kw.i64(0) + _carr([batch]) + T
+    body = (kw.compact_string("sh-state-group") + _carr([tid + _carr([partition]) + T]) + T)
+    with raw(kb) as conn:
+        r = conn.request(85, 0, body, flexible=True)
+        r.skip_tagged_fields()
+
+        def part(rr):
+            p, code = rr.i32(), rr.i16()
+            rr.compact_string()
+            rr.skip_tagged_fields()
+            return p, code
+
+        def result(rr):
+            _uuid(rr)
+            parts = rr.compact_array(part)
+            rr.skip_tagged_fields()
+            return parts
+
+        results = r.compact_array(result)
+        _done(r, "WriteShareGroupState")
+        assert results == [[(0, not_coordinator)]], results
+    assert_share_healthy(kb, admin)

@@ -362,8 +362,12 @@ async fn read(b: &Broker, key: &ShareKey) -> BrokerResult<Option<SharePartition>
             })
         })
         .collect();
-    let end = runs.last().map_or(p.start_offset, |r| r.last + 1);
-    Ok(Some(SharePartition::restore(p.start_offset, end, &runs)))
+    let end = runs
+        .last()
+        .map_or(p.start_offset, |r| r.last.saturating_add(1));
+    SharePartition::restore(p.start_offset, end, &runs)
+        .map(Some)
+        .ok_or_else(|| BrokerError::Storage("the share coordinator sent an unusable state".into()))
 }
 
 async fn call<Req, Resp>(b: &Broker, node: i32, api: ApiKey, req: &Req) -> BrokerResult<Resp>

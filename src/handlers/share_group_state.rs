@@ -18,6 +18,10 @@ use crate::share::partition::{RecordState, SharePartition, StateRun};
 use crate::share::{store, ShareKey};
 
 fn allowed(ctx: &RequestContext) -> BrokerResult<()> {
+    // Standalone has no share coordinators to talk to.
+    if ctx.broker.cluster.is_standalone() {
+        return Err(BrokerError::NotCoordinator);
+    }
     if ctx.authorize(
         Operation::ClusterAction,
         ResourceType::Cluster,
@@ -133,14 +137,23 @@ pub async fn write(
                     Err(BrokerError::InvalidRequest("negative start offset".into()))
                 }
                 (Ok(()), Some(runs)) => {
-                    let end = runs.last().map_or(p.start_offset, |r| r.last + 1);
-                    let sp = SharePartition::restore(p.start_offset, end, &runs);
-                    share_state::apply(
-                        b,
-                        &key(&group, t.topic_id, p.partition),
-                        Some(store::encode(&sp)),
-                    )
-                    .await
+                    let end = runs
+                        .last()
+                        .map_or(p.start_offset, |r| r.last.saturating_add(1));
+                    match SharePartition::restore(p.start_offset, end, &runs) {
+                        Some(sp) => {
+                            share_state::apply(
+                                b,
+                                &key(&group, t.topic_id, p.partition),
+                                Some(store::encode(&sp)),
+                            )
+                            .await
+                        }
+                        None => Err(BrokerError::InvalidRequest(format!(
+                            "a share state from {} to {end} is not a window this broker keeps",
+                            p.start_offset
+                        ))),
+                    }
                 }
             };
             let r = write_share_group_state_response::PartitionResult::default()

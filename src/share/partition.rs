@@ -131,6 +131,10 @@ pub struct StateRun {
     pub deliveries: i16,
 }
 
+/// The longest in-flight window a restored state may have (far above
+/// `group.share.partition.max.record.locks`, whose Kafka maximum is 10000).
+pub const MAX_WINDOW: i64 = 1 << 20;
+
 #[derive(Debug, Clone)]
 pub struct SharePartition {
     start: i64,
@@ -148,9 +152,14 @@ impl SharePartition {
         }
     }
 
-    /// Rebuilds a share-partition from its persisted runs.
-    pub fn restore(start: i64, end: i64, runs: &[StateRun]) -> Self {
-        let len = usize::try_from(end.saturating_sub(start)).unwrap_or(0);
+    /// Rebuilds a share-partition from its persisted runs; `None` for a
+    /// window no broker would have kept (it is bounded by the in-flight
+    /// limit), so a corrupt or hostile state cannot make us allocate it.
+    pub fn restore(start: i64, end: i64, runs: &[StateRun]) -> Option<Self> {
+        if start < 0 || end < start || end - start > MAX_WINDOW {
+            return None;
+        }
+        let len = usize::try_from(end - start).ok()?;
         let mut window: VecDeque<Slot> = (0..len)
             .map(|_| Slot::fresh(RecordState::Available))
             .collect();
@@ -168,7 +177,7 @@ impl SharePartition {
             dirty: false,
         };
         sp.compact();
-        sp
+        Some(sp)
     }
 
     pub fn start(&self) -> i64 {
@@ -365,8 +374,8 @@ impl SharePartition {
                     b.first, b.last
                 )));
             }
-            let n = b.last - b.first + 1;
-            if b.types.len() != 1 && b.types.len() as i64 != n {
+            let n = i128::from(b.last) - i128::from(b.first) + 1;
+            if b.types.len() != 1 && b.types.len() as i128 != n {
                 return Err(BrokerError::InvalidRequest(format!(
                     "acknowledgement batch {}..{} has {} types",
                     b.first,
@@ -631,7 +640,8 @@ mod tests {
         );
         sp.acknowledge("a", &[ack(1, 1, AckType::Accept)], &l)
             .unwrap();
-        let restored = SharePartition::restore(sp.start(), sp.end(), &sp.runs());
+        let restored = SharePartition::restore(sp.start(), sp.end(), &sp.runs()).unwrap();
+        assert!(SharePartition::restore(0, MAX_WINDOW + 1, &[]).is_none());
         assert_eq!((restored.start(), restored.end()), (0, 6));
         assert_eq!(restored.acquired(), 0);
         assert_eq!(restored.next_to_read(), 0);
@@ -653,6 +663,29 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn absurd_acknowledgement_ranges_are_refused_without_work() {
+        let l = limits();
+        let mut sp = SharePartition::new(0);
+        let a: Arc<str> = "a".into();
+        sp.acquire(&a, &[seg(0, 1)], 10, Instant::now(), &l);
+        let wide = AckBatch {
+            first: i64::MIN,
+            last: i64::MAX,
+            types: vec![AckType::Accept, AckType::Accept],
+        };
+        assert!(matches!(
+            sp.acknowledge("a", &[wide], &l),
+            Err(BrokerError::InvalidRequest(_))
+        ));
+        let beyond = ack(0, i64::MAX, AckType::Accept);
+        assert!(matches!(
+            sp.acknowledge("a", &[beyond], &l),
+            Err(BrokerError::InvalidRecordState(_))
+        ));
+        assert_eq!(sp.acquired(), 2);
     }
 
     #[test]

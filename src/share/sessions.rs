@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -15,7 +16,12 @@ pub type SessionPartitions = BTreeSet<(Uuid, i32)>;
 struct Session {
     next_epoch: i32,
     partitions: SessionPartitions,
+    last_used: Instant,
 }
+
+/// A session unused this long (its consumer went away without closing it)
+/// gives its place to a new one when the cache is full.
+const IDLE: Duration = Duration::from_secs(120);
 
 pub struct ShareSessions {
     sessions: Mutex<HashMap<(String, String), Session>>,
@@ -54,14 +60,19 @@ impl ShareSessions {
     ) -> BrokerResult<SessionPartitions> {
         let mut s = self.lock();
         let k = (group.to_string(), member.to_string());
+        let now = Instant::now();
         if !s.contains_key(&k) && s.len() >= self.max {
-            return Err(BrokerError::ShareSessionLimitReached);
+            s.retain(|_, v| now.duration_since(v.last_used) < IDLE);
+            if s.len() >= self.max {
+                return Err(BrokerError::ShareSessionLimitReached);
+            }
         }
         s.insert(
             k,
             Session {
                 next_epoch: 1,
                 partitions: partitions.clone(),
+                last_used: now,
             },
         );
         Ok(partitions)
@@ -88,6 +99,7 @@ impl ShareSessions {
             )));
         }
         session.next_epoch = next(epoch);
+        session.last_used = Instant::now();
         session.partitions.extend(add.iter().copied());
         for f in forget {
             session.partitions.remove(f);

@@ -85,7 +85,7 @@ pub fn decode(v: &[u8]) -> Option<SharePartition> {
             deliveries: i16::from_be_bytes(v.get(at + 17..at + 19)?.try_into().ok()?),
         });
     }
-    Some(SharePartition::restore(start, end, &runs))
+    SharePartition::restore(start, end, &runs)
 }
 
 /// Every persisted share-partition.
@@ -147,7 +147,8 @@ mod tests {
                 state: RecordState::Acknowledged,
                 deliveries: 1,
             }],
-        );
+        )
+        .unwrap();
         let d = decode(&encode(&sp)).unwrap();
         assert_eq!((d.start(), d.end()), (5, 9));
         assert_eq!(d.runs(), sp.runs());

@@ -1074,6 +1074,60 @@ def test_bad_consumer_group_heartbeats_get_kafka_errors(kb, admin):
             classic.stop()
 
 
+def test_consumer_group_goes_back_to_classic_when_its_last_consumer_member_leaves(kb, admin):
+    """Rolling downgrade: classic members join a consumer group, the
+    consumer-protocol member leaves, and the group becomes a classic group
+    again (policy bidirectional): its members rejoin, the leader assigns,
+    every record is consumed, a partition is never held twice, and the
+    committed offsets stay."""
+    topic = create_topic(admin, unique_topic("cp-down"), partitions=4)
+    group = unique_group("down")
+    log = EventLog()
+    produce(kb.bootstrap, topic, [(i % 4, b"%d" % i) for i in range(400)])
+    k1 = Member(kb.bootstrap, group, [topic], "down-consumer", log=log, commit_on_revoke=True)
+    everyone = [k1]
+    try:
+        wait_settled(admin, group, [k1], topic, 4, [4])
+        wait_until(lambda: len(k1.got()) >= 100, 20, "the consumer-protocol member consuming")
+        c1 = Member(kb.bootstrap, group, [topic], "down-classic-1", log=log,
+                    commit_on_revoke=True, **CLASSIC)
+        everyone.append(c1)
+        wait_settled(admin, group, [k1, c1], topic, 4, [2, 2])
+        assert describe(admin, group).type == ConsumerGroupType.CONSUMER
+        k1.stop()
+        # Only a classic member left: a classic group again, and it owns everything.
+        wait_until(lambda: describe(admin, group).type == ConsumerGroupType.CLASSIC, 30,
+                   lambda: "group back to classic: %s" % describe(admin, group).type)
+        wait_until(lambda: c1.current() == tps(topic, range(4)), 30,
+                   lambda: "classic member owns all: %s" % sorted(c1.current()))
+        c2 = Member(kb.bootstrap, group, [topic], "down-classic-2", log=log,
+                    commit_on_revoke=True, **CLASSIC)
+        everyone.append(c2)
+
+        def split():
+            a, b = c1.current(), c2.current()
+            return len(a) == 2 and len(b) == 2 and a | b == tps(topic, range(4))
+        wait_until(split, 45, lambda: "classic members split the partitions: %s" %
+                   assignments_str([c1, c2]))
+        produce(kb.bootstrap, topic, [(i % 4, b"%d" % i) for i in range(400, 800)])
+        want = set(range(800))
+
+        def consumed():
+            return {int(m_[4]) for m in everyone for m_ in m.got()}
+        wait_until(lambda: want <= consumed(), 30,
+                   lambda: "all consumed; missing %d" % len(want - consumed()))
+        intervals, problems = ownership_intervals(log.snapshot(), {k1.name: k1.closed_at})
+        assert not problems, problems
+        ov = overlaps(intervals)
+        assert not ov, "a partition was held by two members at once: %s" % ov
+        wait_until(lambda: sum(committed(admin, group).values()) == 800, 30,
+                   lambda: "committed %s" % committed(admin, group))
+        for m in everyone:
+            assert not m.errors, "%s: %s" % (m.name, m.errors)
+    finally:
+        stop_all(everyone)
+
+
 def test_migration_policy_disabled_keeps_a_classic_group_classic():
     """group.consumer.migration.policy=disabled: a consumer-protocol join
     to a classic group with members is GROUP_ID_NOT_FOUND (as Kafka), and

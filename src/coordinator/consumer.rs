@@ -56,6 +56,8 @@ impl GroupCoordinator {
             None => return Err(BrokerError::GroupIdNotFound),
         };
         g.racks = racks;
+        g.migration = limits.migration;
+        let leaving = hb.epoch < 0;
         let before = g.snapshot();
         let answer = g.heartbeat(hb, Instant::now(), limits, topics);
         let after = g.snapshot();
@@ -69,6 +71,10 @@ impl GroupCoordinator {
         }
         if after != before {
             g.changed = true;
+        }
+        drop(groups);
+        if leaving && answer.is_ok() {
+            self.maybe_downgrade(group_id);
         }
         answer
     }
@@ -119,9 +125,19 @@ impl GroupCoordinator {
         let Ok(mut groups) = self.consumer() else {
             return;
         };
+        let mut shrunk = Vec::new();
         for g in groups.values_mut() {
-            g.tick(now);
+            if g.tick(now) {
+                shrunk.push(g.id.clone());
+            }
         }
+        drop(groups);
+        for id in shrunk {
+            self.maybe_downgrade(&id);
+        }
+        let Ok(mut groups) = self.consumer() else {
+            return;
+        };
         let replicated = self.replicated.load(std::sync::atomic::Ordering::Relaxed);
         groups.retain(|id, g| {
             !g.members.is_empty() || self.offsets.has_group(id) || (replicated && g.changed)

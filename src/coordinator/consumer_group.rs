@@ -130,6 +130,8 @@ pub struct ConsumerGroup {
     /// Where the partitions' replicas are, for rack-aware assignment
     /// (refreshed by every heartbeat).
     pub racks: PartitionRacks,
+    /// `group.consumer.migration.policy` as of the last heartbeat.
+    pub migration: super::migration::MigrationPolicy,
     /// Cluster mode: the state changed since it was last logged.
     pub changed: bool,
 }
@@ -216,6 +218,7 @@ impl ConsumerGroup {
             metadata: TopicsMeta::new(),
             owners: HashMap::new(),
             racks: PartitionRacks::new(),
+            migration: Default::default(),
             changed: false,
         }
     }

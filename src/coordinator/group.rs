@@ -566,6 +566,13 @@ impl Group {
             .unwrap_or(Duration::ZERO)
     }
 
+    /// A rebalance every member must rejoin for (a group converted back
+    /// from the consumer protocol).
+    pub fn force_rebalance(&mut self, now: Instant) {
+        self.changed = true;
+        self.prepare_rebalance(now);
+    }
+
     fn prepare_rebalance(&mut self, now: Instant) {
         if self.state == GroupState::CompletingRebalance {
             for m in self.members.values_mut() {

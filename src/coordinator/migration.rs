@@ -43,6 +43,13 @@ impl MigrationPolicy {
             MigrationPolicy::Bidirectional | MigrationPolicy::Upgrade
         )
     }
+
+    pub fn downgrades(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Bidirectional | MigrationPolicy::Downgrade
+        )
+    }
 }
 
 /// What the classic handlers bring for a consumer group: topics, limits.
@@ -118,6 +125,39 @@ impl GroupCoordinator {
             "classic group converted to a consumer group (online upgrade)"
         );
         Ok(Some(converted))
+    }
+
+    /// Online downgrade: a consumer group whose last consumer-protocol
+    /// member left, with classic members still in it, becomes a classic
+    /// group again (when the policy allows downgrades); its members rejoin
+    /// in a rebalance and their leader assigns.
+    pub(super) fn maybe_downgrade(&self, group_id: &str) {
+        let Ok(mut consumer) = self.consumer_groups.lock() else {
+            return;
+        };
+        let Some(g) = consumer.get(group_id) else {
+            return;
+        };
+        if !g.migration.downgrades() {
+            return;
+        }
+        let Some(snap) = g.to_classic() else {
+            return;
+        };
+        let Ok(mut classic) = self.lock() else {
+            return;
+        };
+        consumer.remove(group_id);
+        let now = Instant::now();
+        let mut group = super::group::Group::restore(group_id, snap, now);
+        group.force_rebalance(now);
+        tracing::info!(
+            group = group_id,
+            generation = group.generation,
+            members = group.members.len(),
+            "consumer group converted to a classic group (online downgrade)"
+        );
+        classic.insert(group_id.to_string(), group);
     }
 
     /// JoinGroup of a classic member to a consumer group with members;

@@ -382,6 +382,50 @@ impl ConsumerGroup {
         Ok(())
     }
 
+    /// Online downgrade: once only classic members are left, the group as
+    /// a classic group (generation = group epoch, each member's partitions
+    /// encoded in the embedded protocol); `None` while any member speaks
+    /// the consumer protocol.
+    pub fn to_classic(&self) -> Option<super::super::group::GroupSnapshot> {
+        use super::super::group::{GroupSnapshot, MemberSnapshot};
+        if self.members.is_empty() || self.members.values().any(|m| m.classic.is_none() || m.left) {
+            return None;
+        }
+        let names: BTreeMap<Uuid, String> = self
+            .metadata
+            .iter()
+            .map(|(n, (id, _))| (*id, n.clone()))
+            .collect();
+        let protocol = self
+            .members
+            .values()
+            .find_map(|m| m.classic.as_ref().map(|c| c.protocol_name.clone()))?;
+        let members = self
+            .members
+            .values()
+            .filter_map(|m| {
+                let c = m.classic.as_ref()?;
+                Some(MemberSnapshot {
+                    id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: c.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                    protocols: c.protocols.clone(),
+                    assignment: encode_assignment(&m.assigned, &names, c.version).to_vec(),
+                })
+            })
+            .collect();
+        Some(GroupSnapshot {
+            generation: self.epoch,
+            protocol_type: Some("consumer".into()),
+            protocol_name: Some(protocol),
+            leader: None,
+            members,
+        })
+    }
+
     /// True if `member_id` is a member speaking the classic protocol.
     pub fn has_classic_member(&self, member_id: &str, instance_id: Option<&str>) -> bool {
         let id = instance_id

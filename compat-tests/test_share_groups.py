@@ -614,7 +614,7 @@ def _ack_topics(acks):
 
 def share_fetch(conn, group, member_id, epoch, partitions=(), acks=None, forget=(),
                 max_wait_ms=500, min_bytes=1, max_bytes=1 << 20, max_records=500,
-                batch_size=500):
+                batch_size=500, client_id="runnel-compat"):
     """ShareFetch v1. partitions: [(topic_id, partition)] to fetch (no acknowledgements);
     acks: {(topic_id, partition): [(first, last, [types])]}; forget: [(topic_id, partition)].
     -> dict with the top-level fields and partitions {(topic_id, partition): dict}."""
@@ -635,7 +635,7 @@ def share_fetch(conn, group, member_id, epoch, partitions=(), acks=None, forget=
             + _carr([tid + _carr([kw.i32(p) for p in ps]) + T for tid, ps in forgotten.items()])
             + T)
     r = conn.request(API_SHARE_FETCH, 1, body, flexible=True,
-                     timeout=max_wait_ms / 1000.0 + 15)
+                     timeout=max_wait_ms / 1000.0 + 15, client_id=client_id)
     r.skip_tagged_fields()
     out = {"throttle_time_ms": r.i32(), "error_code": r.i16(),
            "error_message": r.compact_string(), "acquisition_lock_timeout_ms": r.i32()}
@@ -1935,3 +1935,29 @@ def test_share_state_requests_from_a_client_are_refused(kb, admin):
         _done(r, "WriteShareGroupState")
         assert results == [[(0, not_coordinator)]], results
     assert_share_healthy(kb, admin)
+
+
+def test_share_fetch_is_held_to_the_fetch_quota(kb, admin):
+    """consumer_byte_rate applies to ShareFetch: the records acquired go out,
+    and the response tells an over-quota client how long to wait."""
+    from test_client_quotas import alter
+    client = "share-quota-" + uuid.uuid4().hex[:8]
+    entity = [("client-id", client)]
+    assert alter(kb, [(entity, [("consumer_byte_rate", 1024.0, False)])]) == [(0, None)]
+    topic = create_topic(admin, unique_topic("sh-quota"), partitions=1)
+    tid = topic_id_bytes(admin, topic)
+    group = unique_group("quota")
+    earliest(admin, group)
+    produce(kb.bootstrap, topic, [(0, b"q" * 1000) for _ in range(40)])
+    m = RawShareMember(kb.bootstrap, group, [topic])
+    try:
+        assert m.join()["error_code"] == NONE
+        m.wait_assigned(tid, [0])
+        r = m.fetch([(tid, 0)], client_id=client)
+        assert r["error_code"] == NONE, r
+        got = r["partitions"][(tid, 0)]
+        assert got["acquired"] and got["records"], got
+        assert r["throttle_time_ms"] > 0, r
+    finally:
+        m.close()
+        alter(kb, [(entity, [("consumer_byte_rate", 0.0, True)])])

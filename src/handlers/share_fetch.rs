@@ -7,7 +7,8 @@
 //! offsets are the member's, with their delivery counts.
 //!
 //! The share-partition is created on the group's first fetch from a
-//! partition, at the offset `share.auto.offset.reset` names.
+//! partition, at the offset `share.auto.offset.reset` names. Fetch quotas
+//! apply: they cap the bytes taken and set the throttle time.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -26,6 +27,7 @@ use uuid::Uuid;
 use crate::coordinator::share_state;
 use crate::dispatch::RequestContext;
 use crate::error::{BrokerError, BrokerResult};
+use crate::quotas::limiter::QuotaType;
 use crate::security::acl::{Operation, ResourceType};
 use crate::share::partition::{AckBatch, AckType, Acquired, Limits, Segment};
 use crate::share::sessions::SessionPartitions;
@@ -385,9 +387,11 @@ pub async fn handle(ctx: &RequestContext, req: ShareFetchRequest) -> ShareFetchR
     }
 
     let max_records = usize::try_from(req.max_records).unwrap_or(0);
+    // Fetch quotas apply to share consumers too (the record bytes they take).
     let max_bytes = usize::try_from(req.max_bytes)
         .unwrap_or(0)
         .min(b.config.fetch_max_bytes)
+        .min(ctx.quota_cap(QuotaType::Fetch).unwrap_or(usize::MAX))
         .max(1);
     let committed = committed_isolation(ctx, &group);
     let mut sources: Vec<Source> = Vec::new();
@@ -413,6 +417,7 @@ pub async fn handle(ctx: &RequestContext, req: ShareFetchRequest) -> ShareFetchR
         let mut got = false;
         let mut errors = false;
         let (mut records_left, mut bytes_left) = (max_records, max_bytes);
+        let mut out_bytes = 0usize;
         let mut answers: Vec<(Uuid, PartitionData)> = Vec::new();
         for s in &sources {
             let mut pd = empty_partition(s.index);
@@ -436,6 +441,7 @@ pub async fn handle(ctx: &RequestContext, req: ShareFetchRequest) -> ShareFetchR
                     let n: i64 = acquired.iter().map(|a| a.last - a.first + 1).sum();
                     records_left = records_left.saturating_sub(usize::try_from(n).unwrap_or(0));
                     bytes_left = bytes_left.saturating_sub(bytes.len());
+                    out_bytes += bytes.len();
                     if let Ok((p, _, _)) = &s.found {
                         b.metrics
                             .bytes_out
@@ -468,6 +474,9 @@ pub async fn handle(ctx: &RequestContext, req: ShareFetchRequest) -> ShareFetchR
             }
         }
         if got || errors || Instant::now() >= deadline {
+            // The records are the member's already (under its locks): they
+            // go out, and an over-quota client waits before its next fetch.
+            let throttle = ctx.throttle(QuotaType::Fetch, out_bytes as f64);
             for (t, pd) in answers {
                 let slot = out.entry(t).or_default();
                 let merged = match slot.remove(&pd.partition_index) {
@@ -479,7 +488,7 @@ pub async fn handle(ctx: &RequestContext, req: ShareFetchRequest) -> ShareFetchR
                 };
                 slot.insert(merged.partition_index, merged);
             }
-            return respond(out, lock_ms);
+            return respond(out, lock_ms).with_throttle_time_ms(throttle);
         }
         let until = deadline.min(Instant::now() + RECHECK);
         if waits.is_empty() {

@@ -94,7 +94,8 @@ FLEX_FIRST = {
     16: 3, 18: 3, 19: 5, 20: 4, 21: 2, 22: 2, 23: 4, 24: 3, 25: 3, 26: 3, 27: 1,
     28: 3, 29: 2, 30: 2, 31: 2, 32: 4, 33: 2, 34: 2, 35: 2, 36: 2, 37: 2, 42: 2,
     43: 2, 44: 1, 45: 0, 46: 0, 48: 1, 49: 1, 50: 0, 51: 0, 60: 0, 61: 0, 65: 0,
-    66: 0, 75: 0,
+    66: 0, 75: 0, 68: 0, 69: 0, 74: 0, 76: 0, 77: 0, 78: 0, 79: 0, 84: 0, 85: 0, 86: 0,
+    90: 0, 91: 0, 92: 0,
 }
 
 API_PRODUCE = 0
@@ -1301,6 +1302,27 @@ def extra_seeds(recorded, apis, topic):
             + kw.array([kw.string("producer_byte_rate") + struct.pack(">d", 1e6) + kw.i8(0),
                         kw.string("consumer_byte_rate") + struct.pack(">d", 0.0) + kw.i8(1)])])
         + kw.i8(1),
+    ]
+    # Share groups (KIP-932) as librdkafka's ShareConsumer sends them: a join,
+    # a ShareFetch opening a session, an acknowledgement, and a share-state
+    # write with an absurd window (between brokers; refused standalone).
+    fx = lambda key, ver, c: kw.request_header(key, ver, c, "fuzz-seed",  # noqa: E731
+                                               flexible=True)
+    t0 = kw.EMPTY_TAGGED_FIELDS
+    carr = kw.compact_array_of
+    tid = b"\x11" * 16
+    out += [
+        fx(76, 1, 50) + kw.compact_string("fuzz-share") + kw.compact_string("fuzz-member")
+        + kw.i32(0) + kw.compact_string(None) + carr([kw.compact_string(topic)]) + t0,
+        fx(78, 1, 51) + kw.compact_string("fuzz-share") + kw.compact_string("fuzz-member")
+        + kw.i32(0) + kw.i32(10) + kw.i32(1) + kw.i32(1 << 20) + kw.i32(500) + kw.i32(500)
+        + carr([tid + carr([kw.i32(0) + carr([]) + t0]) + t0]) + carr([]) + t0,
+        fx(79, 1, 52) + kw.compact_string("fuzz-share") + kw.compact_string("fuzz-member")
+        + kw.i32(1) + carr([tid + carr([kw.i32(0) + carr([
+            kw.i64(0) + kw.i64(9) + carr([kw.i8(1)]) + t0]) + t0]) + t0]) + t0,
+        fx(85, 0, 53) + kw.compact_string("fuzz-share") + carr([tid + carr([
+            kw.i32(0) + kw.i32(0) + kw.i32(-1) + kw.i64(0) + carr([
+                kw.i64(0) + kw.i64(2**63 - 1) + kw.i8(2) + kw.i16(1) + t0]) + t0]) + t0]) + t0,
     ]
     # Found by this fuzzer (kept as regression seeds): counts of partitions
     # near 2^31 in CreateTopics and CreatePartitions.

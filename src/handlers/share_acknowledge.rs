@@ -11,7 +11,7 @@ use kafka_protocol::messages::share_acknowledge_response::{
 use kafka_protocol::messages::{ShareAcknowledgeRequest, ShareAcknowledgeResponse};
 use uuid::Uuid;
 
-use super::share_fetch::{ack_batches, acknowledge, limits, RequestedAcks};
+use super::share_fetch::{ack_batches, acknowledge, limits, merge_acks};
 use crate::dispatch::RequestContext;
 use crate::error::BrokerError;
 use crate::security::acl::Operation;
@@ -64,19 +64,17 @@ pub async fn handle(
         return fail(e);
     }
     let limits = limits(ctx, &group);
-    let mut wanted = RequestedAcks::new();
-    for t in req.topics {
-        for p in t.partitions {
-            wanted
-                .entry((t.topic_id, p.partition_index))
-                .or_default()
-                .extend(
-                    p.acknowledgement_batches
-                        .into_iter()
-                        .map(|a| (a.first_offset, a.last_offset, a.acknowledge_types)),
-                );
-        }
-    }
+    let wanted = merge_acks(req.topics.into_iter().flat_map(|t| {
+        t.partitions.into_iter().map(move |p| {
+            (
+                (t.topic_id, p.partition_index),
+                p.acknowledgement_batches
+                    .into_iter()
+                    .map(|a| (a.first_offset, a.last_offset, a.acknowledge_types))
+                    .collect::<Vec<_>>(),
+            )
+        })
+    }));
     let mut out: BTreeMap<Uuid, Vec<PartitionData>> = BTreeMap::new();
     for (tp, acks) in wanted {
         let mut pd = PartitionData::default().with_partition_index(tp.1);

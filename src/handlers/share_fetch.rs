@@ -52,6 +52,17 @@ pub fn limits(ctx: &RequestContext, group: &str) -> Limits {
 /// (a topic may appear more than once): (first, last, types).
 pub type RequestedAcks = BTreeMap<(Uuid, i32), Vec<(i64, i64, Vec<i8>)>>;
 
+/// A request's partitions and their acknowledgement batches, merged.
+pub fn merge_acks(
+    parts: impl IntoIterator<Item = ((Uuid, i32), Vec<(i64, i64, Vec<i8>)>)>,
+) -> RequestedAcks {
+    let mut out = RequestedAcks::new();
+    for (tp, batches) in parts {
+        out.entry(tp).or_default().extend(batches);
+    }
+    out
+}
+
 /// A request's acknowledgement batches in our terms (INVALID_REQUEST for an
 /// unknown type).
 pub fn ack_batches(
@@ -153,7 +164,7 @@ fn initial_offset(ctx: &RequestContext, group: &str, p: &Partition) -> BrokerRes
 struct Source {
     topic_id: Uuid,
     index: i32,
-    found: BrokerResult<(Arc<Partition>, ShareKey, Arc<ShareEntry>)>,
+    found: BrokerResult<(Arc<Partition>, Arc<ShareEntry>)>,
 }
 
 async fn resolve(ctx: &RequestContext, group: &str, (topic_id, index): (Uuid, i32)) -> Source {
@@ -172,7 +183,7 @@ async fn resolve(ctx: &RequestContext, group: &str, (topic_id, index): (Uuid, i3
         };
         let entry =
             share_state::open(b, &key, p.leader_epoch(), || initial_offset(ctx, group, &p)).await?;
-        Ok((p, key, entry))
+        Ok((p, entry))
     }
     .await;
     Source {
@@ -200,7 +211,7 @@ fn aborted(
 /// acquired ranges.
 fn take(
     ctx: &RequestContext,
-    (p, _, entry): &(Arc<Partition>, ShareKey, Arc<ShareEntry>),
+    (p, entry): &(Arc<Partition>, Arc<ShareEntry>),
     member: &Arc<str>,
     max_records: usize,
     max_bytes: usize,
@@ -317,19 +328,17 @@ pub async fn handle(ctx: &RequestContext, req: ShareFetchRequest) -> ShareFetchR
         return fail(e);
     }
     // A topic may appear more than once; merge by partition.
-    let mut wanted = RequestedAcks::new();
-    for t in req.topics {
-        for p in t.partitions {
-            wanted
-                .entry((t.topic_id, p.partition_index))
-                .or_default()
-                .extend(
-                    p.acknowledgement_batches
-                        .into_iter()
-                        .map(|a| (a.first_offset, a.last_offset, a.acknowledge_types)),
-                );
-        }
-    }
+    let wanted = merge_acks(req.topics.into_iter().flat_map(|t| {
+        t.partitions.into_iter().map(move |p| {
+            (
+                (t.topic_id, p.partition_index),
+                p.acknowledgement_batches
+                    .into_iter()
+                    .map(|a| (a.first_offset, a.last_offset, a.acknowledge_types))
+                    .collect::<Vec<_>>(),
+            )
+        })
+    }));
     let epoch = req.share_session_epoch;
     if epoch == 0 && wanted.values().any(|a| !a.is_empty()) {
         return fail(BrokerError::InvalidRequest(
@@ -406,7 +415,7 @@ pub async fn handle(ctx: &RequestContext, req: ShareFetchRequest) -> ShareFetchR
     loop {
         let mut waits: Vec<Pin<Box<Notified<'_>>>> = Vec::new();
         for s in &sources {
-            if let Ok((p, _, e)) = &s.found {
+            if let Ok((p, e)) = &s.found {
                 waits.push(Box::pin(p.appended.notified()));
                 waits.push(Box::pin(e.released.notified()));
             }
@@ -442,7 +451,7 @@ pub async fn handle(ctx: &RequestContext, req: ShareFetchRequest) -> ShareFetchR
                     records_left = records_left.saturating_sub(usize::try_from(n).unwrap_or(0));
                     bytes_left = bytes_left.saturating_sub(bytes.len());
                     out_bytes += bytes.len();
-                    if let Ok((p, _, _)) = &s.found {
+                    if let Ok((p, _)) = &s.found {
                         b.metrics
                             .bytes_out
                             .with_label_values(&[&*p.topic])

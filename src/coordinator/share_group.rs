@@ -47,7 +47,6 @@ pub struct ShareAnswer {
 pub struct ShareGroup {
     pub id: String,
     pub epoch: i32,
-    pub assignment_epoch: i32,
     pub members: BTreeMap<String, ShareMember>,
     /// The subscribed topics' ids and partition counts the assignment was made for.
     assigned_for: TopicsMeta,
@@ -58,7 +57,6 @@ impl ShareGroup {
         ShareGroup {
             id: id.to_string(),
             epoch: 0,
-            assignment_epoch: 0,
             members: BTreeMap::new(),
             assigned_for: TopicsMeta::new(),
         }
@@ -157,7 +155,9 @@ impl ShareGroup {
         if changed || meta != self.assigned_for {
             self.reassign(topics);
         }
-        let assignment_epoch = self.assignment_epoch;
+        // Every epoch bump recomputes the assignment at once: the
+        // assignment epoch is the group epoch.
+        let assignment_epoch = self.epoch;
         let m = self
             .members
             .get_mut(&hb.member_id)
@@ -201,7 +201,6 @@ impl ShareGroup {
     /// j mod P, so every member gets work and every partition a reader.
     fn reassign(&mut self, topics: &TopicsMeta) {
         self.epoch += 1;
-        self.assignment_epoch = self.epoch;
         let subscribed = self.subscribed();
         self.assigned_for = topics
             .iter()

@@ -91,7 +91,7 @@ pub async fn handle(
                 .with_group_id(id)
                 .with_group_state(sb(g.state()))
                 .with_group_epoch(g.epoch)
-                .with_assignment_epoch(g.assignment_epoch)
+                .with_assignment_epoch(g.epoch)
                 .with_assignor_name(sb("simple"))
                 .with_members(members)
                 .with_authorized_operations(ctx.authorized_operations(

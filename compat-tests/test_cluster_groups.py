@@ -237,10 +237,16 @@ def admin_describe(c, node, groups):
     return out
 
 
-def admin_offsets(c, node, group, tps=None):
+def admin_offsets(c, node, group, tps=None, metadata=True):
     """{(topic, partition): (offset, metadata or "")} from
     list_consumer_group_offsets via `node` (every committed offset, or the
-    TopicPartitions `tps`)."""
+    TopicPartitions `tps`); {(topic, partition): offset} with metadata=False.
+
+    librdkafka 2.16 copies the metadata of an admin result without a
+    terminating NUL, and confluent-kafka reads it as a C string: metadata
+    committed without a trailing NUL (any client but confluent-kafka, which
+    sends one) reads back with whatever follows it in memory. Such offsets are
+    compared with metadata=False, their metadata through a raw OffsetFetch."""
     a = admin(c, [node])
     req = ConsumerGroupTopicPartitions(group, tps) if tps else ConsumerGroupTopicPartitions(group)
     res = a.list_consumer_group_offsets([req], request_timeout=10)[group].result(timeout=15)
@@ -248,7 +254,7 @@ def admin_offsets(c, node, group, tps=None):
     for tp in res.topic_partitions:
         assert tp.error is None, "via broker %d: %s[%d]: %s" % (node, tp.topic, tp.partition,
                                                                tp.error)
-        out[(tp.topic, tp.partition)] = (tp.offset, tp.metadata or "")
+        out[(tp.topic, tp.partition)] = (tp.offset, tp.metadata or "") if metadata else tp.offset
     return out
 
 
@@ -811,7 +817,8 @@ def test_non_coordinator_answers_not_coordinator(cluster):
     for node in others:
         assert offset_fetch(c.broker(node), group, topic, [0, 1])[0] == NOT_COORDINATOR
     # Through the AdminClient, bootstrapped to a non-coordinator.
-    assert admin_offsets(c, others[0], group) == {(topic, 0): (42, "m"), (topic, 1): (43, "")}
+    # (Metadata checked by the raw OffsetFetch above; see admin_offsets.)
+    assert admin_offsets(c, others[0], group, metadata=False) == {(topic, 0): 42, (topic, 1): 43}
     print("group %s: coordinator %d (internal partition %d); brokers %r answer NOT_COORDINATOR"
           % (group, coord, part, others))
 

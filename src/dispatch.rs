@@ -8,11 +8,13 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
+use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::sync::oneshot;
 
 use crate::broker::Broker;
 use crate::handlers;
+use crate::network::frame::{ResponseFrame, SpliceBuf, SPLICE_MIN};
 use crate::network::session::{AuthOutcome, Session};
 use crate::quotas::limiter::{Client, QuotaType};
 use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
@@ -22,13 +24,13 @@ use crate::security::Principal;
 /// What the connection does with a request's result.
 pub enum Outcome {
     /// A complete response frame, size prefix included.
-    Respond(Bytes),
+    Respond(ResponseFrame),
     /// Nothing to send (Produce with acks=0).
     NoResponse,
     /// The request was invalid: close the connection.
     Close,
     /// Send this, then close (a failed SASL authentication).
-    RespondThenClose(Bytes),
+    RespondThenClose(ResponseFrame),
 }
 
 /// A request's place in its connection's order.
@@ -285,7 +287,9 @@ pub async fn handle(
     if version < range.0 || version > range.1 {
         if api == ApiKey::ApiVersions {
             tracing::info!(%peer, version, "ApiVersions with an unsupported version: answering in v0");
-            return Outcome::Respond(handlers::api_versions::unsupported_version(correlation_id));
+            return Outcome::Respond(
+                handlers::api_versions::unsupported_version(correlation_id).into(),
+            );
         }
         tracing::warn!(%peer, ?api, version, "closing connection: unsupported API version");
         return Outcome::Close;
@@ -396,7 +400,7 @@ fn raw_sasl_token(broker: &Arc<Broker>, session: &Session, token: &[u8]) -> Outc
             let mut out = BytesMut::with_capacity(4 + reply.len());
             out.put_u32(reply.len() as u32);
             out.extend_from_slice(&reply);
-            Outcome::Respond(out.freeze())
+            Outcome::Respond(out.freeze().into())
         }
         Err(e) => {
             tracing::warn!(
@@ -441,7 +445,18 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             },
             Err(e) => malformed(ctx, "ProduceRequest", e),
         },
-        ApiKey::Fetch => call!(ctx, cid, body, FetchRequest, fetch::handle),
+        ApiKey::Fetch => match FetchRequest::decode(&mut body, ctx.api_version) {
+            Ok(req) => {
+                let resp = fetch::handle(ctx, req).await;
+                let records = resp
+                    .responses
+                    .iter()
+                    .flat_map(|t| t.partitions.iter())
+                    .filter_map(|p| p.records.clone());
+                encode_with(ctx, cid, &resp, records.collect())
+            }
+            Err(e) => malformed(ctx, "FetchRequest", e),
+        },
         ApiKey::SaslHandshake => call!(ctx, cid, body, SaslHandshakeRequest, sasl::handshake),
         ApiKey::SaslAuthenticate => {
             match SaslAuthenticateRequest::decode(&mut body, ctx.api_version) {
@@ -664,7 +679,18 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             ShareGroupDescribeRequest,
             share_group_describe::handle
         ),
-        ApiKey::ShareFetch => call!(ctx, cid, body, ShareFetchRequest, share_fetch::handle),
+        ApiKey::ShareFetch => match ShareFetchRequest::decode(&mut body, ctx.api_version) {
+            Ok(req) => {
+                let resp = share_fetch::handle(ctx, req).await;
+                let records = resp
+                    .responses
+                    .iter()
+                    .flat_map(|t| t.partitions.iter())
+                    .filter_map(|p| p.records.clone());
+                encode_with(ctx, cid, &resp, records.collect())
+            }
+            Err(e) => malformed(ctx, "ShareFetchRequest", e),
+        },
         ApiKey::ShareAcknowledge => call!(
             ctx,
             cid,
@@ -764,7 +790,18 @@ pub fn encode<R: Encodable + HeaderVersion>(
     correlation_id: i32,
     resp: &R,
 ) -> Outcome {
-    match encode_frame(correlation_id, ctx.api_version, resp) {
+    encode_with(ctx, correlation_id, resp, Vec::new())
+}
+
+/// `encode`, sending `payloads` (records the response carries) from their
+/// own buffers rather than copying them into the frame.
+pub fn encode_with<R: Encodable + HeaderVersion>(
+    ctx: &RequestContext,
+    correlation_id: i32,
+    resp: &R,
+    payloads: Vec<Bytes>,
+) -> Outcome {
+    match encode_frame(correlation_id, ctx.api_version, resp, payloads) {
         Ok(b) => Outcome::Respond(b),
         Err(e) => {
             tracing::error!(
@@ -779,19 +816,37 @@ pub fn encode<R: Encodable + HeaderVersion>(
     }
 }
 
-pub fn encode_frame<R: Encodable + HeaderVersion>(
+fn encode_frame<R: Encodable + HeaderVersion>(
     correlation_id: i32,
     version: i16,
     resp: &R,
-) -> Result<Bytes, String> {
+    payloads: Vec<Bytes>,
+) -> Result<ResponseFrame, String> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let mut buf = BytesMut::with_capacity(64);
-    buf.put_i32(0);
+    let header_version = R::header_version(version);
+    // Sized up front: the size prefix comes first, and the buffer is
+    // allocated once.
+    let size = header
+        .compute_size(header_version)
+        .and_then(|h| Ok(h + resp.compute_size(version)?))
+        .map_err(|e| e.to_string())?;
+    let prefix = i32::try_from(size).map_err(|_| "response too large".to_string())?;
+    let spliced: usize = payloads
+        .iter()
+        .map(Bytes::len)
+        .filter(|&n| n >= SPLICE_MIN)
+        .sum();
+    let mut buf = SpliceBuf::new(4 + size.saturating_sub(spliced), payloads);
+    buf.put_i32(prefix);
     header
-        .encode(&mut buf, R::header_version(version))
+        .encode(&mut buf, header_version)
         .map_err(|e| e.to_string())?;
     resp.encode(&mut buf, version).map_err(|e| e.to_string())?;
-    let size = i32::try_from(buf.len() - 4).map_err(|_| "response too large".to_string())?;
-    buf[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(buf.freeze())
+    if buf.offset() != size + 4 {
+        return Err(format!(
+            "encoded {} bytes where {size} were computed",
+            buf.offset() - 4
+        ));
+    }
+    Ok(buf.finish())
 }

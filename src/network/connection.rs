@@ -298,11 +298,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             Ok(Outcome::Respond(bytes)) => {
                 // TLS buffers records: flush so each answer leaves now
                 // (a no-op on plain TCP).
-                let written = match wr.write_all(&bytes).await {
+                let len = bytes.len();
+                let written = match wr.write_all_buf(&mut bytes.into_buf()).await {
                     Ok(()) => wr.flush().await,
                     Err(e) => Err(e),
                 };
-                unsent.bytes.fetch_sub(bytes.len(), Ordering::AcqRel);
+                unsent.bytes.fetch_sub(len, Ordering::AcqRel);
                 unsent.drained.notify_one();
                 if let Err(e) = written {
                     tracing::debug!(%peer, error = %e, "write failed");
@@ -310,9 +311,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 }
             }
             Ok(Outcome::RespondThenClose(bytes)) => {
-                let _ = wr.write_all(&bytes).await;
+                let len = bytes.len();
+                let _ = wr.write_all_buf(&mut bytes.into_buf()).await;
                 let _ = wr.flush().await;
-                unsent.bytes.fetch_sub(bytes.len(), Ordering::AcqRel);
+                unsent.bytes.fetch_sub(len, Ordering::AcqRel);
                 unsent.drained.notify_one();
                 break;
             }

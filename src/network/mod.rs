@@ -1,7 +1,9 @@
 //! Network layer: the accept loop (`server`), per-connection framing and
-//! ordered responses (`connection`), and graceful shutdown (`shutdown`).
+//! ordered responses (`connection`), response frames written from several
+//! buffers (`frame`), and graceful shutdown (`shutdown`).
 
 pub mod connection;
+pub mod frame;
 pub mod limits;
 pub mod reload;
 pub mod server;

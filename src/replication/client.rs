@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -115,12 +115,22 @@ impl BrokerConn {
         if len > MAX_ANSWER {
             return Err(format!("{api:?} answer of {len} bytes is over the bound"));
         }
-        let mut buf = vec![0u8; len];
-        self.stream
-            .read_exact(&mut buf)
-            .await
-            .map_err(|e| format!("reading the {api:?} answer: {e}"))?;
-        let mut buf = Bytes::from(buf);
+        // Read into spare capacity: zeroing a fetch answer's megabytes first
+        // would cost as much as receiving them.
+        let mut buf = BytesMut::with_capacity(len);
+        while buf.len() < len {
+            let want = len - buf.len();
+            let mut rest = (&mut buf).limit(want);
+            let n = self
+                .stream
+                .read_buf(&mut rest)
+                .await
+                .map_err(|e| format!("reading the {api:?} answer: {e}"))?;
+            if n == 0 {
+                return Err(format!("connection closed inside the {api:?} answer"));
+            }
+        }
+        let mut buf = buf.freeze();
         let rh = ResponseHeader::decode(&mut buf, api.response_header_version(version))
             .map_err(|e| format!("decoding the {api:?} answer header: {e}"))?;
         if rh.correlation_id != self.correlation {

@@ -24,6 +24,10 @@ use super::txns::{AbortedTxn, PartitionTxns, CONTROL_COMMIT};
 use crate::error::{BrokerError, BrokerResult};
 use crate::types::PartitionId;
 
+/// How far past its limit a leader's tail cache may grow to keep batches its
+/// in-sync followers have not fetched yet.
+const TAIL_FOLLOWER_FACTOR: usize = 16;
+
 /// A batch held in memory for readers at the tail of the log.
 struct CachedBatch {
     base: i64,
@@ -426,7 +430,16 @@ impl Partition {
             }
             t.bytes += batch.len();
             t.batches.push_back(CachedBatch { base, bytes: batch });
+            // A leader keeps what an in-sync follower has yet to fetch (up to
+            // a bound), so followers read from memory rather than the store.
+            let floor = self.follower_floor.load(Ordering::Acquire);
+            let hard_limit = self.tail_limit.saturating_mul(TAIL_FOLLOWER_FACTOR);
             while t.bytes > self.tail_limit && t.batches.len() > 1 {
+                let unfetched =
+                    floor != i64::MIN && t.batches.get(1).is_some_and(|next| next.base > floor);
+                if unfetched && t.bytes <= hard_limit {
+                    break;
+                }
                 if let Some(old) = t.batches.pop_front() {
                     t.bytes -= old.bytes.len();
                 }

@@ -39,7 +39,7 @@ pub fn replicate_all(
         Ok(c) => c,
         Err(e) => return entries.iter().map(|_| Err(e.clone())).collect(),
     };
-    let mut wb = WriteBatch::default();
+    let mut wb = super::writer::write_batch_for(entries.iter());
     let mut outcomes: Vec<BrokerResult<()>> = Vec::with_capacity(entries.len());
     // Per staged entry: where its offsets stood, what to publish after.
     let mut staged: Vec<Staged<'_>> = Vec::new();

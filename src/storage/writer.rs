@@ -41,6 +41,21 @@ pub struct PartitionAppend {
     pub batches: Vec<ValidBatch>,
 }
 
+/// A RocksDB write batch sized up front for these appends: its buffer would
+/// otherwise grow by doubling, copying everything written so far each time
+/// (measured: a tenth of a replicating broker's CPU).
+pub(super) fn write_batch_for<'a>(
+    appends: impl Iterator<Item = &'a PartitionAppend>,
+) -> WriteBatch {
+    // Per batch: the log and index records' keys, lengths and index value.
+    const PER_BATCH: usize = 128;
+    let bytes: usize = appends
+        .flat_map(|a| a.batches.iter())
+        .map(|b| b.bytes.len() + PER_BATCH)
+        .sum();
+    WriteBatch::with_capacity_bytes(bytes + PER_BATCH)
+}
+
 /// The result for one `PartitionAppend`: the first batch's base offset (for a
 /// duplicate of an idempotent batch, the offset it was first written at).
 pub type AppendOutcome = BrokerResult<i64>;
@@ -313,7 +328,7 @@ fn write_group(store: &Store, opts: &WriteOptions, active: &ActiveTxns, group: G
             return;
         }
     };
-    let mut wb = WriteBatch::default();
+    let mut wb = write_batch_for(group.iter().flat_map(|(entries, _)| entries.iter()));
     let mut placed: Vec<Placed> = Vec::new();
     // Per request, per entry: the outcome if the write succeeds.
     let mut outcomes: Vec<Vec<AppendOutcome>> = Vec::with_capacity(group.len());

@@ -43,14 +43,16 @@ import re
 import time
 
 import pytest
-from confluent_kafka import ElectionType, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, ElectionType, KafkaError, TopicPartition
 from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions,
                                    ResourceType)
 
 import kafka_wire as kw
 from cluster_harness import etcd_bin, wait_until
 from cluster_helpers import (Load, admin, compact_int_array, describe_log_dirs, assert_exactly_once, create, full_isr, leader_ready,
-                             parts, produce_all, read_partitions, wait_leaders_ready, wait_parts)
+                             partition_sizes, parts, produce_all, read_partitions, wait_leaders_ready,
+                             wait_parts)
+from ck_helpers import consumer
 from cluster_helpers import cluster, etcd  # noqa: F401 - fixtures
 from runnel_harness import free_port, unique_topic
 
@@ -357,6 +359,54 @@ def test_preferred_leader_election_restores_leader(cluster):
     assert [v for _o, v in got[0]] == first[0] + second[0]
     print("preferred leader %d: epoch %d (away, leader %d) -> %d after the election"
           % (preferred, held["epoch"], held["leader"], now[0]["epoch"]))
+
+
+def test_deleted_records_stay_deleted_under_a_new_leader(cluster):
+    """DeleteRecords acts on the leader; the followers move their log start
+    with it (the leader's fetch answers carry it), so the next leader neither
+    lists nor serves what was deleted."""
+    c = cluster(3, overrides={"leader.imbalance.check.interval.seconds": "3600"})
+    topic = unique_topic("delrec")
+    ps = create(c, topic, 1, 3)
+    values = []
+    for k in range(10):     # ten batches
+        values += produce_all(c.bootstrap(), topic, 10, [0], prefix=b"r%d" % k)[0]
+    leader = ps[0]["leader"]
+    followers = [i for i in ps[0]["replicas"] if i != leader]
+    wait_parts(c, topic, leader, full_isr(3), 10, "the ISR of 3")
+    before = {i: partition_sizes(c.broker(i), topic, [0])[0] for i in followers}
+    assert all(size > 0 for size in before.values()), before
+
+    a = admin(c)
+    fs = a.delete_records([TopicPartition(topic, 0, 60)], request_timeout=15)
+    (f,) = fs.values()
+    assert f.result(timeout=20).low_watermark == 60
+    # The followers drop the wholly deleted batches too.
+    wait_until(lambda: all(partition_sizes(c.broker(i), topic, [0])[0] < before[i]
+                           for i in followers), 10,
+               what="the followers dropping the deleted batches")
+
+    # The leader steps down (controlled shutdown); a follower takes over.
+    assert c.broker(leader).stop() == 0
+    now = wait_parts(c, topic, followers[0], lambda ps: ps[0]["leader"] in followers, 15,
+                     "a new leader among %r" % followers)
+    new = now[0]["leader"]
+    wait_until(lambda: leader_ready(c.broker(new), topic, 0), 10,
+               what="broker %d serving as leader" % new)
+    cons = consumer(c.broker(new).bootstrap, **{"group.id": unique_topic("g"),
+                                                 "auto.offset.reset": "earliest"})
+    try:
+        tp = TopicPartition(topic, 0)
+        assert cons.get_watermark_offsets(tp, timeout=10, cached=False) == (60, 100)
+        cons.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        got = []
+        deadline = time.monotonic() + 20
+        while len(got) < 40 and time.monotonic() < deadline:
+            got += [(m.offset(), m.value()) for m in cons.consume(100, 0.5) if m.error() is None]
+    finally:
+        cons.close()
+    assert got == list(zip(range(60, 100), values[60:])), got[:3]
+    c.broker(leader).start()
 
 
 def test_auto_leader_rebalance_restores_preferred_leaders(cluster):

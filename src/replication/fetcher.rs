@@ -284,7 +284,7 @@ async fn fetch_once(
                     }
                 }
             }
-            hws.push((r.partition.clone(), pd.high_watermark));
+            hws.push((r.partition.clone(), pd.high_watermark, pd.log_start_offset));
         }
     }
     if !appends.is_empty() {
@@ -296,8 +296,21 @@ async fn fetch_once(
             }
         }
     }
-    for (p, hw) in hws {
+    for (p, hw, leader_start) in hws {
         p.follow_high_watermark(hw);
+        // Records the leader deleted (DeleteRecords, retention) go here too,
+        // so a later leader never serves them again.
+        if leader_start.min(p.high_watermark()) > p.log_start_offset() {
+            mgr.writer
+                .change_log(
+                    p.clone(),
+                    LogChange::AdvanceStart {
+                        start: leader_start,
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+        }
     }
     Ok(backoff)
 }

@@ -659,7 +659,7 @@ impl Partition {
     /// Moves the log start offset forward to `new_start` (never back, never past
     /// the high watermark) and removes every batch that lies wholly before it.
     /// Returns the bytes removed.
-    pub fn truncate_head(&self, store: &Arc<Store>, new_start: i64) -> BrokerResult<u64> {
+    pub fn truncate_head(&self, store: &Store, new_start: i64) -> BrokerResult<u64> {
         if new_start > self.high_watermark() {
             return Err(BrokerError::OffsetOutOfRange);
         }

@@ -178,6 +178,10 @@ pub fn change(
             tracing::info!(topic = %p.topic, partition = p.id.get(), log_start = start, "log restarted at the leader's log start");
             Ok(())
         }
+        LogChange::AdvanceStart { start } => {
+            p.truncate_head(store, start.min(p.high_watermark()))?;
+            Ok(())
+        }
     }
 }
 

@@ -95,6 +95,9 @@ pub enum LogChange {
     /// A follower behind the leader's log start drops its whole log, which
     /// restarts at `start`.
     RestartAt { start: i64 },
+    /// A follower's log start follows the leader's (DeleteRecords, retention
+    /// there), never past its own high watermark.
+    AdvanceStart { start: i64 },
 }
 
 /// Handle used by request handlers to reach the writer thread.

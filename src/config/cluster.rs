@@ -33,6 +33,10 @@ pub struct ClusterConfig {
     /// The listener followers fetch through (its name); the first listener
     /// when unset.
     pub inter_broker_listener: Option<String>,
+    /// `replica.selector.class` is Kafka's RackAwareReplicaSelector (KIP-392):
+    /// a leader sends consumers that name their rack to an in-sync replica in
+    /// it.
+    pub rack_aware_reads: bool,
 }
 
 /// The keys this module reads.
@@ -52,7 +56,33 @@ pub const KEYS: &[&str] = &[
     "auto.leader.rebalance.enable",
     "leader.imbalance.check.interval.seconds",
     "leader.imbalance.per.broker.percentage",
+    "replica.selector.class",
 ];
+
+/// Kafka's replica selectors (`replica.selector.class`), by class or simple name.
+const LEADER_SELECTOR: &str = "org.apache.kafka.common.replica.LeaderSelector";
+const RACK_AWARE_SELECTOR: &str = "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+
+/// Whether `replica.selector.class` asks for rack-aware reads.
+fn rack_aware_reads(raw: &BTreeMap<String, String>) -> Result<bool, String> {
+    let Some(class) = raw
+        .get("replica.selector.class")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(false);
+    };
+    let simple = |full: &str| full.rsplit('.').next().unwrap_or(full).to_string();
+    if class == LEADER_SELECTOR || class == simple(LEADER_SELECTOR) {
+        Ok(false)
+    } else if class == RACK_AWARE_SELECTOR || class == simple(RACK_AWARE_SELECTOR) {
+        Ok(true)
+    } else {
+        Err(format!(
+            "replica.selector.class={class}: only {LEADER_SELECTOR} and {RACK_AWARE_SELECTOR} are available"
+        ))
+    }
+}
 
 fn millis(raw: &BTreeMap<String, String>, key: &str, default: u64) -> Result<Duration, String> {
     match raw.get(key) {
@@ -144,6 +174,7 @@ impl ClusterConfig {
             replica_lag_time_max: millis(raw, "replica.lag.time.max.ms", 30_000)?,
             replica_fetch_wait_max: millis(raw, "replica.fetch.wait.max.ms", 500)?,
             replica_fetch_max_bytes,
+            rack_aware_reads: rack_aware_reads(raw)?,
             inter_broker_listener: raw
                 .get("inter.broker.listener.name")
                 .map(|s| s.trim().to_string())
@@ -169,6 +200,24 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn replica_selector_by_class_or_simple_name() {
+        let base = [("metadata.store.endpoints", "http://127.0.0.1:2379")];
+        let with = |class: &str| {
+            let mut r = raw(&base);
+            r.insert("replica.selector.class".into(), class.into());
+            ClusterConfig::from_raw(&r).map(|c| c.map(|c| c.rack_aware_reads))
+        };
+        assert_eq!(
+            ClusterConfig::from_raw(&raw(&base)).map(|c| c.map(|c| c.rack_aware_reads)),
+            Ok(Some(false))
+        );
+        assert_eq!(with(RACK_AWARE_SELECTOR), Ok(Some(true)));
+        assert_eq!(with("RackAwareReplicaSelector"), Ok(Some(true)));
+        assert_eq!(with(LEADER_SELECTOR), Ok(Some(false)));
+        assert!(with("com.example.MySelector").is_err());
     }
 
     #[test]

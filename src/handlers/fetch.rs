@@ -11,6 +11,12 @@
 //! CLUSTER_ACTION, reads up to the log end instead of the high watermark,
 //! is not throttled by client quotas, and its fetch offset tells the leader
 //! how far the follower has got (see `replication::leader`).
+//!
+//! KIP-392: consumers that send client metadata (v11+) may read from a
+//! follower, up to its high watermark. With the rack-aware replica selector a
+//! leader answers a consumer in another rack's partition with the in-sync
+//! follower of the consumer's rack (`preferred_read_replica`, no records),
+//! and the client goes there.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,6 +43,8 @@ struct Wanted {
     offset: i64,
     max_bytes: usize,
     partition: BrokerResult<Arc<Partition>>,
+    /// KIP-392: the replica the consumer should read this partition from.
+    preferred: Option<i32>,
 }
 
 struct WantedTopic {
@@ -76,6 +84,8 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
         req.replica_id.0
     };
     let follower = (replica_id >= 0 && !b.replicas.is_standalone()).then_some(replica_id);
+    // Client metadata (v11+) lets a consumer read from a follower.
+    let client_rack = (follower.is_none() && v >= 11).then(|| req.rack_id.to_string());
     if follower.is_some()
         && !ctx.authorize(
             Operation::ClusterAction,
@@ -120,13 +130,30 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
                     index: p.partition,
                     offset: p.fetch_offset,
                     max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
-                    partition: topic.clone().and_then(|topic| {
-                        super::check_leader(
-                            ctx,
+                    preferred: match (&topic, &client_rack) {
+                        (Ok(topic), Some(rack)) => b.replicas.preferred_read_replica(
                             topic.name.as_str(),
                             p.partition,
-                            p.current_leader_epoch,
-                        )?;
+                            p.fetch_offset,
+                            rack,
+                        ),
+                        _ => None,
+                    },
+                    partition: topic.clone().and_then(|topic| {
+                        if client_rack.is_some() {
+                            b.replicas.check_readable(
+                                topic.name.as_str(),
+                                p.partition,
+                                p.current_leader_epoch,
+                            )?;
+                        } else {
+                            super::check_leader(
+                                ctx,
+                                topic.name.as_str(),
+                                p.partition,
+                                p.current_leader_epoch,
+                            )?;
+                        }
                         if let Some(id) = follower {
                             let r = b
                                 .replicas
@@ -269,7 +296,8 @@ fn count_requests(ctx: &RequestContext, topics: &[WantedTopic]) {
 }
 
 /// Reads every partition once: the responses, total record bytes, and whether
-/// any partition has an error (which answers at once, as Kafka does).
+/// any partition has an error or is to be read elsewhere (either answers at
+/// once, as Kafka does).
 fn collect(
     ctx: &RequestContext,
     topics: &[WantedTopic],
@@ -324,6 +352,13 @@ fn collect(
                         .with_high_watermark(hw)
                         .with_last_stable_offset(lso.min(hw))
                         .with_log_start_offset(p.log_start_offset());
+                    if let Some(id) = w.preferred {
+                        // Nothing read here: the client asks that replica.
+                        any_error = true;
+                        return pd
+                            .with_preferred_read_replica(BrokerId(id))
+                            .with_records(Some(Bytes::new()));
+                    }
                     // The first batch is always returned whole; after that the response limit applies.
                     let room = if total == 0 {
                         w.max_bytes.max(1)

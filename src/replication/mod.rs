@@ -77,6 +77,8 @@ pub struct ReplicationConfig {
     pub lag_time_max: Duration,
     pub fetch_wait_max: Duration,
     pub fetch_max_bytes: i32,
+    /// KIP-392: consumers in a follower's rack are sent to it.
+    pub rack_aware_reads: bool,
     pub inter_broker_listener: String,
     /// TLS and SASL towards other brokers' inter-broker listener.
     pub security: security::InterBroker,
@@ -102,6 +104,7 @@ impl ReplicationConfig {
             lag_time_max: c.replica_lag_time_max,
             fetch_wait_max: c.replica_fetch_wait_max,
             fetch_max_bytes: c.replica_fetch_max_bytes,
+            rack_aware_reads: c.rack_aware_reads,
             inter_broker_listener: listener.name.clone(),
             security: security::InterBroker::from_listener(listener)?,
         })
@@ -233,6 +236,70 @@ impl ReplicaManager {
         };
         let epoch = r.leader_epoch().ok_or(BrokerError::NotLeaderOrFollower)?;
         check_epoch(current_epoch, epoch)
+    }
+
+    /// Checks that this broker may serve a consumer's read of the
+    /// partition: as its leader, or (KIP-392, clients that send their rack,
+    /// Fetch v11+) as one of its followers, up to its own high watermark.
+    /// The epoch is checked against the one this replica knows.
+    pub fn check_readable(&self, topic: &str, index: i32, current_epoch: i32) -> BrokerResult<()> {
+        if self.is_standalone() {
+            return self.check_leader(topic, index, current_epoch);
+        }
+        let r = self
+            .replica(topic, index)
+            .ok_or(BrokerError::NotLeaderOrFollower)?;
+        let epoch = match &*r.role() {
+            Role::Leader(v) => v.epoch,
+            Role::Follower { epoch, .. } => *epoch,
+            Role::Idle => return Err(BrokerError::NotLeaderOrFollower),
+        };
+        check_epoch(current_epoch, epoch)
+    }
+
+    /// KIP-392 with the rack-aware selector: the in-sync follower a consumer
+    /// in `client_rack` should read from instead of this leader (`None` when
+    /// the leader is in that rack, no follower is, or none has the fetch
+    /// offset yet). Among several, the one furthest ahead.
+    pub fn preferred_read_replica(
+        &self,
+        topic: &str,
+        index: i32,
+        fetch_offset: i64,
+        client_rack: &str,
+    ) -> Option<i32> {
+        if client_rack.is_empty() || !self.cfg.as_ref()?.rack_aware_reads {
+            return None;
+        }
+        let r = self.replica(topic, index)?;
+        let candidates: Vec<(i32, i64)> = match &*r.role() {
+            Role::Leader(v) => v
+                .isr
+                .iter()
+                .filter(|&&id| id != self.node_id)
+                .filter_map(|&id| v.followers.get(&id).map(|p| (id, p.leo)))
+                .filter(|&(_, leo)| leo >= fetch_offset)
+                .collect(),
+            _ => return None,
+        };
+        if candidates.is_empty() || fetch_offset < r.partition.log_start_offset() {
+            return None;
+        }
+        let racks: HashMap<i32, Option<String>> = self
+            .cluster
+            .live_brokers()
+            .into_iter()
+            .map(|b| (b.node_id, b.rack))
+            .collect();
+        let in_rack = |id: i32| racks.get(&id).and_then(|r| r.as_deref()) == Some(client_rack);
+        if in_rack(self.node_id) {
+            return None;
+        }
+        candidates
+            .into_iter()
+            .filter(|&(id, _)| in_rack(id))
+            .max_by_key(|&(id, leo)| (leo, std::cmp::Reverse(id)))
+            .map(|(id, _)| id)
     }
 
     /// A deleted topic's replicas go.

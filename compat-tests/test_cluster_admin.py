@@ -204,8 +204,26 @@ def describe_topic_configs(b, topic):
 # --------------------------------------------------------------------------
 
 
+def logged_size(port, topic, partition):
+    """kafka_log_log_size of one partition on the broker serving /metrics at `port`."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    want = {'topic="%s"' % topic, 'partition="%d"' % partition}
+    for line in body.splitlines():
+        m = _SAMPLE.match(line)
+        if m and m.group(1) == "kafka_log_log_size" and want <= set((m.group(2) or "").split(",")):
+            return float(m.group(3))
+    raise AssertionError("no kafka_log_log_size for %s-%d" % (topic, partition))
+
+
 def test_reassignment_under_load_moves_replicas(cluster):
-    c = cluster(4, overrides={"replica.lag.time.max.ms": "3000"})
+    metrics_port = free_port()
+    c = cluster(4, overrides={"replica.lag.time.max.ms": "3000"},
+                per_broker={1: {"metrics.listener": "http://127.0.0.1:%d" % metrics_port}})
     topic = unique_topic("reassign")
     before = create(c, topic, 1, 3, assignment=[[1, 2, 3]])
     assert before[0]["replicas"] == [1, 2, 3] and before[0]["leader"] == 1, before
@@ -216,6 +234,7 @@ def test_reassignment_under_load_moves_replicas(cluster):
 
     load = Load(c.bootstrap(), topic, [0], producers=2, rate=250).start()
     wait_until(lambda: load.count(0) > 500, 20, what="steady load")
+    assert logged_size(metrics_port, topic, 0) > 0
 
     # Broker 4 frozen (well within the session timeout): the reassignment is
     # accepted and stays in progress, since the new replica cannot catch up.
@@ -262,9 +281,12 @@ def test_reassignment_under_load_moves_replicas(cluster):
     after = parts(c, topic, 1)[0]
     wait_until(lambda: leader_ready(c.broker(after["leader"]), topic, 0), 10,
                what="the new leader %d serving" % after["leader"])
-    # Broker 1 holds no replica of the partition any more (DescribeLogDirs).
+    # Broker 1 holds no replica of the partition any more (DescribeLogDirs),
+    # and has deleted its copy.
     wait_until(lambda: (topic, 0) not in describe_log_dirs(c.broker(1))[1][0]["sizes"], 10,
                what="broker 1's DescribeLogDirs without %s-0" % topic)
+    wait_until(lambda: logged_size(metrics_port, topic, 0) == 0, 10,
+               what="broker 1 deleting its copy of %s-0" % topic)
     for node in (2, 3, 4):
         _err, dirs = describe_log_dirs(c.broker(node))
         assert (topic, 0) in dirs[0]["sizes"], (node, dirs)

@@ -392,12 +392,24 @@ impl ReplicaManager {
             tracing::info!(topic = %r.topic, partition = r.index, leader = ps.leader, epoch = ps.leader_epoch, "following");
             self.ensure_fetcher(ps.leader);
         } else {
-            if matches!(&*r.role(), Role::Idle) {
+            let was_idle = matches!(&*r.role(), Role::Idle);
+            if !was_idle {
+                r.partition.set_follower_floor(i64::MIN);
+                r.needs_truncation.store(true, Ordering::Release);
+                *r.role() = Role::Idle;
+            }
+            // No longer a replica (a reassignment moved it away): its copy goes,
+            // as Kafka deletes a replica it stops hosting.
+            let p = &r.partition;
+            if !ps.replicas.contains(&me) && p.log_end_offset() > p.log_start_offset() {
+                self.writer
+                    .change_log(p.clone(), LogChange::RestartAt { start: 0 })
+                    .await?;
+                tracing::info!(topic = %r.topic, partition = r.index, "replica removed from this broker; its log is deleted");
+            }
+            if was_idle {
                 return Ok(());
             }
-            r.partition.set_follower_floor(i64::MIN);
-            r.needs_truncation.store(true, Ordering::Release);
-            *r.role() = Role::Idle;
         }
         self.role_changed(r);
         Ok(())

@@ -59,21 +59,42 @@ def create(bootstrap, name, partitions, rf):
     raise RuntimeError("topic %s not ready" % name)
 
 
-def throughput(args, bootstrap, rf, label):
+def cpu_seconds(pids):
+    """utime + stime of the processes, in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(args, bootstrap, rf, label, pids):
+    """Median (MB/s, msgs/s, broker CPU s, client CPU s) over the runs: the
+    CPU figures show where a run's time went (both setups are CPU-bound here)."""
     runs = []
     for r in range(args.repeat):
         name = "bench-%s-%d" % (label, r)
         create(bootstrap, name, 6, rf)
+        broker0, client0 = cpu_seconds(pids), os.times()
         res = tool(args, "produce", "--brokers", bootstrap, "--topic", name, "--messages",
                    str(args.messages), "--size", str(args.size), "--acks", "all", "--linger-ms", "5",
                    "--timeout-secs", "300")
+        client1 = os.times()
+        broker_cpu = cpu_seconds(pids) - broker0
+        client_cpu = (client1.children_user - client0.children_user
+                      + client1.children_system - client0.children_system)
         if res.get("msgs_per_s"):
-            runs.append((float(res["mb_per_s"]), float(res["msgs_per_s"]), res.get("failed", "?")))
-            log("%s produce run %d: %.1f MB/s (%s msg/s), failed=%s" % (
-                label, r + 1, runs[-1][0], res["msgs_per_s"], res.get("failed")))
+            runs.append((float(res["mb_per_s"]), float(res["msgs_per_s"]), broker_cpu, client_cpu))
+            log("%s produce run %d: %.1f MB/s (%s msg/s), failed=%s, broker CPU %.2f s, client "
+                "CPU %.2f s" % (label, r + 1, runs[-1][0], res["msgs_per_s"], res.get("failed"),
+                                broker_cpu, client_cpu))
     if not runs:
         return None
-    return statistics.median(x[0] for x in runs), statistics.median(x[1] for x in runs)
+    return tuple(statistics.median(x[i] for x in runs) for i in range(4))
 
 
 def latency(args, bootstrap, rf, label):
@@ -202,7 +223,7 @@ def main():
     single = Broker()
     single.start()
     try:
-        alone = throughput(args, single.bootstrap, 1, "standalone")
+        alone = throughput(args, single.bootstrap, 1, "standalone", [single.proc.pid])
         alone_lat = latency(args, single.bootstrap, 1, "standalone")
     finally:
         single.stop(expect_clean=False)
@@ -211,7 +232,8 @@ def main():
     cluster = Cluster(3)
     try:
         cluster.start()
-        rep = throughput(args, cluster.bootstrap(), 3, "rf3")
+        rep = throughput(args, cluster.bootstrap(), 3, "rf3",
+                         [cluster.broker(i).proc.pid for i in cluster.node_ids()])
         rep_lat = latency(args, cluster.bootstrap(), 3, "rf3")
         grp = groups(cluster, int(os.environ.get("BENCH_COMMITS", 1000)))
         fo = failover(cluster, args.failovers)
@@ -219,9 +241,11 @@ def main():
         cluster.teardown()
 
     if alone:
-        print("RESULT kind=cluster-produce target=standalone mb_per_s=%.1f msgs_per_s=%.0f" % alone)
+        print("RESULT kind=cluster-produce target=standalone mb_per_s=%.1f msgs_per_s=%.0f "
+              "broker_cpu_s=%.2f client_cpu_s=%.2f" % alone)
     if rep:
-        print("RESULT kind=cluster-produce target=rf3 mb_per_s=%.1f msgs_per_s=%.0f" % rep)
+        print("RESULT kind=cluster-produce target=rf3 mb_per_s=%.1f msgs_per_s=%.0f "
+              "broker_cpu_s=%.2f client_cpu_s=%.2f" % rep)
     frac = rep[0] / alone[0] if alone and rep else None
     for label, lat in (("standalone", alone_lat), ("rf3", rep_lat)):
         print("RESULT kind=cluster-latency target=%s rate=%d ack_p50_ms=%s ack_p99_ms=%s achieved_rate=%s" % (
@@ -237,6 +261,8 @@ def main():
     if frac is not None:
         print("  produce: standalone %.1f MB/s, RF 3 cluster %.1f MB/s = %.0f%% of standalone (target >= 45%%)" % (
             alone[0], rep[0], 100 * frac))
+        print("  CPU per run (medians): standalone broker %.2f s + client %.2f s; RF 3 brokers %.2f s"
+              " + client %.2f s" % (alone[2], alone[3], rep[2], rep[3]))
     print("  ack latency at %d msg/s: p99 standalone %s ms, RF 3 cluster %s ms (target <= 15 ms)" % (
         args.rate, alone_lat.get("ack_p99_ms"), rep_lat.get("ack_p99_ms")))
     if grp:

@@ -441,6 +441,53 @@ def parse_fetch_v4(r):
     return throttle, topics
 
 
+def fetch_v11_body(topic, partition, offset, max_wait_ms=500, max_bytes=1 << 24,
+                   leader_epoch=-1, rack="", version=11):
+    """A consumer's Fetch v10 or v11 body for one partition (v11 adds the
+    client's rack, KIP-392)."""
+    body = (i32(-1) + i32(max_wait_ms) + i32(1) + i32(max_bytes) + i8(0) + i32(0) + i32(-1)
+            + array([string(topic) + array([i32(partition) + i32(leader_epoch) + i64(offset)
+                                            + i64(-1) + i32(max_bytes)])])
+            + array([]))
+    return body + string(rack) if version >= 11 else body
+
+
+def parse_fetch_v11(r, version=11):
+    """Fetch v10/v11 answer: (top error code, [(topic, [partition dicts])]);
+    `preferred` is -1 in v10, which has no preferred read replica."""
+    r.i32()  # throttle
+    top = r.i16()
+    r.i32()  # session id
+
+    def partition(rr):
+        p = {"partition": rr.i32(), "error_code": rr.i16(), "hw": rr.i64(), "lso": rr.i64(),
+             "log_start": rr.i64()}
+        rr.array(lambda x: (x.i64(), x.i64()))
+        p["preferred"] = rr.i32() if version >= 11 else -1
+        n = rr.i32()
+        p["records"] = b"" if n < 0 else rr._take(n)
+        return p
+
+    return top, r.array(lambda rr: (rr.string(), rr.array(partition)))
+
+
+def record_batches(data):
+    """The whole record batches in `data`: (base offset, attributes, record
+    count, last offset delta) each; a trailing partial batch is skipped."""
+    out, pos = [], 0
+    while pos + 61 <= len(data):
+        base, length = struct.unpack(">qi", data[pos:pos + 12])
+        if pos + 12 + length > len(data):
+            break
+        batch = data[pos:pos + 12 + length]
+        attrs = struct.unpack(">h", batch[21:23])[0]
+        delta = struct.unpack(">i", batch[23:27])[0]
+        count = struct.unpack(">i", batch[57:61])[0]
+        out.append((base, attrs, count, delta))
+        pos += 12 + length
+    return out
+
+
 def produce_v3_body(topic, partition, records, acks=1, timeout_ms=10000,
                     transactional_id=None):
     return (nullable_string(transactional_id) + i16(acks) + i32(timeout_ms)

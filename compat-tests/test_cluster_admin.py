@@ -55,6 +55,7 @@ from cluster_helpers import (Load, admin, compact_int_array, describe_log_dirs, 
 from ck_helpers import consumer
 from cluster_helpers import cluster, etcd  # noqa: F401 - fixtures
 from runnel_harness import free_port, unique_topic
+from test_metrics import parse_metrics, value
 
 if not etcd_bin():
     pytest.skip("etcd is not installed (Debian: etcd-server); cluster tests skipped",
@@ -212,12 +213,8 @@ def logged_size(port, topic, partition):
         body = conn.getresponse().read().decode()
     finally:
         conn.close()
-    want = {'topic="%s"' % topic, 'partition="%d"' % partition}
-    for line in body.splitlines():
-        m = _SAMPLE.match(line)
-        if m and m.group(1) == "kafka_log_log_size" and want <= set((m.group(2) or "").split(",")):
-            return float(m.group(3))
-    raise AssertionError("no kafka_log_log_size for %s-%d" % (topic, partition))
+    return value(parse_metrics(body), "kafka_log_log_size", topic=topic,
+                 partition=str(partition))
 
 
 def test_reassignment_under_load_moves_replicas(cluster):

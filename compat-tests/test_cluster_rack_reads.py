@@ -30,47 +30,22 @@ def rack_cluster(cluster, selector=RACK_AWARE):
                    per_broker={i: {"broker.rack": r} for i, r in RACKS.items()})
 
 
-def fetch(b, topic, offset=0, rack="", version=11, partition=0, epoch=-1):
-    """One consumer Fetch (v10 or v11) of one partition; its partition answer
+def fetch(b, topic, offset=0, rack="", version=11, epoch=-1):
+    """One consumer Fetch (v10 or v11) of partition 0; its partition answer
     with the record bytes."""
-    body = (kw.i32(-1) + kw.i32(100) + kw.i32(1) + kw.i32(1 << 20) + kw.i8(0)
-            + kw.i32(0) + kw.i32(-1)
-            + kw.array([kw.string(topic) + kw.array([
-                kw.i32(partition) + kw.i32(epoch) + kw.i64(offset) + kw.i64(-1)
-                + kw.i32(1 << 20)])])
-            + kw.array([]))
-    if version >= 11:
-        body += kw.string(rack)
     with kw.KafkaConn.to(b.bootstrap) as conn:
-        r = conn.request(kw.API_FETCH, version, body)
-    r.i32()  # throttle
-    top = r.i16()
-    r.i32()  # session id
-
-    def part(rr):
-        p = {"partition": rr.i32(), "error_code": rr.i16(), "hw": rr.i64(), "lso": rr.i64(),
-             "log_start": rr.i64()}
-        rr.array(lambda x: (x.i64(), x.i64()))
-        p["preferred"] = rr.i32() if version >= 11 else -1
-        n = rr.i32()
-        p["records"] = b"" if n < 0 else rr._take(n)
-        return p
-
-    topics = r.array(lambda rr: (rr.string(), rr.array(part)))
+        r = conn.request(kw.API_FETCH, version, kw.fetch_v11_body(
+            topic, 0, offset, max_wait_ms=100, max_bytes=1 << 20, leader_epoch=epoch,
+            rack=rack, version=version))
+    top, topics = kw.parse_fetch_v11(r, version)
     assert top == 0 and r.remaining() == 0, (top, r.remaining())
     return topics[0][1][0]
 
 
 def last_offset(records):
     """The offset after the last whole batch in `records` (-1 if none)."""
-    pos, end = 0, -1
-    while pos + 61 <= len(records):
-        base, length = kw.struct.unpack(">qi", records[pos:pos + 12])
-        if pos + 12 + length > len(records):
-            break
-        end = base + kw.struct.unpack(">i", records[pos + 23:pos + 27])[0] + 1
-        pos += 12 + length
-    return end
+    batches = kw.record_batches(records)
+    return batches[-1][0] + batches[-1][3] + 1 if batches else -1
 
 
 def consume_all(c, topic, n, rack=None):

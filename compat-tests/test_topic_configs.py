@@ -533,41 +533,13 @@ def test_max_message_bytes_topic_override_enforced(admin, broker):
 def fetch_v11_batches(bootstrap, topic, partition=0, offset=0):
     """Fetch v11 (zstd-capable) over a raw connection; returns the complete record
     batches as (base_offset, attributes, record_count) tuples."""
-    body = (kw.i32(-1) + kw.i32(500) + kw.i32(1) + kw.i32(1 << 24) + kw.i8(0)
-            + kw.i32(0) + kw.i32(-1)
-            + kw.array([kw.string(topic) + kw.array([
-                kw.i32(partition) + kw.i32(-1) + kw.i64(offset) + kw.i64(-1)
-                + kw.i32(1 << 24)])])
-            + kw.array([]) + kw.string(""))
     with kw.KafkaConn.to(bootstrap) as conn:
-        r = conn.request(kw.API_FETCH, 11, body)
-    r.i32()  # throttle
-    assert r.i16() == 0
-    r.i32()  # session id
-
-    def part(rr):
-        p = {"partition": rr.i32(), "error_code": rr.i16(), "hw": rr.i64(), "lso": rr.i64(),
-             "log_start": rr.i64()}
-        rr.array(lambda x: (x.i64(), x.i64()))
-        rr.i32()  # preferred read replica
-        n = rr.i32()
-        p["records"] = b"" if n < 0 else rr._take(n)
-        return p
-
-    topics = r.array(lambda rr: (rr.string(), rr.array(part)))
+        r = conn.request(kw.API_FETCH, 11, kw.fetch_v11_body(topic, partition, offset))
+    top, topics = kw.parse_fetch_v11(r)
+    assert top == 0
     p = topics[0][1][0]
     assert p["error_code"] == 0, p
-    data, out, pos = p["records"], [], 0
-    while pos + 61 <= len(data):
-        base, length = kw.struct.unpack(">qi", data[pos:pos + 12])
-        if pos + 12 + length > len(data):
-            break
-        batch = data[pos:pos + 12 + length]
-        attrs = kw.struct.unpack(">h", batch[21:23])[0]
-        count = kw.struct.unpack(">i", batch[57:61])[0]
-        out.append((base, attrs, count))
-        pos += 12 + length
-    return out
+    return [(base, attrs, count) for base, attrs, count, _ in kw.record_batches(p["records"])]
 
 
 @pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::broker::Broker;
 use crate::handlers;
-use crate::network::frame::{ResponseFrame, SpliceBuf, SPLICE_MIN};
+use crate::network::frame::{ResponseFrame, SpliceBuf};
 use crate::network::session::{AuthOutcome, Session};
 use crate::quotas::limiter::{Client, QuotaType};
 use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
@@ -420,6 +420,38 @@ fn raw_sasl_token(broker: &Arc<Broker>, session: &Session, token: &[u8]) -> Outc
     }
 }
 
+/// Responses whose records go out from the log's buffers (see `network::frame`).
+trait CarriesRecords {
+    fn records(&self) -> Vec<Bytes>;
+}
+
+impl CarriesRecords for FetchResponse {
+    fn records(&self) -> Vec<Bytes> {
+        let parts = self.responses.iter().flat_map(|t| t.partitions.iter());
+        parts.filter_map(|p| p.records.clone()).collect()
+    }
+}
+
+impl CarriesRecords for ShareFetchResponse {
+    fn records(&self) -> Vec<Bytes> {
+        let parts = self.responses.iter().flat_map(|t| t.partitions.iter());
+        parts.filter_map(|p| p.records.clone()).collect()
+    }
+}
+
+/// `call!` for a response that carries records.
+macro_rules! call_records {
+    ($ctx:expr, $cid:expr, $body:expr, $req:ty, $handler:path) => {{
+        match <$req>::decode(&mut $body, $ctx.api_version) {
+            Ok(req) => {
+                let resp = $handler($ctx, req).await;
+                encode_with($ctx, $cid, &resp, resp.records())
+            }
+            Err(e) => malformed($ctx, stringify!($req), e),
+        }
+    }};
+}
+
 /// Decodes, runs the handler, encodes; a body that does not decode closes the connection.
 macro_rules! call {
     ($ctx:expr, $cid:expr, $body:expr, $req:ty, $handler:path) => {{
@@ -445,18 +477,7 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             },
             Err(e) => malformed(ctx, "ProduceRequest", e),
         },
-        ApiKey::Fetch => match FetchRequest::decode(&mut body, ctx.api_version) {
-            Ok(req) => {
-                let resp = fetch::handle(ctx, req).await;
-                let records = resp
-                    .responses
-                    .iter()
-                    .flat_map(|t| t.partitions.iter())
-                    .filter_map(|p| p.records.clone());
-                encode_with(ctx, cid, &resp, records.collect())
-            }
-            Err(e) => malformed(ctx, "FetchRequest", e),
-        },
+        ApiKey::Fetch => call_records!(ctx, cid, body, FetchRequest, fetch::handle),
         ApiKey::SaslHandshake => call!(ctx, cid, body, SaslHandshakeRequest, sasl::handshake),
         ApiKey::SaslAuthenticate => {
             match SaslAuthenticateRequest::decode(&mut body, ctx.api_version) {
@@ -679,18 +700,9 @@ async fn route(ctx: &RequestContext, api: ApiKey, cid: i32, mut body: Bytes) -> 
             ShareGroupDescribeRequest,
             share_group_describe::handle
         ),
-        ApiKey::ShareFetch => match ShareFetchRequest::decode(&mut body, ctx.api_version) {
-            Ok(req) => {
-                let resp = share_fetch::handle(ctx, req).await;
-                let records = resp
-                    .responses
-                    .iter()
-                    .flat_map(|t| t.partitions.iter())
-                    .filter_map(|p| p.records.clone());
-                encode_with(ctx, cid, &resp, records.collect())
-            }
-            Err(e) => malformed(ctx, "ShareFetchRequest", e),
-        },
+        ApiKey::ShareFetch => {
+            call_records!(ctx, cid, body, ShareFetchRequest, share_fetch::handle)
+        }
         ApiKey::ShareAcknowledge => call!(
             ctx,
             cid,
@@ -831,12 +843,7 @@ fn encode_frame<R: Encodable + HeaderVersion>(
         .and_then(|h| Ok(h + resp.compute_size(version)?))
         .map_err(|e| e.to_string())?;
     let prefix = i32::try_from(size).map_err(|_| "response too large".to_string())?;
-    let spliced: usize = payloads
-        .iter()
-        .map(Bytes::len)
-        .filter(|&n| n >= SPLICE_MIN)
-        .sum();
-    let mut buf = SpliceBuf::new(4 + size.saturating_sub(spliced), payloads);
+    let mut buf = SpliceBuf::new(4 + size, payloads);
     buf.put_i32(prefix);
     header
         .encode(&mut buf, header_version)

@@ -85,7 +85,10 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
     };
     let follower = (replica_id >= 0 && !b.replicas.is_standalone()).then_some(replica_id);
     // Client metadata (v11+) lets a consumer read from a follower.
-    let client_rack = (follower.is_none() && v >= 11).then(|| req.rack_id.to_string());
+    let client_metadata = follower.is_none() && v >= 11;
+    let rack_readers = client_metadata
+        .then(|| b.replicas.rack_readers(req.rack_id.as_str()))
+        .flatten();
     if follower.is_some()
         && !ctx.authorize(
             Operation::ClusterAction,
@@ -130,17 +133,17 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
                     index: p.partition,
                     offset: p.fetch_offset,
                     max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
-                    preferred: match (&topic, &client_rack) {
-                        (Ok(topic), Some(rack)) => b.replicas.preferred_read_replica(
+                    preferred: match (&topic, &rack_readers) {
+                        (Ok(topic), Some(readers)) => b.replicas.preferred_read_replica(
+                            readers,
                             topic.name.as_str(),
                             p.partition,
                             p.fetch_offset,
-                            rack,
                         ),
                         _ => None,
                     },
                     partition: topic.clone().and_then(|topic| {
-                        if client_rack.is_some() {
+                        if client_metadata {
                             b.replicas.check_readable(
                                 topic.name.as_str(),
                                 p.partition,
@@ -209,8 +212,9 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
         for w in waits.iter_mut() {
             w.as_mut().enable();
         }
-        let (responses, bytes, errors) = collect(ctx, &topics, max_bytes, read_committed, follower);
-        if bytes >= min_bytes || errors || Instant::now() >= deadline {
+        let (responses, bytes, answer_now) =
+            collect(ctx, &topics, max_bytes, read_committed, follower);
+        if bytes >= min_bytes || answer_now || Instant::now() >= deadline {
             if follower.is_some() {
                 b.replicas
                     .stats
@@ -307,7 +311,7 @@ fn collect(
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let b = &ctx.broker;
     let mut total = 0usize;
-    let mut any_error = false;
+    let mut answer_now = false;
     let responses = topics
         .iter()
         .map(|t| {
@@ -327,7 +331,7 @@ fn collect(
                     let p = match &w.partition {
                         Ok(p) => p,
                         Err(e) => {
-                            any_error = true;
+                            answer_now = true;
                             b.metrics.error("Fetch", e.code());
                             let hint = matches!(
                                 e,
@@ -354,7 +358,7 @@ fn collect(
                         .with_log_start_offset(p.log_start_offset());
                     if let Some(id) = w.preferred {
                         // Nothing read here: the client asks that replica.
-                        any_error = true;
+                        answer_now = true;
                         return pd
                             .with_preferred_read_replica(BrokerId(id))
                             .with_records(Some(Bytes::new()));
@@ -392,7 +396,7 @@ fn collect(
                             pd.with_records(Some(r.into_bytes()))
                         }
                         Err(e) => {
-                            any_error = true;
+                            answer_now = true;
                             b.metrics.error("Fetch", e.code());
                             tracing::debug!(
                                 peer = %ctx.peer,
@@ -419,5 +423,5 @@ fn collect(
                 .with_partitions(partitions)
         })
         .collect();
-    (responses, total, any_error)
+    (responses, total, answer_now)
 }

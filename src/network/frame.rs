@@ -16,10 +16,9 @@ use kafka_protocol::protocol::buf::ByteBufMut;
 
 /// Payloads shorter than this are copied: a separate buffer (and iovec) is
 /// not worth it for them.
-pub const SPLICE_MIN: usize = 16 * 1024;
+const SPLICE_MIN: usize = 16 * 1024;
 
 /// A complete response frame, size prefix included.
-#[derive(Debug, Clone, Default)]
 pub struct ResponseFrame {
     chunks: Vec<Bytes>,
     len: usize,
@@ -114,17 +113,19 @@ pub struct SpliceBuf {
 }
 
 impl SpliceBuf {
-    /// `inline` is the expected size of what is not spliced.
-    pub fn new(inline: usize, payloads: impl IntoIterator<Item = Bytes>) -> Self {
-        let payloads = payloads
+    /// `total` is the size of everything to be written; only what the
+    /// registered payloads do not cover is allocated.
+    pub fn new(total: usize, payloads: impl IntoIterator<Item = Bytes>) -> Self {
+        let payloads: HashMap<usize, Bytes> = payloads
             .into_iter()
             .filter(|b| b.len() >= SPLICE_MIN)
             .map(|b| (b.as_ptr() as usize, b))
             .collect();
+        let spliced: usize = payloads.values().map(Bytes::len).sum();
         SpliceBuf {
             done: Vec::new(),
             done_len: 0,
-            cur: BytesMut::with_capacity(inline),
+            cur: BytesMut::with_capacity(total.saturating_sub(spliced)),
             payloads,
         }
     }

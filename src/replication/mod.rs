@@ -257,47 +257,47 @@ impl ReplicaManager {
         check_epoch(current_epoch, epoch)
     }
 
-    /// KIP-392 with the rack-aware selector: the in-sync follower a consumer
-    /// in `client_rack` should read from instead of this leader (`None` when
-    /// the leader is in that rack, no follower is, or none has the fetch
-    /// offset yet). Among several, the one furthest ahead.
-    pub fn preferred_read_replica(
-        &self,
-        topic: &str,
-        index: i32,
-        fetch_offset: i64,
-        client_rack: &str,
-    ) -> Option<i32> {
+    /// KIP-392 with the rack-aware selector: the brokers a consumer in
+    /// `client_rack` may be sent to, looked up once per fetch. `None` when
+    /// reads stay on leaders: no rack-aware selector, no client rack, or this
+    /// broker is in the client's rack.
+    pub fn rack_readers(&self, client_rack: &str) -> Option<HashSet<i32>> {
         if client_rack.is_empty() || !self.cfg.as_ref()?.rack_aware_reads {
             return None;
         }
-        let r = self.replica(topic, index)?;
-        let candidates: Vec<(i32, i64)> = match &*r.role() {
-            Role::Leader(v) => v
-                .isr
-                .iter()
-                .filter(|&&id| id != self.node_id)
-                .filter_map(|&id| v.followers.get(&id).map(|p| (id, p.leo)))
-                .filter(|&(_, leo)| leo >= fetch_offset)
-                .collect(),
-            _ => return None,
-        };
-        if candidates.is_empty() || fetch_offset < r.partition.log_start_offset() {
-            return None;
-        }
-        let racks: HashMap<i32, Option<String>> = self
+        let in_rack: HashSet<i32> = self
             .cluster
             .live_brokers()
             .into_iter()
-            .map(|b| (b.node_id, b.rack))
+            .filter(|b| b.rack.as_deref() == Some(client_rack))
+            .map(|b| b.node_id)
             .collect();
-        let in_rack = |id: i32| racks.get(&id).and_then(|r| r.as_deref()) == Some(client_rack);
-        if in_rack(self.node_id) {
+        (!in_rack.contains(&self.node_id) && !in_rack.is_empty()).then_some(in_rack)
+    }
+
+    /// The in-sync follower among `rack_readers` that a consumer should read
+    /// the partition from instead of this leader: one that has the fetch
+    /// offset, the furthest ahead (`None` if none does).
+    pub fn preferred_read_replica(
+        &self,
+        rack_readers: &HashSet<i32>,
+        topic: &str,
+        index: i32,
+        fetch_offset: i64,
+    ) -> Option<i32> {
+        let r = self.replica(topic, index)?;
+        if fetch_offset < r.partition.log_start_offset() {
             return None;
         }
-        candidates
-            .into_iter()
-            .filter(|&(id, _)| in_rack(id))
+        let role = r.role();
+        let Role::Leader(v) = &*role else {
+            return None;
+        };
+        v.isr
+            .iter()
+            .filter(|id| rack_readers.contains(id))
+            .filter_map(|&id| v.followers.get(&id).map(|p| (id, p.leo)))
+            .filter(|&(_, leo)| leo >= fetch_offset)
             .max_by_key(|&(id, leo)| (leo, std::cmp::Reverse(id)))
             .map(|(id, _)| id)
     }

@@ -1,9 +1,12 @@
 """`make bench` cluster phase: what replication costs, measured in one sitting.
 
 On this machine (all brokers share its cores):
-  - produce throughput with acks=all on 6 partitions: one standalone Runnel, then three Runnel
-    brokers with etcd and a replication factor 3 topic (every byte written three times); the
-    median of BENCH_REPEAT runs each, and the cluster's fraction of the standalone figure;
+  - produce throughput with acks=all on 6 partitions: one standalone Runnel, and three Runnel
+    brokers with etcd and a replication factor 3 topic (every byte written three times). Both
+    setups run side by side and take BENCH_REPEAT turns, one standalone run then one RF 3 run,
+    each after the machine has gone quiet; the fraction is the median over the turns of RF 3's
+    figure over the standalone one of the same turn, so slow drifts of this shared machine's
+    speed cancel out;
   - produce acknowledgement latency (p50/p99) at a fixed rate with acks=all, on both;
   - failover: an idempotent acks=all producer writes steadily to a replication factor 3
     partition; its leader is killed with SIGKILL; the time from the kill to the first
@@ -72,29 +75,60 @@ def cpu_seconds(pids):
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def throughput(args, bootstrap, rf, label, pids):
-    """Median (MB/s, msgs/s, broker CPU s, client CPU s) over the runs: the
-    CPU figures show where a run's time went (both setups are CPU-bound here)."""
-    runs = []
-    for r in range(args.repeat):
-        name = "bench-%s-%d" % (label, r)
-        create(bootstrap, name, 6, rf)
-        broker0, client0 = cpu_seconds(pids), os.times()
-        res = tool(args, "produce", "--brokers", bootstrap, "--topic", name, "--messages",
-                   str(args.messages), "--size", str(args.size), "--acks", "all", "--linger-ms", "5",
-                   "--timeout-secs", "300")
-        client1 = os.times()
-        broker_cpu = cpu_seconds(pids) - broker0
-        client_cpu = (client1.children_user - client0.children_user
-                      + client1.children_system - client0.children_system)
-        if res.get("msgs_per_s"):
-            runs.append((float(res["mb_per_s"]), float(res["msgs_per_s"]), broker_cpu, client_cpu))
-            log("%s produce run %d: %.1f MB/s (%s msg/s), failed=%s, broker CPU %.2f s, client "
-                "CPU %.2f s" % (label, r + 1, runs[-1][0], res["msgs_per_s"], res.get("failed"),
-                                broker_cpu, client_cpu))
-    if not runs:
+def quiesce(pids, limit=10.0):
+    """Waits (at most `limit` s) until the processes use under 5% of a core: a flush left
+    over from the previous run would otherwise be charged to the next one."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        before = cpu_seconds(pids)
+        time.sleep(0.5)
+        if cpu_seconds(pids) - before < 0.025:
+            return
+
+
+def produce_run(args, bootstrap, rf, name, pids, everyone):
+    """One timed produce run: (MB/s, msgs/s, broker CPU s, client CPU s), or None."""
+    create(bootstrap, name, 6, rf)
+    quiesce(everyone)
+    broker0, client0 = cpu_seconds(pids), os.times()
+    res = tool(args, "produce", "--brokers", bootstrap, "--topic", name, "--messages",
+               str(args.messages), "--size", str(args.size), "--acks", "all", "--linger-ms", "5",
+               "--timeout-secs", "300")
+    client1 = os.times()
+    broker_cpu = cpu_seconds(pids) - broker0
+    client_cpu = (client1.children_user - client0.children_user
+                  + client1.children_system - client0.children_system)
+    if not res.get("msgs_per_s"):
         return None
-    return tuple(statistics.median(x[i] for x in runs) for i in range(4))
+    run = (float(res["mb_per_s"]), float(res["msgs_per_s"]), broker_cpu, client_cpu)
+    log("%s: %.1f MB/s (%s msg/s), failed=%s, broker CPU %.2f s, client CPU %.2f s" % (
+        name, run[0], res["msgs_per_s"], res.get("failed"), broker_cpu, client_cpu))
+    return run
+
+
+def throughput(args, single, cluster):
+    """Standalone and RF 3 runs taken in turns, both setups up the whole time (the idle one is
+    quiet: no load, nothing to replicate), so a drift in this shared machine's speed hits both
+    alike. Returns the medians (MB/s, msgs/s, broker CPU s, client CPU s) of each setup and
+    the median of the per-turn fractions (RF 3 / standalone)."""
+    single_pids = [single.proc.pid]
+    cluster_pids = [cluster.broker(i).proc.pid for i in cluster.node_ids()]
+    everyone = single_pids + cluster_pids
+    alone, rep, fractions = [], [], []
+    for r in range(args.repeat):
+        a = produce_run(args, single.bootstrap, 1, "bench-standalone-%d" % r, single_pids, everyone)
+        b = produce_run(args, cluster.bootstrap(), 3, "bench-rf3-%d" % r, cluster_pids, everyone)
+        if a:
+            alone.append(a)
+        if b:
+            rep.append(b)
+        if a and b:
+            fractions.append(b[0] / a[0])
+            log("turn %d: RF 3 at %.0f%% of standalone" % (r + 1, 100 * fractions[-1]))
+
+    def medians(runs):
+        return tuple(statistics.median(x[i] for x in runs) for i in range(4)) if runs else None
+    return medians(alone), medians(rep), (statistics.median(fractions) if fractions else None)
 
 
 def latency(args, bootstrap, rf, label):
@@ -221,24 +255,20 @@ def main():
         return 0
 
     single = Broker()
-    single.start()
-    try:
-        alone = throughput(args, single.bootstrap, 1, "standalone", [single.proc.pid])
-        alone_lat = latency(args, single.bootstrap, 1, "standalone")
-    finally:
-        single.stop(expect_clean=False)
-        single.cleanup()
-
     cluster = Cluster(3)
     try:
+        single.start()
         cluster.start()
-        rep = throughput(args, cluster.bootstrap(), 3, "rf3",
-                         [cluster.broker(i).proc.pid for i in cluster.node_ids()])
+        alone, rep, frac = throughput(args, single, cluster)
+        alone_lat = latency(args, single.bootstrap, 1, "standalone")
+        single.stop(expect_clean=False)
         rep_lat = latency(args, cluster.bootstrap(), 3, "rf3")
         grp = groups(cluster, int(os.environ.get("BENCH_COMMITS", 1000)))
         fo = failover(cluster, args.failovers)
     finally:
         cluster.teardown()
+        single.stop(expect_clean=False)
+        single.cleanup()
 
     if alone:
         print("RESULT kind=cluster-produce target=standalone mb_per_s=%.1f msgs_per_s=%.0f "
@@ -246,7 +276,8 @@ def main():
     if rep:
         print("RESULT kind=cluster-produce target=rf3 mb_per_s=%.1f msgs_per_s=%.0f "
               "broker_cpu_s=%.2f client_cpu_s=%.2f" % rep)
-    frac = rep[0] / alone[0] if alone and rep else None
+    if frac is not None:
+        print("RESULT kind=cluster-fraction turns=%d rf3_of_standalone=%.3f" % (args.repeat, frac))
     for label, lat in (("standalone", alone_lat), ("rf3", rep_lat)):
         print("RESULT kind=cluster-latency target=%s rate=%d ack_p50_ms=%s ack_p99_ms=%s achieved_rate=%s" % (
             label, args.rate, lat.get("ack_p50_ms"), lat.get("ack_p99_ms"), lat.get("achieved_rate")))
@@ -259,8 +290,8 @@ def main():
     print("")
     print("Cluster (3 brokers + etcd on this machine, RF 3, acks=all, 6 partitions, %d B records)" % args.size)
     if frac is not None:
-        print("  produce: standalone %.1f MB/s, RF 3 cluster %.1f MB/s = %.0f%% of standalone (target >= 45%%)" % (
-            alone[0], rep[0], 100 * frac))
+        print("  produce: standalone %.1f MB/s, RF 3 cluster %.1f MB/s (medians); RF 3 at %.0f%% of"
+              " standalone, median of %d turns (target >= 45%%)" % (alone[0], rep[0], 100 * frac, args.repeat))
         print("  CPU per run (medians): standalone broker %.2f s + client %.2f s; RF 3 brokers %.2f s"
               " + client %.2f s" % (alone[2], alone[3], rep[2], rep[3]))
     print("  ack latency at %d msg/s: p99 standalone %s ms, RF 3 cluster %s ms (target <= 15 ms)" % (

@@ -31,6 +31,10 @@ const MAX_IN_FLIGHT: usize = 64;
 const MIN_FRAME: usize = 8;
 /// First allocation for a frame; it grows as bytes arrive.
 const FIRST_CHUNK: usize = 64 * 1024;
+/// How far a frame's buffer may run ahead of the bytes that have arrived.
+/// Each growth copies what is there, so doubling copied a large produce
+/// request once more in all; at 16x a 1 MiB request is copied 1/16 once.
+const GROWTH: usize = 16;
 /// Kafka's Fetch API key.
 const FETCH_KEY: i16 = 1;
 /// How long a closing connection waits for its last responses to be written.
@@ -256,12 +260,12 @@ async fn read_frame<R: AsyncRead + Unpin>(
     // Waits while the broker holds too many unanswered request bytes.
     let request_bytes = admission.reserve_request_bytes(size_usize + 4).await;
     // The buffer grows with what arrives (read into spare capacity, never
-    // zeroed): the prefix is only a claim.
+    // zeroed): the prefix is only a claim, so it is never more than GROWTH
+    // times what has arrived.
     let mut buf = BytesMut::with_capacity(size_usize.min(FIRST_CHUNK));
     while buf.len() < size_usize {
         if buf.capacity() == buf.len() {
-            let grow = buf.len().max(FIRST_CHUNK).min(size_usize - buf.len());
-            buf.reserve(grow);
+            buf.reserve(next_capacity(buf.len(), size_usize) - buf.len());
         }
         let want = size_usize - buf.len();
         let mut limited = (&mut buf).limit(want);
@@ -282,6 +286,17 @@ async fn read_frame<R: AsyncRead + Unpin>(
         bytes: buf.freeze(),
         request_bytes,
     }))
+}
+
+/// The capacity a frame's buffer grows to once `arrived` bytes of a
+/// `size`-byte frame fill it: GROWTH times what is there (at least
+/// FIRST_CHUNK), never past the frame.
+fn next_capacity(arrived: usize, size: usize) -> usize {
+    arrived
+        .max(FIRST_CHUNK)
+        .saturating_mul(GROWTH)
+        .min(size)
+        .max(arrived)
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(
@@ -328,4 +343,22 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
     let _ = wr.shutdown().await;
     let _ = closed.send(());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_buffer_grows_with_what_arrived() {
+        // A 1 MiB produce request: one growth after the first chunk.
+        assert_eq!(next_capacity(FIRST_CHUNK, 1 << 20), 1 << 20);
+        // A lying 100 MB prefix: the buffer stays GROWTH times what came.
+        assert_eq!(next_capacity(FIRST_CHUNK, 100 << 20), GROWTH * FIRST_CHUNK);
+        assert_eq!(next_capacity(2 << 20, 100 << 20), GROWTH * (2 << 20));
+        // Never past the frame, never below what is there.
+        assert_eq!(next_capacity(10, 20), 20);
+        assert_eq!(next_capacity(usize::MAX / 2, usize::MAX), usize::MAX);
+        assert!(next_capacity(5 << 20, 6 << 20) > 5 << 20);
+    }
 }

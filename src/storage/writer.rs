@@ -229,7 +229,9 @@ fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Command>, sync: bool, active: A
         while bytes < GROUP_BYTES && pending.len() < GROUP_COMMANDS {
             match rx.try_recv() {
                 Ok(cmd) => {
-                    if let Command::Append { entries, .. } = &cmd {
+                    if let Command::Append { entries, .. } | Command::Replicate { entries, .. } =
+                        &cmd
+                    {
                         bytes += entries
                             .iter()
                             .flat_map(|e| e.batches.iter())

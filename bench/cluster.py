@@ -3,10 +3,10 @@
 On this machine (all brokers share its cores):
   - produce throughput with acks=all on 6 partitions: one standalone Runnel, and three Runnel
     brokers with etcd and a replication factor 3 topic (every byte written three times). Both
-    setups run side by side and take BENCH_REPEAT turns, one standalone run then one RF 3 run,
-    each after the machine has gone quiet; the fraction is the median over the turns of RF 3's
-    figure over the standalone one of the same turn, so slow drifts of this shared machine's
-    speed cancel out;
+    setups run side by side and take BENCH_REPEAT turns (after one uncounted warm-up turn), one
+    standalone run then one RF 3 run, each after the machine has gone quiet; the fraction is
+    the median over the turns of RF 3's figure over the standalone one of the same turn, so
+    slow drifts of this shared machine's speed cancel out;
   - produce acknowledgement latency (p50/p99) at a fixed rate with acks=all, on both;
   - failover: an idempotent acks=all producer writes steadily to a replication factor 3
     partition; its leader is killed with SIGKILL; the time from the kill to the first
@@ -98,6 +98,10 @@ def produce_run(args, bootstrap, rf, name, pids, everyone):
     broker_cpu = cpu_seconds(pids) - broker0
     client_cpu = (client1.children_user - client0.children_user
                   + client1.children_system - client0.children_system)
+    # The next runs need neither its data nor its disk space (a run writes up to 3 GB).
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.delete_topics([name]).values():
+        f.result(30)
     if not res.get("msgs_per_s"):
         return None
     run = (float(res["mb_per_s"]), float(res["msgs_per_s"]), broker_cpu, client_cpu)
@@ -115,16 +119,20 @@ def throughput(args, single, cluster):
     cluster_pids = [cluster.broker(i).proc.pid for i in cluster.node_ids()]
     everyone = single_pids + cluster_pids
     alone, rep, fractions = [], [], []
-    for r in range(args.repeat):
+    # Turn 0 warms both setups up (fresh WAL files, allocator, page cache) and is not counted.
+    for r in range(args.repeat + 1):
         a = produce_run(args, single.bootstrap, 1, "bench-standalone-%d" % r, single_pids, everyone)
         b = produce_run(args, cluster.bootstrap(), 3, "bench-rf3-%d" % r, cluster_pids, everyone)
+        if r == 0:
+            log("turn 0 (warm-up, not counted)")
+            continue
         if a:
             alone.append(a)
         if b:
             rep.append(b)
         if a and b:
             fractions.append(b[0] / a[0])
-            log("turn %d: RF 3 at %.0f%% of standalone" % (r + 1, 100 * fractions[-1]))
+            log("turn %d: RF 3 at %.0f%% of standalone" % (r, 100 * fractions[-1]))
 
     def medians(runs):
         return tuple(statistics.median(x[i] for x in runs) for i in range(4)) if runs else None
@@ -241,7 +249,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runnel", required=True)
     ap.add_argument("--tool", required=True)
-    ap.add_argument("--messages", type=int, default=int(os.environ.get("BENCH_CLUSTER_MESSAGES", 300000)))
+    ap.add_argument("--messages", type=int, default=int(os.environ.get("BENCH_CLUSTER_MESSAGES", 1000000)))
     ap.add_argument("--size", type=int, default=int(os.environ.get("BENCH_CLUSTER_SIZE", 1024)))
     ap.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", 3)))
     ap.add_argument("--rate", type=int, default=int(os.environ.get("BENCH_LATENCY_RATE", 10000)))

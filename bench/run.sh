@@ -21,7 +21,7 @@
 #   BENCH_SECURITY_MESSAGES=200000  BENCH_SECURITY_SIZE=4096   security phase produce runs
 #   cluster phase (bench/cluster.py: 3 brokers + etcd, RF 3, acks=all vs one standalone broker;
 #                             ack latency at BENCH_LATENCY_RATE; failover time after kill -9):
-#   BENCH_CLUSTER_MESSAGES=300000  BENCH_CLUSTER_SIZE=1024  BENCH_FAILOVERS=3
+#   BENCH_CLUSTER_MESSAGES=1000000 BENCH_CLUSTER_SIZE=1024  BENCH_FAILOVERS=3
 #   groups phase (bench/groups.py: KIP-848 consumer protocol vs classic, group formation and a
 #                             fifth member's rebalance): BENCH_GROUP_REPEAT=3  BENCH_GROUP_HEARTBEAT_MS=250
 #   shares phase (bench/shares.py: KIP-932 share group, ShareConsumer processes accepting every record):

@@ -87,15 +87,18 @@ def quiesce(pids, limit=10.0):
 
 
 def produce_run(args, bootstrap, rf, name, pids, everyone):
-    """One timed produce run: (MB/s, msgs/s, broker CPU s, client CPU s), or None."""
+    """One timed produce run: (MB/s, msgs/s, broker CPU s, client CPU s), or None. The CPU
+    the idle setup used meanwhile is logged: it is taken from the measured one."""
+    idle = [p for p in everyone if p not in pids]
     create(bootstrap, name, 6, rf)
     quiesce(everyone)
-    broker0, client0 = cpu_seconds(pids), os.times()
+    broker0, client0, idle0 = cpu_seconds(pids), os.times(), cpu_seconds(idle)
     res = tool(args, "produce", "--brokers", bootstrap, "--topic", name, "--messages",
                str(args.messages), "--size", str(args.size), "--acks", "all", "--linger-ms", "5",
                "--timeout-secs", "300")
     client1 = os.times()
     broker_cpu = cpu_seconds(pids) - broker0
+    idle_cpu = cpu_seconds(idle) - idle0
     client_cpu = (client1.children_user - client0.children_user
                   + client1.children_system - client0.children_system)
     # The next runs need neither its data nor its disk space (a run writes up to 3 GB).
@@ -105,8 +108,9 @@ def produce_run(args, bootstrap, rf, name, pids, everyone):
     if not res.get("msgs_per_s"):
         return None
     run = (float(res["mb_per_s"]), float(res["msgs_per_s"]), broker_cpu, client_cpu)
-    log("%s: %.1f MB/s (%s msg/s), failed=%s, broker CPU %.2f s, client CPU %.2f s" % (
-        name, run[0], res["msgs_per_s"], res.get("failed"), broker_cpu, client_cpu))
+    log("%s: %.1f MB/s (%s msg/s), failed=%s, broker CPU %.2f s, client CPU %.2f s, idle "
+        "setup CPU %.2f s" % (name, run[0], res["msgs_per_s"], res.get("failed"), broker_cpu,
+                              client_cpu, idle_cpu))
     return run
 
 
@@ -117,7 +121,7 @@ def throughput(args, single, cluster):
     the median of the per-turn fractions (RF 3 / standalone)."""
     single_pids = [single.proc.pid]
     cluster_pids = [cluster.broker(i).proc.pid for i in cluster.node_ids()]
-    everyone = single_pids + cluster_pids
+    everyone = single_pids + cluster_pids + [cluster.etcd.proc.pid]
     alone, rep, fractions = [], [], []
     # Turn 0 warms both setups up (fresh WAL files, allocator, page cache) and is not counted.
     for r in range(args.repeat + 1):

@@ -29,6 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "compat-tests"))
 from cluster_harness import Cluster, etcd_bin  # noqa: E402
+from procstat import cpu_seconds  # noqa: E402
 from runnel_harness import Broker  # noqa: E402
 from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
@@ -60,19 +61,6 @@ def create(bootstrap, name, partitions, rf):
             return
         time.sleep(0.2)
     raise RuntimeError("topic %s not ready" % name)
-
-
-def cpu_seconds(pids):
-    """utime + stime of the processes, in seconds."""
-    total = 0
-    for pid in pids:
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def quiesce(pids, limit=10.0):
@@ -118,7 +106,7 @@ def throughput(args, single, cluster):
     """Standalone and RF 3 runs taken in turns, both setups up the whole time (the idle one is
     quiet: no load, nothing to replicate), so a drift in this shared machine's speed hits both
     alike. Returns the medians (MB/s, msgs/s, broker CPU s, client CPU s) of each setup and
-    the median of the per-turn fractions (RF 3 / standalone)."""
+    (median of the per-turn fractions RF 3 / standalone, turns it was taken over)."""
     single_pids = [single.proc.pid]
     cluster_pids = [cluster.broker(i).proc.pid for i in cluster.node_ids()]
     everyone = single_pids + cluster_pids + [cluster.etcd.proc.pid]
@@ -140,7 +128,8 @@ def throughput(args, single, cluster):
 
     def medians(runs):
         return tuple(statistics.median(x[i] for x in runs) for i in range(4)) if runs else None
-    return medians(alone), medians(rep), (statistics.median(fractions) if fractions else None)
+    frac = (statistics.median(fractions), len(fractions)) if fractions else None
+    return medians(alone), medians(rep), frac
 
 
 def latency(args, bootstrap, rf, label):
@@ -289,7 +278,7 @@ def main():
         print("RESULT kind=cluster-produce target=rf3 mb_per_s=%.1f msgs_per_s=%.0f "
               "broker_cpu_s=%.2f client_cpu_s=%.2f" % rep)
     if frac is not None:
-        print("RESULT kind=cluster-fraction turns=%d rf3_of_standalone=%.3f" % (args.repeat, frac))
+        print("RESULT kind=cluster-fraction turns=%d rf3_of_standalone=%.3f" % (frac[1], frac[0]))
     for label, lat in (("standalone", alone_lat), ("rf3", rep_lat)):
         print("RESULT kind=cluster-latency target=%s rate=%d ack_p50_ms=%s ack_p99_ms=%s achieved_rate=%s" % (
             label, args.rate, lat.get("ack_p50_ms"), lat.get("ack_p99_ms"), lat.get("achieved_rate")))
@@ -303,7 +292,7 @@ def main():
     print("Cluster (3 brokers + etcd on this machine, RF 3, acks=all, 6 partitions, %d B records)" % args.size)
     if frac is not None:
         print("  produce: standalone %.1f MB/s, RF 3 cluster %.1f MB/s (medians); RF 3 at %.0f%% of"
-              " standalone, median of %d turns (target >= 45%%)" % (alone[0], rep[0], 100 * frac, args.repeat))
+              " standalone, median of %d turns (target >= 45%%)" % (alone[0], rep[0], 100 * frac[0], frac[1]))
         print("  CPU per run (medians): standalone broker %.2f s + client %.2f s; RF 3 brokers %.2f s"
               " + client %.2f s" % (alone[2], alone[3], rep[2], rep[3]))
     print("  ack latency at %d msg/s: p99 standalone %s ms, RF 3 cluster %s ms (target <= 15 ms)" % (

@@ -29,24 +29,18 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "compat-tests"))
 import kafka_wire as kw  # noqa: E402
+from procstat import cpu_seconds  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import (AdminClient, NewTopic, ScramCredentialInfo,  # noqa: E402
                                    ScramMechanism, UserScramCredentialUpsertion)
 
 USER, PASSWORD, ITERATIONS = "bench", "bench-secret", 4096
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_ticks(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
 
 
 def make_certs(d):
@@ -96,7 +90,7 @@ def produce_run(conf, topic, messages, size, pid):
     p = Producer(dict(conf, **{"linger.ms": 5, "acks": 1, "queue.buffering.max.kbytes": 262144}))
     payload = os.urandom(size)
     errors = []
-    t0, c0 = time.time(), cpu_ticks(pid)
+    t0, c0 = time.time(), cpu_seconds([pid])
     for _ in range(messages):
         while True:
             try:
@@ -106,7 +100,7 @@ def produce_run(conf, topic, messages, size, pid):
                 p.poll(0.01)
         p.poll(0)
     p.flush(120)
-    secs, cpu = time.time() - t0, (cpu_ticks(pid) - c0) / CLK_TCK
+    secs, cpu = time.time() - t0, cpu_seconds([pid]) - c0
     gb = messages * size / 1e9
     return {"mb_s": messages * size / 1e6 / secs, "cpu_s_per_gb": cpu / gb, "errors": len(errors)}
 

@@ -425,19 +425,19 @@ trait CarriesRecords {
     fn records(&self) -> Vec<Bytes>;
 }
 
-impl CarriesRecords for FetchResponse {
-    fn records(&self) -> Vec<Bytes> {
-        let parts = self.responses.iter().flat_map(|t| t.partitions.iter());
-        parts.filter_map(|p| p.records.clone()).collect()
-    }
+/// The generated Fetch and ShareFetch responses have the same shape
+/// (topics → partitions → records) but no common type.
+macro_rules! carries_records {
+    ($($resp:ty),*) => {$(
+        impl CarriesRecords for $resp {
+            fn records(&self) -> Vec<Bytes> {
+                let parts = self.responses.iter().flat_map(|t| t.partitions.iter());
+                parts.filter_map(|p| p.records.clone()).collect()
+            }
+        }
+    )*};
 }
-
-impl CarriesRecords for ShareFetchResponse {
-    fn records(&self) -> Vec<Bytes> {
-        let parts = self.responses.iter().flat_map(|t| t.partitions.iter());
-        parts.filter_map(|p| p.records.clone()).collect()
-    }
-}
+carries_records!(FetchResponse, ShareFetchResponse);
 
 /// `call!` for a response that carries records.
 macro_rules! call_records {

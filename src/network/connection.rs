@@ -289,14 +289,10 @@ async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// The capacity a frame's buffer grows to once `arrived` bytes of a
-/// `size`-byte frame fill it: GROWTH times what is there (at least
-/// FIRST_CHUNK), never past the frame.
+/// `size`-byte frame (`arrived < size`) fill it: GROWTH times what is there
+/// (at least FIRST_CHUNK), never past the frame.
 fn next_capacity(arrived: usize, size: usize) -> usize {
-    arrived
-        .max(FIRST_CHUNK)
-        .saturating_mul(GROWTH)
-        .min(size)
-        .max(arrived)
+    arrived.max(FIRST_CHUNK).saturating_mul(GROWTH).min(size)
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(
@@ -356,7 +352,7 @@ mod tests {
         // A lying 100 MB prefix: the buffer stays GROWTH times what came.
         assert_eq!(next_capacity(FIRST_CHUNK, 100 << 20), GROWTH * FIRST_CHUNK);
         assert_eq!(next_capacity(2 << 20, 100 << 20), GROWTH * (2 << 20));
-        // Never past the frame, never below what is there.
+        // Never past the frame; always room for more than what is there.
         assert_eq!(next_capacity(10, 20), 20);
         assert_eq!(next_capacity(usize::MAX / 2, usize::MAX), usize::MAX);
         assert!(next_capacity(5 << 20, 6 << 20) > 5 << 20);
